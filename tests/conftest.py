@@ -1,0 +1,19 @@
+"""Shared test helpers: the real data samples live in ../shared/data and may be absent."""
+
+import os
+import pathlib
+
+import pytest
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "2")
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+SHARED_DATA = ROOT.parent / "shared" / "data"
+
+
+def shared_file(relative: str) -> pathlib.Path:
+    """Path of a real sample under ../shared/data, or skip the test with a reason."""
+    path = SHARED_DATA / relative
+    if not path.exists():
+        pytest.skip(f"real data sample {path} is absent (see ../shared/data/README.md)")
+    return path
