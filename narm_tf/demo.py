@@ -1,0 +1,97 @@
+"""The quick start: the whole path on the embedded synthetic click log, in a few minutes.
+
+    python -m narm_tf.demo [--workdir=runs/demo]
+
+  1. write the synthetic raw YOOCHOOSE file     (narm_tf.synthetic)
+  2. build the TFDS dataset from it              (tfds_builders/yoochoose, config yoochoose_full)
+  3. train NARM, evaluate on test beside POP     (python -m narm_tf.train --flagfile=demo.cfg)
+  4. export a SavedModel for TF Serving          (--export_base)
+  5. query the export with raw item ids          (python -m narm_tf.predict)
+Steps 3 and 5 run the documented commands in subprocesses, exactly as a user types them.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import time
+
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes raw data, dataset, model, export.")
+flags.DEFINE_integer("epochs", 0, "Override the demo flagfile's epochs (0 = keep).")
+
+CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.cfg")
+DATASET = "yoochoose/yoochoose_full"
+
+
+def _step(number: int, title: str, started: float) -> None:
+    print(f"\n=== [{number}/5] {title}  (elapsed {time.time() - started:.0f}s)", flush=True)
+
+
+def _run(command: list[str]) -> None:
+    print("$ " + " ".join(command), flush=True)
+    subprocess.run(command, check=True)
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from narm_tf import data, synthetic
+
+    started = time.time()
+    workdir = os.path.abspath(FLAGS.workdir)
+    manual_dir = os.path.join(workdir, "manual")
+    data_dir = os.path.join(workdir, "tensorflow_datasets")
+    model_dir = os.path.join(workdir, "model")
+    export_base = os.path.join(workdir, "exports", "narm")
+
+    _step(1, "synthetic raw click log", started)
+    os.makedirs(manual_dir, exist_ok=True)
+    path = synthetic.write_synthetic_clicks(os.path.join(manual_dir, "yoochoose-clicks.dat"))
+    print(f"wrote {path}")
+
+    _step(2, "TFDS build (yoochoose_full config)", started)
+    data.build_dataset(DATASET, manual_dir=manual_dir, data_dir=data_dir)
+
+    _step(3, "train NARM, evaluate on the test split", started)
+    train = [sys.executable, "-m", "narm_tf.train", f"--flagfile={CONFIG}",
+             f"--data_dir={data_dir}", f"--model_dir={model_dir}",
+             f"--export_base={export_base}"]
+    if FLAGS.epochs:
+        train.append(f"--epochs={FLAGS.epochs}")
+    _run(train)
+
+    _step(4, "export for TF Serving", started)
+    versions = sorted(int(v) for v in os.listdir(export_base) if v.isdigit())
+    export_dir = os.path.join(export_base, str(versions[-1]))
+    print(f"SavedModel (TF Serving layout): {export_dir}")
+
+    _step(5, "query the export with raw item ids", started)
+    session, target = _sample_session(data_dir)
+    print(f"a test session's clicks (raw ids): {session}; its true next click: {target}")
+    _run([sys.executable, "-m", "narm_tf.predict", f"--export_dir={export_dir}",
+          "--items=" + ",".join(str(i) for i in session)])
+
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        metrics = json.load(f)
+    print(f"\nDone in {time.time() - started:.0f}s. Test: NARM {metrics['test']}, "
+          f"POP {metrics['popularity_baseline']}")
+
+
+def _sample_session(data_dir: str) -> tuple[list[int], int]:
+    """The longest test prefix, in raw ids, and its label's raw id."""
+    from narm_tf import data
+
+    test = data.load_split(DATASET, "test", data_dir)
+    vocabulary = data.load_vocabulary(DATASET, data_dir)
+    row = int(test.lengths.argmax())
+    items = [int(vocabulary[i - 1]) for i in test.prefixes[row] if i > 0]
+    return items, int(vocabulary[test.labels[row] - 1])
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,142 @@
+"""NARM layers: the shared item embedding with its bilinear decoder (eq. 10), attention (eq. 6-8).
+
+Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
+item ids, `[batch, max_len, hidden]` GRU states, `[batch, num_items + 1]` scores (column 0 is
+padding and always scores `PADDING_SCORE`).
+"""
+
+from __future__ import annotations
+
+import keras
+import numpy as np
+from keras import ops
+
+# Finite, so softmax and cross-entropy stay finite; far below any real logit.
+PADDING_SCORE = -1e9
+_PADDING_SCORE_FLOAT16 = -3e4
+
+
+def padding_score_bias(num_scores: int, dtype: str = "float32"):
+    """Constant row `[num_scores]`: `PADDING_SCORE` at index 0, zeros elsewhere.
+
+    Added (broadcast) to logits so the padding column never scores; an add of a constant row
+    fuses into the following softmax instead of materializing a scattered copy of the logits.
+    """
+    value = _PADDING_SCORE_FLOAT16 if dtype in ("float16",) else PADDING_SCORE
+    bias = np.zeros((num_scores,), dtype=dtype)
+    bias[0] = value
+    return ops.convert_to_tensor(bias, dtype=dtype)
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+class ItemEmbedding(keras.layers.Embedding):
+    """Item embedding whose `decode` mode scores every item with the same matrix (eq. 10).
+
+    `mode="embed"` (default): item ids `[batch, max_len]` -> embeddings `[batch, max_len, D]`,
+    with a padding mask when `mask_zero=True`.
+    `mode="decode"`: queries `[batch, D]` (already `B c_t`) -> scores `[batch, input_dim]`,
+    `S_i = emb_i^T (B c_t)`, with the padding column 0 set to `PADDING_SCORE`.
+
+    One layer (one variable) serves both ends of the model, so the model saves as `.keras`
+    (a separate decoder layer holding a reference to the embedding layer does not).
+
+    Example:
+    ```python
+    embedding = ItemEmbedding(num_items + 1, 50, mask_zero=True, name="item_embedding")
+    embedded = embedding(item_ids)                 # [batch, max_len, 50]
+    scores = embedding(query, mode="decode")       # [batch, num_items + 1]
+    ```
+    """
+
+    def call(self, inputs, mode: str = "embed"):
+        if mode == "embed":
+            return super().call(inputs)
+        if mode != "decode":
+            raise ValueError(f"ItemEmbedding mode must be 'embed' or 'decode', got {mode!r}")
+        query = ops.cast(inputs, self.compute_dtype)
+        embeddings = ops.cast(self.embeddings, self.compute_dtype)
+        scores = ops.matmul(query, ops.transpose(embeddings))
+        return scores + padding_score_bias(self.input_dim, self.compute_dtype)
+
+    def compute_mask(self, inputs, mask=None):
+        # Decode-mode inputs are float queries: the scores carry no mask.
+        if "int" not in str(keras.backend.standardize_dtype(inputs.dtype)):
+            return None
+        return super().compute_mask(inputs, mask)
+
+    def compute_output_shape(self, input_shape, mode: str = "embed"):
+        if mode == "decode":
+            return (*input_shape[:-1], self.input_dim)
+        return super().compute_output_shape(input_shape)
+
+    def compute_output_spec(self, inputs, mode: str = "embed"):
+        if mode == "decode":
+            shape = self.compute_output_shape(inputs.shape, mode="decode")
+            return keras.KerasTensor(shape, dtype=self.compute_dtype)
+        return super().compute_output_spec(inputs)
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+class PaddingScoreMask(keras.layers.Layer):
+    """Scores `[batch, num_items + 1]` -> the same with column 0 (padding) at `PADDING_SCORE`."""
+
+    def call(self, scores):
+        return scores + padding_score_bias(scores.shape[-1], self.compute_dtype)
+
+    def compute_output_shape(self, input_shape):
+        return input_shape
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+class NarmAttention(keras.layers.Layer):
+    """Attention (eq. 6-8): `alpha_tj = v^T sigmoid(A1 h_t + A2 h_j)`, `c_l = sum_j alpha_tj h_j`.
+
+    Call: `attention(hidden_states, final_state, mask=None)` with hidden states
+    `[batch, max_len, H]`, the final state `h_t` `[batch, H]` and a boolean mask
+    `[batch, max_len]` (taken from the hidden states' Keras mask when not given).
+    Returns `(c_l [batch, H], attention_weights [batch, max_len])`; weights are 0 at padding.
+
+    Args:
+        units: size of the latent space of `A1`, `A2` and `v` (default: H, as the authors' code).
+        normalize: `None` (the paper: raw alpha, as the authors' code) or `"softmax"` (a softmax
+            over the valid positions).
+
+    `A1`, `A2` and `v` have no bias, as in the authors' code.
+    """
+
+    def __init__(self, units: int | None = None, normalize: str | None = None, **kwargs):
+        super().__init__(**kwargs)
+        if normalize not in (None, "softmax"):
+            raise ValueError(f"normalize must be None or 'softmax', got {normalize!r}")
+        self.units = units
+        self.normalize = normalize
+
+    def build(self, hidden_states_shape, final_state_shape=None):
+        hidden = hidden_states_shape[-1]
+        units = self.units or hidden
+        self.a1 = self.add_weight(shape=(hidden, units), initializer="glorot_uniform", name="a1")
+        self.a2 = self.add_weight(shape=(hidden, units), initializer="glorot_uniform", name="a2")
+        self.v = self.add_weight(shape=(units, 1), initializer="glorot_uniform", name="v")
+
+    def call(self, hidden_states, final_state, mask=None):
+        if mask is None:
+            mask = ops.ones(ops.shape(hidden_states)[:2], dtype="bool")
+        mask = ops.cast(mask, hidden_states.dtype)
+        query = ops.expand_dims(ops.matmul(final_state, self.a1), 1)       # [b, 1, u]
+        keys = ops.matmul(hidden_states, self.a2)                          # [b, T, u]
+        alpha = ops.squeeze(ops.matmul(ops.sigmoid(query + keys), self.v), -1)  # [b, T]
+        if self.normalize == "softmax":
+            alpha = ops.softmax(ops.where(mask > 0, alpha, PADDING_SCORE), axis=-1)
+        alpha = alpha * mask
+        local = ops.sum(ops.expand_dims(alpha, -1) * hidden_states, axis=1)  # [b, H]
+        return local, alpha
+
+    def compute_mask(self, hidden_states, mask=None):
+        return None
+
+    def compute_output_shape(self, hidden_states_shape, final_state_shape=None):
+        batch, max_len, hidden = hidden_states_shape
+        return (batch, hidden), (batch, max_len)
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units, "normalize": self.normalize}
