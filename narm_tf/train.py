@@ -19,7 +19,7 @@ import json
 import os
 import time
 
-from absl import app, flags, logging
+from absl import app, flags
 
 FLAGS = flags.FLAGS
 _EARLIER_FLAGS = set(FLAGS)
@@ -80,7 +80,8 @@ def make_strategy():
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
     strategy = tf.distribute.MirroredStrategy(devices=devices)
-    logging.info("MirroredStrategy over %d replica(s): %s", strategy.num_replicas_in_sync, devices)
+    print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s): {devices}",
+          flush=True)
     return strategy
 
 
