@@ -70,7 +70,7 @@ def split_generators(result: preprocessing.Preprocessed, info: tfds.core.Dataset
 
 def manual_file(dl_manager, filename: str, instructions: str):
     """Path of `filename` in the manual dir, or FileNotFoundError naming the exact expected path."""
-    # TFDS raises a generic AssertionError when the manual dir is missing or empty; we name the file.
+    # TFDS raises a generic AssertionError for a missing or empty manual dir; name the file.
     manual_dir = getattr(dl_manager, "_manual_dir", None)
     path = None if manual_dir is None else manual_dir / filename
     if path is None or not path.exists():

@@ -1,1 +1,1 @@
-"""YOOCHOOSE (RecSys Challenge 2015) session-prefix dataset: `tfds build tfds_builders/yoochoose`."""
+"""YOOCHOOSE (RecSys Challenge 2015) session prefixes: `tfds build tfds_builders/yoochoose`."""
