@@ -1,0 +1,367 @@
+"""The paper's experiments on any built dataset, into one REPORT.md with plots.
+
+    python -m narm_tf.experiments --dataset=yoochoose/yoochoose_full --data_dir=DIR \
+        --out=results/yoochoose_sample
+
+  Table 2  bilinear vs dense decoder (NARM)
+  Table 3  POP, S-POP, Item-KNN, SR, SKNN, a GRU-only model (GRU-Rec stand-in) and NARM
+  Table 4  global / local / hybrid session features at H = 50 and 100
+  Table 5  correct predictions by session length, NARM vs the GRU-only model
+  Figure 6 attention weights of sampled test sessions (heatmap), and training curves
+NARM and the GRU-only model run with several seeds (mean and standard deviation). Every model is
+trained by `python -m narm_tf.train` (early stopping on validation, never on test) and every
+method is scored by the same metric code. Each experiment's result is cached in `OUT/cache/`,
+so rerunning the command after an interruption resumes where it stopped.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+import os
+import platform
+import subprocess
+import sys
+import time
+
+import numpy as np
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("dataset", "yoochoose/yoochoose_full", "TFDS name/config of a built dataset.")
+flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data_dir.")
+flags.DEFINE_string("out", "results/experiment", "Output folder: REPORT.md, plots, cache, runs.")
+flags.DEFINE_integer("seeds", 3, "Seeds of NARM and of the GRU-only model.")
+flags.DEFINE_integer("epochs", 30, "Maximum epochs of every trained model.")
+flags.DEFINE_integer("patience", 5, "Early-stopping patience on validation Recall@20.")
+flags.DEFINE_integer("batch_size", 512, "Training batch size.")
+flags.DEFINE_enum("reference", "none", ["none", "yoochoose_sample"],
+                  "Extra reference figures to print beside the measured ones.")
+
+K = 20
+# Paper Table 3 (Recall@20 / MRR@20, %): YOOCHOOSE 1/64, YOOCHOOSE 1/4, DIGINETICA.
+PAPER_TABLE3 = {
+    "POP": ((6.71, 1.65), (1.33, 0.30), (0.91, 0.23)),
+    "S-POP": ((30.44, 18.35), (27.08, 17.75), (21.07, 14.69)),
+    "Item-KNN": ((51.60, 21.81), (52.31, 21.70), (28.35, 9.45)),
+    "GRU-Rec (improved)": ((67.84, 29.00), (69.11, 29.22), (57.95, 24.93)),
+    "NARM": ((68.32, 28.76), (69.73, 29.23), (62.58, 27.35)),
+}
+# Independently measured on the real YOOCHOOSE sample with another split tool (issue 5).
+SAMPLE_REFERENCE = {"POP": (8.9, 2.6), "S-POP": (38.1, 26.5), "Item-KNN": (40.8, 18.6),
+                    "SR": (61.5, 34.3), "SKNN": (64.1, 32.0)}
+BASELINE_NAMES = {"pop": "POP", "spop": "S-POP", "itemknn": "Item-KNN", "sr": "SR",
+                  "sknn": "SKNN"}
+
+
+@dataclasses.dataclass(frozen=True)
+class ModelRun:
+    """One trained model: the flags that differ from narm_tf.train's defaults."""
+
+    name: str
+    variant: str = "hybrid"
+    decoder: str = "bilinear"
+    hidden_units: int = 100
+    seed: int = 0
+
+
+def model_runs(seeds: int) -> list[ModelRun]:
+    """Every model the tables need, each trained once (Table 4's hybrid H=100 is NARM seed 0)."""
+    runs = [ModelRun(f"narm_seed{s}", seed=s) for s in range(seeds)]
+    runs += [ModelRun(f"gru_seed{s}", variant="global", decoder="dense", seed=s)
+             for s in range(seeds)]
+    runs.append(ModelRun("narm_dense", decoder="dense"))
+    runs += [ModelRun(f"{v}_h{h}", variant=v, hidden_units=h)
+             for h in (50, 100) for v in ("global", "local", "hybrid")
+             if (v, h) != ("hybrid", 100)]
+    return runs
+
+
+def table4_run(variant: str, hidden: int) -> str:
+    return "narm_seed0" if (variant, hidden) == ("hybrid", 100) else f"{variant}_h{hidden}"
+
+
+# ------------------------------------------------------------------------------ running
+
+
+class Runner:
+    """Runs experiments once each, caching their results as JSON in OUT/cache."""
+
+    def __init__(self, out: str, total: int):
+        self.out = out
+        self.cache = os.path.join(out, "cache")
+        os.makedirs(self.cache, exist_ok=True)
+        self.total, self.done, self.started = total, 0, time.time()
+
+    def run(self, name: str, compute) -> dict:
+        path = os.path.join(self.cache, f"{name}.json")
+        self.done += 1
+        prefix = f"[{self.done}/{self.total}] {name}"
+        if os.path.exists(path):
+            print(f"{prefix}: cached", flush=True)
+            with open(path) as f:
+                return json.load(f)
+        print(f"{prefix}: running (elapsed {self._elapsed()})", flush=True)
+        began = time.time()
+        result = compute()
+        result["seconds"] = round(time.time() - began, 1)
+        tmp = path + ".tmp"
+        with open(tmp, "w") as f:
+            json.dump(result, f, indent=2)
+        os.replace(tmp, path)
+        print(f"{prefix}: done in {result['seconds']:.0f}s "
+              f"(Recall@{K} {result['recall']:.2f}, MRR@{K} {result['mrr']:.2f}; "
+              f"elapsed {self._elapsed()})", flush=True)
+        return result
+
+    def _elapsed(self) -> str:
+        return f"{(time.time() - self.started) / 60:.1f} min"
+
+
+def train_model(run: ModelRun, out: str) -> dict:
+    """Trains one model with `python -m narm_tf.train`, then ranks the test split with it."""
+    from narm_tf import evaluate
+
+    model_dir = os.path.join(out, "runs", run.name)
+    command = [sys.executable, "-m", "narm_tf.train", f"--dataset={FLAGS.dataset}",
+               f"--data_dir={FLAGS.data_dir}", f"--model_dir={model_dir}",
+               f"--variant={run.variant}", f"--decoder={run.decoder}",
+               f"--hidden_units={run.hidden_units}", f"--seed={run.seed}",
+               f"--epochs={FLAGS.epochs}", f"--patience={FLAGS.patience}",
+               f"--batch_size={FLAGS.batch_size}"]
+    with open(os.path.join(out, "runs", f"{run.name}.log"), "w") as log:
+        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    results, _ = evaluate.evaluate_model_dir(model_dir)
+    np.savez(os.path.join(model_dir, "test_ranks.npz"), ranks=results.ranks,
+             lengths=results.lengths)
+    with open(os.path.join(model_dir, "metrics.json")) as f:
+        best_epoch = json.load(f)["best_epoch"]
+    return {"recall": 100 * results.recall, "mrr": 100 * results.mrr,
+            "count": len(results.ranks), "best_epoch": best_epoch}
+
+
+def run_baseline(name: str, splits: dict, num_items: int) -> dict:
+    from narm_tf import baselines
+
+    result = baselines.fit_and_evaluate(name, splits["train"], splits["validation"],
+                                        splits["test"], num_items, k=K)
+    return {"recall": 100 * result["recall"], "mrr": 100 * result["mrr"],
+            "count": result["count"]}
+
+
+# ------------------------------------------------------------------------------ figures
+
+
+def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0) -> str:
+    """Figure 6: attention weights of NARM (seed 0) on randomly sampled test sessions."""
+    import keras
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from narm_tf import model as narm_model
+
+    model = keras.models.load_model(os.path.join(out, "runs", "narm_seed0", "best.keras"))
+    explain = narm_model.attention_model(model)
+    candidates = np.flatnonzero(test.lengths >= 5)
+    rng = np.random.default_rng(seed)
+    rows = np.sort(rng.choice(candidates, min(sessions, len(candidates)), replace=False))
+    weights = np.asarray(explain(test.prefixes[rows], training=False)["attention_weights"])
+    lengths = np.minimum(test.lengths[rows], test.prefixes.shape[1])
+    shown = np.ma.masked_where(test.prefixes[rows] == 0, weights)
+    fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
+    image = ax.imshow(shown, cmap="Reds", aspect="auto")
+    ax.set_yticks(range(len(rows)), [f"session {test.session_ids[r]}" for r in rows])
+    ax.set_xticks(range(int(lengths.max())), range(1, int(lengths.max()) + 1))
+    ax.set_xlim(-0.5, lengths.max() - 0.5)
+    ax.set_xlabel("click position in the session prefix (oldest first)")
+    ax.set_title("NARM attention weights alpha_tj (eq. 7) on sampled test sessions")
+    fig.colorbar(image, ax=ax)
+    fig.tight_layout()
+    path = os.path.join(out, "attention.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+def plot_curves(out: str, names: list[str]) -> str:
+    """Training curves: training loss and validation Recall@20 per epoch."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+    import pandas as pd
+
+    fig, (loss_ax, recall_ax) = plt.subplots(1, 2, figsize=(11, 4))
+    for name in names:
+        history = pd.read_csv(os.path.join(out, "runs", name, "history.csv"))
+        epochs = np.arange(1, len(history) + 1)
+        loss_ax.plot(epochs, history["loss"], label=name)
+        recall_ax.plot(epochs, 100 * history[f"val_recall@{K}"], label=name)
+    loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
+    recall_ax.set(xlabel="epoch", ylabel=f"Recall@{K} (%)", title=f"Validation Recall@{K}")
+    loss_ax.legend()
+    recall_ax.legend()
+    fig.tight_layout()
+    path = os.path.join(out, "curves.png")
+    fig.savefig(path, dpi=110)
+    plt.close(fig)
+    return path
+
+
+# ------------------------------------------------------------------------------- report
+
+
+def _mean_std(results: list[dict], key: str) -> str:
+    values = np.array([r[key] for r in results])
+    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
+
+
+def _paper_column(dataset: str) -> int | None:
+    return {"yoochoose/yoochoose1_64": 0, "yoochoose/yoochoose1_4": 1, "diginetica": 2}.get(
+        dataset)
+
+
+def _length_table(out: str, seeds: int) -> list[str]:
+    """Table 5: hits@20 by prefix length, summed over seeds' mean, NARM vs GRU-only."""
+    from narm_tf import evaluate
+
+    def rows_of(prefix):
+        per_seed = []
+        for s in range(seeds):
+            loaded = np.load(os.path.join(out, "runs", f"{prefix}_seed{s}", "test_ranks.npz"))
+            per_seed.append(evaluate.by_length(evaluate.Results(loaded["ranks"],
+                                                                loaded["lengths"], K)))
+        return per_seed
+
+    narm, gru = rows_of("narm"), rows_of("gru")
+    lines = ["| prefix length | test prefixes | GRU-only hits@20 | NARM hits@20 | improvement |",
+             "|---|---|---|---|---|"]
+    for i, row in enumerate(narm[0]):
+        gru_hits = np.mean([seed[i]["hits"] for seed in gru])
+        narm_hits = np.mean([seed[i]["hits"] for seed in narm])
+        gain = f"{100 * (narm_hits - gru_hits) / gru_hits:+.2f}%" if gru_hits else "-"
+        lines.append(f"| {row['length']} | {row['count']} | {gru_hits:.1f} | {narm_hits:.1f} "
+                     f"| {gain} |")
+    return lines
+
+
+def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: float) -> str:
+    import keras
+    import tensorflow as tf
+
+    seeds = FLAGS.seeds
+    column = _paper_column(FLAGS.dataset)
+    narm = [results[f"narm_seed{s}"] for s in range(seeds)]
+    gru = [results[f"gru_seed{s}"] for s in range(seeds)]
+    lines = [f"# NARM experiments on `{FLAGS.dataset}`", "",
+             f"Generated by `python -m narm_tf.experiments --dataset={FLAGS.dataset} "
+             f"--out={out}` (seeds {seeds}, up to {FLAGS.epochs} epochs, patience "
+             f"{FLAGS.patience}, batch {FLAGS.batch_size}). Recall@20 and MRR@20 in %, over all "
+             "items, on the test split; models selected on the validation split only.", "",
+             "## Data", "", "| statistic | value |", "|---|---|"]
+    lines += [f"| {key} | {value} |" for key, value in sorted(statistics.items())]
+
+    lines += ["", "## Table 3: NARM against the baselines", "",
+              "| method | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 |", "|---|---|---|---|"]
+    reference = SAMPLE_REFERENCE if FLAGS.reference == "yoochoose_sample" else {}
+    if reference:
+        lines[-2] = ("| method | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 | same clicks, "
+                     "other split tool |")
+        lines[-1] = "|---|---|---|---|---|"
+    paper_names = {"GRU-only (global, dense)": "GRU-Rec (improved)", "NARM": "NARM"}
+    rows = [(label, results[f"baseline_{key}"]["recall"], results[f"baseline_{key}"]["mrr"])
+            for key, label in BASELINE_NAMES.items()]
+    rows = [(label, f"{r:.2f}", f"{m:.2f}") for label, r, m in rows]
+    rows.append(("GRU-only (global, dense)", _mean_std(gru, "recall"), _mean_std(gru, "mrr")))
+    rows.append(("NARM", _mean_std(narm, "recall"), _mean_std(narm, "mrr")))
+    for label, recall, mrr in rows:
+        paper = PAPER_TABLE3.get(paper_names.get(label, label))
+        paper_text = (f"{paper[column][0]:.2f} / {paper[column][1]:.2f}"
+                      if paper and column is not None else
+                      " · ".join(f"{p[0]:.2f}/{p[1]:.2f}" for p in paper) if paper else "-")
+        line = f"| {label} | {recall} | {mrr} | {paper_text} |"
+        if reference:
+            ref = reference.get(label)
+            line += f" {ref[0]:.1f} / {ref[1]:.1f} |" if ref else " - |"
+        lines.append(line)
+    if column is None:
+        lines += ["", "Paper columns (YOOCHOOSE 1/64 · 1/4 · DIGINETICA) are shown for context: "
+                  "this dataset is not one of the paper's."]
+
+    lines += ["", "## Table 2: decoders (NARM, seed 0)", "",
+              "| decoder | Recall@20 | MRR@20 |", "|---|---|---|"]
+    for label, name in (("fully connected", "narm_dense"), ("bi-linear", "narm_seed0")):
+        lines.append(f"| {label} | {results[name]['recall']:.2f} | {results[name]['mrr']:.2f} |")
+
+    lines += ["", "## Table 4: session features (seed 0, bilinear decoder)", "",
+              "| session feature | H=50 Recall@20 | H=50 MRR@20 | H=100 Recall@20 | H=100 MRR@20 |",
+              "|---|---|---|---|---|"]
+    for variant, label in (("global", "NARM_global"), ("local", "NARM_local"),
+                           ("hybrid", "NARM_hybrid")):
+        cells = []
+        for hidden in (50, 100):
+            r = results[table4_run(variant, hidden)]
+            cells += [f"{r['recall']:.2f}", f"{r['mrr']:.2f}"]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+
+    lines += ["", f"## Table 5: correct predictions by prefix length (mean over {seeds} seeds)",
+              ""] + _length_table(out, seeds)
+    lines += ["", "## Figure 6: attention weights", "",
+              f"![attention weights]({os.path.basename(plots['attention'])})", "",
+              "## Training curves", "", f"![training curves]({os.path.basename(plots['curves'])})",
+              "", "## Wall times", "", "| experiment | seconds | best epoch |", "|---|---|---|"]
+    lines += [f"| {name} | {r['seconds']:.0f} | {r.get('best_epoch', '-')} |"
+              for name, r in results.items()]
+    lines += ["", "## Machine", "",
+              f"- {platform.platform()}, {os.cpu_count()} CPU cores, {_cpu_model()}",
+              f"- Python {platform.python_version()}, TensorFlow {tf.__version__}, "
+              f"Keras {keras.__version__}",
+              f"- Total wall time of the experiments run that produced this report: "
+              f"{wall / 60:.1f} min (cached experiments count with the time they took)."]
+    path = os.path.join(out, "REPORT.md")
+    with open(path, "w") as f:
+        f.write("\n".join(lines) + "\n")
+    return path
+
+
+def _cpu_model() -> str:
+    try:
+        with open("/proc/cpuinfo") as f:
+            for line in f:
+                if line.startswith("model name"):
+                    return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or "unknown CPU"
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    from narm_tf import data
+
+    out = FLAGS.out
+    os.makedirs(os.path.join(out, "runs"), exist_ok=True)
+    data.register_builders()
+    splits = {s: data.load_split(FLAGS.dataset, s, FLAGS.data_dir)
+              for s in ("train", "validation", "test")}
+    vocabulary = data.load_vocabulary(FLAGS.dataset, FLAGS.data_dir)
+    statistics = data.load_statistics(FLAGS.dataset, FLAGS.data_dir)
+    runs = model_runs(FLAGS.seeds)
+    runner = Runner(out, len(BASELINE_NAMES) + len(runs))
+    results = {}
+    for key in BASELINE_NAMES:
+        results[f"baseline_{key}"] = runner.run(
+            f"baseline_{key}", lambda key=key: run_baseline(key, splits, len(vocabulary)))
+    for run in runs:
+        results[run.name] = runner.run(run.name, lambda run=run: train_model(run, out))
+    plots = {"attention": plot_attention(out, splits["test"], vocabulary),
+             "curves": plot_curves(out, ["narm_seed0", "gru_seed0"])}
+    wall = sum(r["seconds"] for r in results.values())
+    print(f"Report: {write_report(out, results, statistics, plots, wall)}")
+
+
+if __name__ == "__main__":
+    app.run(main)
