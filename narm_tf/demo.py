@@ -21,7 +21,7 @@ import time
 from absl import app, flags
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes raw data, dataset, model, export.")
+flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes data, dataset, model, export.")
 flags.DEFINE_integer("epochs", 0, "Override the demo flagfile's epochs (0 = keep).")
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.cfg")

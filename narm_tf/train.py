@@ -104,7 +104,7 @@ def write_vocabulary(path: str, vocabulary, counts) -> None:
     tmp = f"{path}.tmp"
     with open(tmp, "w") as f:
         f.write("index\titem_id\ttrain_count\n")
-        for index, (item, count) in enumerate(zip(vocabulary, counts), start=1):
+        for index, (item, count) in enumerate(zip(vocabulary, counts, strict=True), start=1):
             f.write(f"{index}\t{item}\t{count}\n")
     os.replace(tmp, path)
 
@@ -166,7 +166,8 @@ def train(config: dict) -> dict:
     import keras
     import tensorflow as tf
 
-    from narm_tf import data, evaluate, model as narm_model
+    from narm_tf import data, evaluate
+    from narm_tf import model as narm_model
 
     keras.utils.set_random_seed(config["seed"])
     model_dir = config["model_dir"]
