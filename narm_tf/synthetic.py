@@ -1,0 +1,143 @@
+"""The embedded default click log: a deterministic synthetic YOOCHOOSE-format file.
+
+Sessions follow a few latent intents (item clusters). Within an intent, item popularity is
+Zipf-like and every item has a few preferred successors, so the next click is predictable from
+the session (a model that learns beats popularity by a wide margin); sessions also repeat earlier
+clicks and jump within their intent. Sessions start uniformly over `num_days` days, so the
+date split (the last day is test) works as on the real data.
+
+Run: `python -m narm_tf.synthetic --out=DIR` writes DIR/yoochoose-clicks.dat.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+import pyarrow.csv as pacsv
+
+CLICKS_FILE = "yoochoose-clicks.dat"
+START_MS = 1_396_310_400_000  # 2014-04-01T00:00:00Z, the YOOCHOOSE era.
+MS_PER_DAY = 86_400_000
+NUM_INTENTS = 10
+SUCCESSOR_WEIGHTS = np.array([0.6, 0.25, 0.15])  # Preferred next items of every item.
+REPEAT_SHARE = 0.1  # Click an item seen earlier in the session.
+JUMP_SHARE = 0.1  # Click a popular item of the session's intent.
+DEFAULT_SESSIONS = 6000  # Sized so `yoochoose_full` builds in seconds and still teaches a model.
+DEFAULT_ITEMS = 800
+DEFAULT_DAYS = 7
+WRITE_CHUNK = 2_000_000  # Rows formatted at once when writing (bounds memory).
+
+
+def write_clicks(path: str, session_ids: np.ndarray, times_ms: np.ndarray,
+                 item_ids: np.ndarray) -> str:
+    """Writes clicks [n] (int64 each) as `SessionId,Timestamp,ItemId,Category`, no header."""
+    with open(path, "wb") as sink:
+        for start in range(0, len(session_ids), WRITE_CHUNK):
+            part = slice(start, start + WRITE_CHUNK)
+            stamps = pa.array(times_ms[part].astype(np.int64)).cast(pa.timestamp("ms"))
+            table = pa.table({
+                "SessionId": pa.array(session_ids[part].astype(np.int64)),
+                "Timestamp": pc.strftime(stamps, format="%Y-%m-%dT%H:%M:%SZ"),
+                "ItemId": pa.array(item_ids[part].astype(np.int64)),
+                "Category": pa.array(np.zeros(len(stamps), np.int8)),
+            })
+            pacsv.write_csv(table, sink, pacsv.WriteOptions(include_header=False,
+                                                            quoting_style="none"))
+    return path
+
+
+def _zipf(n: int, exponent: float = 1.1) -> np.ndarray:
+    weights = 1.0 / np.arange(1, n + 1) ** exponent
+    return weights / weights.sum()
+
+
+def _sample_in_intent(rng, intents, members, popularity) -> np.ndarray:
+    """One item per session, drawn by popularity from its intent's items. intents: [s] -> [s]."""
+    items = np.empty(len(intents), np.int64)
+    for intent, (pool, weights) in enumerate(zip(members, popularity, strict=True)):
+        chosen = intents == intent
+        items[chosen] = rng.choice(pool, size=int(chosen.sum()), p=weights)
+    return items
+
+
+def _item_graph(rng, num_items: int):
+    """Intent members, their popularity and every item's preferred successors [num_items, 3]."""
+    intent_of_item = rng.permutation(num_items) % NUM_INTENTS
+    members = [np.flatnonzero(intent_of_item == c) for c in range(NUM_INTENTS)]
+    popularity = [_zipf(len(pool)) for pool in members]
+    successors = np.empty((num_items, len(SUCCESSOR_WEIGHTS)), np.int64)
+    for pool, weights in zip(members, popularity, strict=True):
+        del weights  # Successors are uniform within the intent: popularity cannot predict them.
+        successors[pool] = rng.choice(pool, size=(len(pool), len(SUCCESSOR_WEIGHTS)))
+    return members, popularity, successors
+
+
+def _sessions(rng, num_sessions: int, num_items: int, max_length: int = 30):
+    """Item indices [num_sessions, max_length] and lengths [num_sessions], one step at a time."""
+    members, popularity, successors = _item_graph(rng, num_items)
+    intents = rng.choice(NUM_INTENTS, size=num_sessions, p=_zipf(NUM_INTENTS, 0.5))
+    lengths = np.minimum(1 + rng.geometric(0.25, size=num_sessions), max_length)
+    items = np.zeros((num_sessions, max_length), np.int64)
+    items[:, 0] = _sample_in_intent(rng, intents, members, popularity)
+    rows = np.arange(num_sessions)
+    for step in range(1, max_length):
+        action = rng.random(num_sessions)
+        successor = successors[items[:, step - 1],
+                               rng.choice(len(SUCCESSOR_WEIGHTS), num_sessions,
+                                          p=SUCCESSOR_WEIGHTS)]
+        repeat = items[rows, rng.integers(0, step, num_sessions)]
+        jump = _sample_in_intent(rng, intents, members, popularity)
+        items[:, step] = np.where(action < REPEAT_SHARE, repeat,
+                                  np.where(action < REPEAT_SHARE + JUMP_SHARE, jump, successor))
+    return items, lengths
+
+
+def write_synthetic_clicks(path: str, num_sessions: int = DEFAULT_SESSIONS,
+                           num_items: int = DEFAULT_ITEMS, num_days: int = DEFAULT_DAYS,
+                           seed: int = 0) -> str:
+    """Writes a deterministic synthetic YOOCHOOSE click file to `path` (a file or a folder).
+
+    Args:
+      path: output file, or a folder to write `yoochoose-clicks.dat` into.
+      num_sessions: sessions to generate (about 4 clicks each on average).
+      num_items: distinct items (a few rare ones fall under the support threshold of 5).
+      num_days: days the sessions span; the last one becomes the test split.
+      seed: the only source of randomness: equal seeds give byte-identical files.
+    Returns:
+      The path of the written file.
+    """
+    if os.path.isdir(path):
+        path = os.path.join(path, CLICKS_FILE)
+    rng = np.random.default_rng(seed)
+    items, lengths = _sessions(rng, num_sessions, num_items)
+    starts = np.sort(rng.integers(0, num_days * MS_PER_DAY - 3_600_000, num_sessions))
+    gaps = (5_000 + rng.exponential(60_000, items.shape)).astype(np.int64)
+    gaps[:, 0] = 0
+    times = START_MS + starts[:, None] + np.cumsum(gaps, axis=1)
+    raw_ids = 214_500_000 + rng.choice(1_000_000, size=num_items, replace=False)
+    valid = np.arange(items.shape[1])[None, :] < lengths[:, None]
+    session_ids = np.broadcast_to(np.arange(1, num_sessions + 1)[:, None], items.shape)
+    return write_clicks(path, session_ids[valid], times[valid], raw_ids[items[valid]])
+
+
+def main(argv) -> None:
+    del argv
+    os.makedirs(FLAGS.out, exist_ok=True)
+    path = write_synthetic_clicks(FLAGS.out, FLAGS.num_sessions, FLAGS.num_items,
+                                  FLAGS.num_days, FLAGS.seed)
+    print(f"Wrote {path}")
+
+
+if __name__ == "__main__":
+    from absl import app, flags
+
+    flags.DEFINE_string("out", "synthetic_clicks", "Folder to write yoochoose-clicks.dat into.")
+    flags.DEFINE_integer("num_sessions", DEFAULT_SESSIONS, "Sessions to generate.")
+    flags.DEFINE_integer("num_items", DEFAULT_ITEMS, "Distinct items.")
+    flags.DEFINE_integer("num_days", DEFAULT_DAYS, "Days spanned; the last is the test split.")
+    flags.DEFINE_integer("seed", 0, "Random seed.")
+    FLAGS = flags.FLAGS
+    app.run(main)
