@@ -1,0 +1,140 @@
+"""Baselines against hand-computed scores on three tiny training sessions (N = 5 items).
+
+Training sessions, in date order: s1 = [1, 2, 3], s2 = [2, 3, 2], s3 = [1, 4]; item 5 is never
+clicked. Clicks per item: 1 -> 2, 2 -> 3, 3 -> 2, 4 -> 1, 5 -> 0, so the popularity order
+(ties: lower id first) is 2, 1, 3, 4, 5.
+"""
+
+import numpy as np
+import pytest
+
+from narm_tf import baselines
+from narm_tf.metrics import ranks_numpy, recall_mrr_from_ranks
+from narm_tf.preprocessing import MAX_LEN, Prefixes
+
+NUM_ITEMS = 5
+SESSIONS = [[1, 2, 3], [2, 3, 2], [1, 4]]
+
+
+def make_prefixes(sessions, session_ids=None):
+    """Examples as the preprocessing writes them: by session, longest prefix first, last 19."""
+    rows, labels, lengths, ids = [], [], [], []
+    for index, clicks in enumerate(sessions):
+        for length in range(len(clicks) - 1, 0, -1):
+            kept = clicks[max(0, length - MAX_LEN):length]
+            rows.append(kept + [0] * (MAX_LEN - len(kept)))
+            labels.append(clicks[length])
+            lengths.append(length)
+            ids.append(index if session_ids is None else session_ids[index])
+    return Prefixes(np.array(rows, np.int32), np.array(labels, np.int64),
+                    np.array(lengths, np.int64), np.array(ids, np.int64))
+
+
+def query(*clicks_per_prefix):
+    """Right-padded prefixes `[n, 19]` and their lengths."""
+    prefixes = np.zeros((len(clicks_per_prefix), MAX_LEN), np.int32)
+    for row, clicks in enumerate(clicks_per_prefix):
+        prefixes[row, :len(clicks)] = clicks
+    return prefixes, np.array([len(c) for c in clicks_per_prefix])
+
+
+def fitted(name, **params):
+    return baselines.BASELINES[name](**params).fit(make_prefixes(SESSIONS), NUM_ITEMS)
+
+
+def ranking(model, clicks):
+    """Items 1..N from best to worst for one prefix."""
+    scores = model.score(*query(clicks))[0]
+    return [int(i) for i in np.argsort(-scores[1:], kind="stable") + 1]
+
+
+def test_training_sessions_recover_clicks_beyond_the_truncation():
+    long_session = [1 + (i % 5) for i in range(25)]
+    sessions = baselines.training_sessions(make_prefixes([long_session, [3, 4]]))
+    np.testing.assert_array_equal(sessions.offsets, [0, 25, 27])
+    np.testing.assert_array_equal(sessions.items, long_session + [3, 4])
+
+
+def test_training_prefixes_merge_validation_in_date_order():
+    everything = make_prefixes([[1, 2, 3], [4, 5], [2, 4]], session_ids=[10, 20, 30])
+    in_validation = np.isin(np.arange(len(everything)), [1, 2])  # 2nd prefix of 10, all of 20
+    train = everything.take(np.flatnonzero(~in_validation))
+    validation = everything.take(np.flatnonzero(in_validation))
+    merged = baselines.training_prefixes(train, validation)
+    np.testing.assert_array_equal(merged.session_ids, [10, 10, 20, 30])
+    np.testing.assert_array_equal(merged.lengths, [2, 1, 1, 1])
+    np.testing.assert_array_equal(merged.labels, everything.labels)
+
+
+def test_pop_counts_training_clicks():
+    model = fitted("pop")
+    np.testing.assert_array_equal(model.raw_scores(*query([4])), [[0, 2, 3, 2, 1, 0]])
+    assert ranking(model, [4]) == [2, 1, 3, 4, 5]
+
+
+def test_spop_counts_session_clicks_then_global_popularity():
+    model = fitted("spop")
+    np.testing.assert_array_equal(model.raw_scores(*query([3, 4, 3])), [[0, 0, 0, 2, 1, 0]])
+    assert ranking(model, [3, 4, 3]) == [3, 4, 2, 1, 5]
+
+
+def test_itemknn_regularized_cosine_from_last_item():
+    model = fitted("itemknn", regularization=1.0)
+    # Sessions holding: 1 -> 2, 2 -> 2, 3 -> 2, 4 -> 1; holding both: (1,2) 1, (1,3) 1,
+    # (1,4) 1, (2,3) 2. sim = both / sqrt((n_i + 1)(n_j + 1)); sim(i, i) = 0.
+    expected = [[0, 0, 1 / 3, 1 / 3, 1 / np.sqrt(6), 0],  # last item 1
+                [0, 1 / 3, 0, 2 / 3, 0, 0]]  # last item 2 (item 3 earlier in the prefix)
+    np.testing.assert_allclose(model.raw_scores(*query([3, 1], [3, 2])), expected)
+    assert ranking(model, [3, 1]) == [4, 2, 3, 1, 5]  # 2 and 3 tie: 2 is more popular
+
+
+def test_sknn_cosine_neighbors_and_recent_sample():
+    # Query {1, 2}: s1 {1,2,3} overlap 2 -> 2/sqrt(2*3); s2 {2,3} -> 1/2; s3 {1,4} -> 1/2.
+    c1 = 2 / np.sqrt(6)
+    cases = {
+        (100, 100): [0, c1 + 0.5, c1 + 0.5, c1 + 0.5, 0.5, 0],  # all three neighbors
+        (2, 100): [0, c1 + 0.5, c1, c1, 0.5, 0],  # s1, then s3 over s2 (tie: more recent)
+        (100, 2): [0, 0.5, 0.5, 0.5, 0.5, 0],  # candidates: the 2 most recent, s2 and s3
+        (100, 1): [0, 0.5, 0, 0, 0.5, 0],  # only s3
+    }
+    for (k, sample_size), expected in cases.items():
+        model = fitted("sknn", k=k, sample_size=sample_size)
+        np.testing.assert_allclose(model.raw_scores(*query([1, 2])), [expected], err_msg=str(k))
+    assert ranking(fitted("sknn", k=2), [1, 2]) == [1, 2, 3, 4, 5]
+
+
+def test_sr_rules_weighted_by_inverse_distance_from_last_item():
+    model = fitted("sr", steps=2)
+    # Rules: s1: 1->2 (1), 2->3 (1), 1->3 (1/2); s2: 2->3 (1), 3->2 (1), 2->2 (1/2); s3: 1->4 (1).
+    # Divided by the row maximum: from 1, max 1; from 2: 2->3 = 2, 2->2 = 1/2.
+    expected = [[0, 0, 1, 0.5, 1, 0], [0, 0, 0.25, 1, 0, 0]]
+    np.testing.assert_allclose(model.raw_scores(*query([1], [4, 2])), expected)
+    assert ranking(model, [1]) == [2, 4, 3, 1, 5]  # 2 and 4 tie: 2 is more popular
+    short = fitted("sr", steps=1)
+    np.testing.assert_allclose(short.raw_scores(*query([1])), [[0, 0, 1, 0, 1, 0]])
+
+
+@pytest.mark.parametrize("name", sorted(baselines.BASELINES))
+def test_padding_never_ranks_first_and_ties_are_broken(name):
+    model = fitted(name)
+    scores = model.score(*query([1], [5], [5, 5, 5], [2, 3, 2, 4]))
+    assert scores.shape == (4, NUM_ITEMS + 1)
+    assert np.all(scores[:, 0] == -np.inf)
+    assert np.all(np.argmax(scores, axis=1) != 0)
+    assert all(len(np.unique(row[1:])) == NUM_ITEMS for row in scores)  # a strict order
+
+
+@pytest.mark.parametrize("name", sorted(baselines.BASELINES))
+def test_evaluate_agrees_with_ranks_numpy(name):
+    model = fitted(name)
+    test = make_prefixes([[1, 2, 3, 4], [5, 2], [3, 3, 1]])
+    result = baselines.evaluate(model, test, k=2, batch_size=2)
+    ranks = ranks_numpy(model.score(test.prefixes, test.lengths), test.labels)
+    recall, mrr = recall_mrr_from_ranks(ranks, 2)
+    assert result == {"recall": recall, "mrr": mrr, "count": len(test)}
+
+
+def test_evaluate_pop_by_hand():
+    test = make_prefixes([[4, 2], [4, 1], [4, 5]])  # labels 2, 1, 5 -> POP ranks 1, 2, 5
+    result = baselines.evaluate(fitted("pop"), test, k=2, batch_size=2)
+    assert result == {"recall": pytest.approx(2 / 3), "mrr": pytest.approx(0.5), "count": 3}
