@@ -1,0 +1,240 @@
+"""Pins every SPEC section 1 rule with tiny hand-made click logs and literal expected outputs."""
+
+import re
+
+import numpy as np
+import pytest
+
+from narm_tf import preprocessing as pp
+
+DIGINETICA_HEADER = "session_id;user_id;item_id;timeframe;eventdate\n"
+
+
+def ts(day: int, hour: int, minute: int = 0, second: int = 0) -> str:
+    """A YOOCHOOSE timestamp on 2014-04-<day>."""
+    return f"2014-04-{day:02d}T{hour:02d}:{minute:02d}:{second:02d}.000Z"
+
+
+def yoochoose_text(sessions: dict) -> str:
+    """{session_id: [(timestamp, item), ...]} -> raw YOOCHOOSE lines (file order as given)."""
+    return "".join(f"{sid},{t},{item},0\n" for sid, clicks in sessions.items()
+                   for t, item in clicks)
+
+
+def build_yoochoose(tmp_path, sessions: dict, fraction: int = 1) -> pp.Preprocessed:
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(yoochoose_text(sessions))
+    return pp.preprocess(pp.read_yoochoose_clicks(str(path)), test_days=1, date_unit_seconds=1,
+                         fraction=fraction, source=str(path))
+
+
+def build_diginetica(tmp_path, text: str) -> pp.Preprocessed:
+    path = tmp_path / "train-item-views.csv"
+    path.write_text(DIGINETICA_HEADER + text)
+    return pp.preprocess(pp.read_diginetica_views(str(path)), test_days=7,
+                         date_unit_seconds=pp.SECONDS_PER_DAY, source=str(path))
+
+
+def repeated_sessions(first_id: int, day: int, items: list, copies: int) -> dict:
+    """`copies` sessions clicking `items` on 2014-04-<day>: session k at 10:00 + 5k min, 1/min."""
+    return {first_id + k: [(ts(day, 10, 5 * k + i), item) for i, item in enumerate(items)]
+            for k in range(copies)}
+
+
+# Five test sessions on day 3 clicking 10, 20; the last click (day 3 10:21) fixes the split
+# point at day 2 10:21:00 unless a test adds later clicks.
+TEST_DAY = repeated_sessions(900, 3, [10, 20], 5)
+
+
+def rows(prefixes: pp.Prefixes) -> list:
+    """Prefixes as lists without padding, for literal comparison."""
+    return [list(r[r > 0]) for r in prefixes.prefixes]
+
+
+def test_clicks_are_ordered_by_timeframe_not_file_order(tmp_path):
+    result = build_diginetica(tmp_path, (
+        "1;NA;30;300;2016-01-01\n1;NA;10;100;2016-01-01\n1;NA;20;200;2016-01-01\n"
+        + "".join(f"{s};NA;{item};{t};2016-01-10\n" for s in (2, 3, 4, 5)
+                  for item, t in ((20, 60), (10, 50), (30, 70)))))
+    assert result.vocabulary.tolist() == [10, 20, 30]
+    assert rows(result.train) == [[1, 2], [1]]
+    assert result.train.labels.tolist() == [3, 2]
+    assert rows(result.test)[:2] == [[1, 2], [1]]
+    assert result.test.labels.tolist() == [3, 2] * 4
+
+
+def test_session_date_is_its_last_click(tmp_path):
+    sessions = {**repeated_sessions(1, 1, [10, 20], 5),
+                50: [(ts(2, 9), 10), (ts(2, 11), 20)],  # starts before, ends after the split
+                51: [(ts(2, 9), 20), (ts(2, 10), 10)],  # ends before the split
+                **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions)
+    assert 50 in result.test.session_ids.tolist()
+    assert 51 in result.train.session_ids.tolist()
+    assert result.statistics["split_date"] == 1396434060  # 2014-04-02T10:21:00Z
+
+
+def test_length_one_sessions_are_dropped_before_item_support(tmp_path):
+    # Item 77: 4 clicks in longer sessions + 1 in a length-1 session -> support 4 -> removed.
+    sessions = {**repeated_sessions(1, 1, [10, 20, 77], 4), 5: [(ts(1, 20), 77)],
+                6: [(ts(1, 21), 10), (ts(1, 22), 20)], **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions)
+    assert result.vocabulary.tolist() == [10, 20]
+    assert 5 not in result.train.session_ids.tolist()
+    assert result.statistics["train_sessions"] == 5
+
+
+def test_item_support_is_one_pass(tmp_path):
+    # Item 7 has exactly 5 clicks; item 8 (1 click) goes, leaving session 9 = [7] -> dropped.
+    # Item 7 now has 4 clicks but stays: no iteration to a fixed point. Item 6 (4 clicks) goes.
+    sessions = {**repeated_sessions(1, 1, [10, 20, 7, 6], 4),
+                9: [(ts(1, 20), 7), (ts(1, 21), 8)], **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions)
+    assert result.vocabulary.tolist() == [10, 20, 7]
+    assert result.statistics["train_sessions"] == 4
+    assert rows(result.train) == [[1, 2], [1]] * 4
+    assert result.train.labels.tolist() == [3, 2] * 4
+
+
+def test_session_dated_exactly_at_the_split_belongs_to_neither(tmp_path):
+    sessions = {**repeated_sessions(1, 1, [10, 20], 5),
+                60: [(ts(2, 10), 10), (ts(2, 10, 21), 20)],  # dated exactly at the split
+                61: [(ts(2, 10), 10), (ts(2, 10, 21, 1), 20)],  # one second after: test
+                **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions)
+    assert 60 not in result.train.session_ids.tolist() + result.test.session_ids.tolist()
+    assert 61 in result.test.session_ids.tolist()
+    assert result.statistics["train_sessions"] == 5
+    assert result.statistics["test_sessions"] == 6
+
+
+def test_vocabulary_in_first_appearance_order_of_date_sorted_train(tmp_path):
+    # Session 1 (later date) is first in the file; session 2 (earlier) numbers items first.
+    sessions = {1: [(ts(1, 12), 30), (ts(1, 13), 40)], 2: [(ts(1, 8), 40), (ts(1, 9), 20)],
+                **repeated_sessions(3, 2, [20, 30, 40, 10], 4),
+                **repeated_sessions(900, 4, [10, 20], 1)}
+    result = build_yoochoose(tmp_path, sessions)
+    assert result.vocabulary.tolist() == [40, 20, 30, 10]
+
+
+def test_unknown_test_items_are_removed(tmp_path):
+    # Item 55 is frequent but only in test sessions: removed from them; [10, 55] -> dropped.
+    sessions = {**repeated_sessions(1, 1, [10, 20], 5),
+                **repeated_sessions(900, 3, [10, 55, 20], 3),
+                950: [(ts(3, 20), 10), (ts(3, 21), 55)], 951: [(ts(3, 22), 55), (ts(3, 23), 10)]}
+    result = build_yoochoose(tmp_path, sessions)
+    assert result.vocabulary.tolist() == [10, 20]
+    assert rows(result.test) == [[1]] * 3
+    assert result.test.session_ids.tolist() == [900, 901, 902]
+    assert result.statistics["test_sessions"] == 3
+
+
+def test_prefixes_longest_first_and_truncated_to_the_most_recent_19(tmp_path):
+    items = [10, 20, 30] * 7 + [10]  # 22 clicks -> 21 prefixes
+    sessions = {1: [(ts(1, 10, i), item) for i, item in enumerate(items)], **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions)
+    train, validation = result.train, result.validation
+    assert len(train) + len(validation) == 21
+    everything = sorted(zip(np.concatenate([train.lengths, validation.lengths]).tolist(),
+                            map(tuple, rows(train) + rows(validation)), strict=True),
+                        reverse=True)
+    longest = everything[0]
+    assert longest == (21, (3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3, 1, 2, 3))
+    assert everything[-1] == (1, (1,))
+    assert train.lengths.tolist() == sorted(train.lengths.tolist(), reverse=True)
+    assert train.prefixes.shape[1] == 19
+
+
+def test_prefix_examples_order_and_fractions():
+    # Three sessions (date order) of lengths 3, 4, 2 -> 2 + 3 + 1 = 6 prefixes.
+    sessions = pp.Sessions(np.array([1, 2, 3]), np.array([10, 20, 30]),
+                           np.array([0, 3, 7, 9]), np.array([1, 2, 3, 4, 5, 6, 7, 8, 9]))
+    full = pp.prefix_examples(sessions)
+    assert rows(full) == [[1, 2], [1], [4, 5, 6], [4, 5], [4], [8]]
+    assert full.labels.tolist() == [3, 2, 7, 6, 5, 9]
+    assert full.session_ids.tolist() == [1, 1, 2, 2, 2, 3]
+    half = pp.prefix_examples(sessions, fraction=2)  # floor(6 / 2) = 3 most recent
+    assert rows(half) == [[4, 5], [4], [8]]
+    assert rows(pp.prefix_examples(sessions, fraction=4)) == [[8]]  # floor(6 / 4) = 1
+    assert len(pp.prefix_examples(sessions, fraction=64)) == 0  # floor(6 / 64) = 0
+
+
+def test_fraction_keeps_floor_n_over_64_most_recent(tmp_path):
+    # 40 sessions of 5 clicks (10, 20, 30, 40, 10) -> 160 train prefixes -> 1/64 keeps 2.
+    sessions = {**{s: [(ts(1, s // 10, s % 10 * 5 + i), item)
+                       for i, item in enumerate([10, 20, 30, 40, 10])] for s in range(40)},
+                **TEST_DAY}
+    result = build_yoochoose(tmp_path, sessions, fraction=64)
+    assert result.statistics["train_prefixes"] == 2
+    assert len(result.train) + len(result.validation) == 2
+    assert sorted(result.train.session_ids.tolist() + result.validation.session_ids.tolist()) \
+        == [39, 39]
+    assert result.statistics["vocabulary_size"] == 4  # the full-training vocabulary
+    quarter = build_yoochoose(tmp_path, sessions, fraction=4)
+    assert quarter.statistics["train_prefixes"] == 40
+
+
+def test_validation_is_ten_percent_seeded_and_disjoint():
+    n = 57
+    train = pp.Prefixes(np.ones((n, 19), np.int32), np.arange(n), np.ones(n, np.int64),
+                        np.arange(n))
+    kept, held = pp.hold_out_validation(train, seed=0)
+    assert len(held) == 5 and len(kept) == 52  # int(57 * 0.1)
+    assert set(kept.session_ids) | set(held.session_ids) == set(range(n))
+    assert not set(kept.session_ids) & set(held.session_ids)
+    assert held.session_ids.tolist() == sorted(held.session_ids.tolist())  # date order kept
+    again = pp.hold_out_validation(train, seed=0)[1]
+    assert again.session_ids.tolist() == held.session_ids.tolist()
+    other = pp.hold_out_validation(train, seed=1)[1]
+    assert other.session_ids.tolist() != held.session_ids.tolist()
+
+
+# ------------------------------------------------------------------------------ errors
+
+
+def write(tmp_path, text, name="yoochoose-clicks.dat"):
+    path = tmp_path / name
+    path.write_text(text)
+    return str(path)
+
+
+@pytest.mark.parametrize("text, where", [
+    ("1;2014-04-01T10:00:00.000Z;10;0\n", "line 1: expected 4 fields separated by ','"),
+    (f"1,{ts(1, 10)},10,0\n1,{ts(1, 11)},20,0\n2,{ts(1, 12)},30\n", "line 3: expected 4 fields"),
+    (f"1,{ts(1, 10)},10,0\n1,2014-13-01 10:00,20,0\n", "line 2: field 2 has an unparsable"),
+    (f"1,{ts(1, 10)},abc,0\n", "line 1: field 3 has an unparsable value 'abc'"),
+])
+def test_bad_yoochoose_lines_are_named(tmp_path, text, where):
+    path = write(tmp_path, text)
+    with pytest.raises(pp.InputError, match=re.escape(f"{path}, {where}")):
+        pp.read_yoochoose_clicks(path)
+
+
+def test_bad_diginetica_lines_are_named(tmp_path):
+    path = write(tmp_path, "session_id,user_id,item_id,timeframe,eventdate\n", "views.csv")
+    with pytest.raises(pp.InputError, match=re.escape(f"{path}, line 1: expected the header")):
+        pp.read_diginetica_views(path)
+    path = write(tmp_path, DIGINETICA_HEADER + "1;NA;10;5;2016-01-01\n1;NA;10;6;2016-02-30\n",
+                 "views.csv")
+    message = f"{path}, line 3: field 5 has an unparsable"
+    with pytest.raises(pp.InputError, match=re.escape(message)):
+        pp.read_diginetica_views(path)
+    path = write(tmp_path, DIGINETICA_HEADER, "views.csv")
+    with pytest.raises(pp.InputError, match="header but no clicks"):
+        pp.read_diginetica_views(path)
+
+
+def test_empty_and_missing_files(tmp_path):
+    path = write(tmp_path, "")
+    with pytest.raises(pp.InputError, match=re.escape(f"{path}: the file is empty")):
+        pp.read_yoochoose_clicks(path)
+    missing = str(tmp_path / "nope.dat")
+    with pytest.raises(FileNotFoundError, match=re.escape(f"Click file not found: {missing}")):
+        pp.read_yoochoose_clicks(missing)
+
+
+def test_nothing_left_after_filtering(tmp_path):
+    path = write(tmp_path, f"1,{ts(1, 10)},10,0\n2,{ts(1, 11)},10,0\n3,{ts(2, 11)},20,0\n")
+    clicks = pp.read_yoochoose_clicks(path)
+    with pytest.raises(pp.InputError, match=re.escape(f"{path}: no session is left")):
+        pp.preprocess(clicks, 1, 1, source=path)
