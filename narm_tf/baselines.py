@@ -19,7 +19,8 @@ The test split is never used for fitting. Training sessions are rebuilt from the
 examples (`training_sessions`): a prefix of untruncated length L holds clicks L-19..L-1 and its
 label is click L, so the union over a session's examples recovers every click even when the
 session is longer than 19. Sessions keep the order of the examples, i.e. session date (the
-preprocessing orders examples by session date), which is SKNN's recency.
+preprocessing orders examples by session date), which is SKNN's recency. At scoring time a
+prefix is what NARM sees: its 19 most recent clicks (S-POP and SKNN ignore older ones).
 
 Ties. `ranks_numpy` lets ties favour the target, so an item tied with many others (an unscored
 item, or one of the many rules of weight 1 from a rare last item) would be ranked first among
@@ -251,10 +252,11 @@ class ItemKNN(Baseline):
         together = (presence.T @ presence).tocsr()  # [N + 1, N + 1] sessions holding both
         together.setdiag(0)
         together.eliminate_zeros()
-        support = np.asarray(presence.sum(axis=0)).ravel() + self.regularization
-        norm = np.sqrt(support)
-        self.similarity = sp.diags(1 / norm) @ together @ sp.diags(1 / norm)
-        self.similarity = self.similarity.tocsr()
+        support = np.asarray(presence.sum(axis=0)).ravel() + self.regularization  # [N + 1]
+        inverse_norm = np.zeros_like(support)
+        np.divide(1.0, np.sqrt(support), out=inverse_norm, where=support > 0)
+        scale = sp.diags(inverse_norm)
+        self.similarity = (scale @ together @ scale).tocsr()
 
     def raw_scores(self, prefixes, lengths):
         return self.similarity[last_items(prefixes, lengths)].toarray()
