@@ -1,0 +1,362 @@
+r"""Export a trained NARM model as a TF Serving SavedModel that speaks raw catalogue item ids.
+
+    python -m export.export_saved_model --model_dir=runs/diginetica --export_base=exports/narm \
+        [--version=N] [--k=20] [--exclude_seen]
+
+writes `exports/narm/<version>/` (TF Serving's layout; the version defaults to the next integer)
+atomically: everything is written to a hidden temporary folder beside it (`.tmp-<version>-*`, a
+name TF Serving ignores) that is renamed to `<version>` only once complete.
+
+Signatures (all outputs best first; `k` and the max session length 19 are fixed at export):
+
+| signature | inputs | id dtype, padding |
+|---|---|---|
+| `serving_default` | `item_ids [batch, None]` | string, `""` |
+| `int64_ids` | `item_ids [batch, None]` | int64, `0` |
+| `string_ids_with_options` | `item_ids [batch, None]`, `exclude_seen [batch]` bool | string, `""` |
+| `int64_ids_with_options` | `item_ids [batch, None]`, `exclude_seen [batch]` bool | int64, `0` |
+
+Outputs: `top_k_item_ids [batch, k]` (raw ids, the input's dtype), `top_k_scores [batch, k]`
+(softmax probabilities over all items), `attention_weights [batch, 19]` (eq. 7's alpha over the
+clicks the model read) and `session_item_ids [batch, 19]` (those clicks, raw ids, right-padded).
+
+What happens in the graph, in order (no Python, no custom ops):
+1. raw ids -> vocabulary indices with a hash table built from the `vocabulary.txt` asset; padding
+   and unknown ids become 0 and are dropped;
+2. the known clicks are compacted to the right-padded `[batch, 19]` model input, keeping their
+   order and, for longer sessions, the most recent 19;
+3. the Keras model scores all items; the top k (without the session's own items when
+   `exclude_seen`) are mapped back to raw ids by the same asset;
+4. a session with no known click gets the k most popular training items, scored by their share
+   of training labels, and zero attention weights.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import json
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+MAX_LEN = 19
+VOCABULARY_ASSET = "vocabulary.txt"
+WARMUP_FILE = "tf_serving_warmup_requests"
+SIGNATURE_STRING = "serving_default"
+SIGNATURE_INT64 = "int64_ids"
+SIGNATURE_STRING_OPTIONS = "string_ids_with_options"
+SIGNATURE_INT64_OPTIONS = "int64_ids_with_options"
+SIGNATURES = (SIGNATURE_STRING, SIGNATURE_INT64, SIGNATURE_STRING_OPTIONS, SIGNATURE_INT64_OPTIONS)
+OUTPUTS = ("top_k_item_ids", "top_k_scores", "attention_weights", "session_item_ids")
+_UNSCORED = -1e8  # logits at or below this (padding column, excluded items) are never returned
+
+
+def compact_sessions(indices: tf.Tensor, max_len: int = MAX_LEN) -> tf.Tensor:
+    """Vocabulary indices `[batch, L]` (0 = padding or unknown, anywhere) -> `[batch, max_len]`.
+
+    Keeps the known clicks in order, at most the most recent `max_len`, right-padded with 0:
+    the model's input format, whatever the padding of the request.
+    """
+    known = indices > 0
+    from_end = tf.cumsum(tf.cast(known, tf.int32), axis=1, reverse=True)  # 1 at the last click
+    length = tf.minimum(tf.reduce_sum(tf.cast(known, tf.int32), axis=1, keepdims=True), max_len)
+    keep = known & (from_end <= max_len)
+    column = tf.where(keep, length - from_end, max_len)  # dropped clicks go to a spare column
+    row = tf.broadcast_to(tf.range(tf.shape(indices)[0])[:, None], tf.shape(indices))
+    compact = tf.scatter_nd(tf.stack([row, column], axis=-1), tf.where(keep, indices, 0),
+                            tf.stack([tf.shape(indices)[0], max_len + 1]))
+    return compact[:, :max_len]
+
+
+class ServingModule(tf.Module):
+    """The serving graph: raw ids -> compacted indices -> Keras model -> top-k raw ids."""
+
+    def __init__(self, scoring_model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
+                 vocabulary_file: str, k: int, exclude_seen: bool, max_len: int):
+        super().__init__(name="narm_serving")
+        num_items = len(vocabulary)
+        self._k = min(k, num_items)
+        self._exclude_seen = exclude_seen
+        self._max_len = max_len
+        # The TF1 loader (TF Serving) restores only tf.Variables the module itself holds.
+        self._variables = [v.value for v in scoring_model.variables]
+        object.__setattr__(self, "_scoring_model", scoring_model)  # called, not tracked
+        self._vocabulary_asset = tf.saved_model.Asset(vocabulary_file)
+        # Tables over one asset are told apart (their shared_name) by `vocab_size` set or not.
+        self._string_to_index = self._table(tf.string, "key", None, 0)
+        self._int64_to_index = self._table(tf.int64, "key", num_items, 0)
+        self._line_to_string = self._table(tf.string, "value", None, "")
+        self._line_to_int64 = self._table(tf.int64, "value", num_items, 0)
+        order = np.argsort(-np.asarray(popularity, np.float64), kind="stable")[: self._k]
+        total = max(float(np.sum(popularity)), 1.0)
+        self._popular_indices = tf.constant(order + 1, tf.int64)
+        self._popular_scores = tf.constant(np.asarray(popularity)[order] / total, tf.float32)
+
+    def _table(self, raw_dtype, raw_role: str, vocab_size, default) -> tf.lookup.StaticHashTable:
+        """Raw id -> vocabulary index (line number + 1), or line number -> raw id (the asset)."""
+        whole, line = tf.lookup.TextFileIndex.WHOLE_LINE, tf.lookup.TextFileIndex.LINE_NUMBER
+        if raw_role == "key":
+            init = tf.lookup.TextFileInitializer(self._vocabulary_asset, raw_dtype, whole,
+                                                 tf.int64, line, vocab_size=vocab_size,
+                                                 value_index_offset=1)
+        else:
+            init = tf.lookup.TextFileInitializer(self._vocabulary_asset, tf.int64, line,
+                                                 raw_dtype, whole, vocab_size=vocab_size)
+        return tf.lookup.StaticHashTable(init, default_value=default)
+
+    def to_indices(self, item_ids: tf.Tensor) -> tf.Tensor:
+        """Raw ids `[batch, L]` -> vocabulary indices, 0 for padding and unknown ids."""
+        if item_ids.dtype == tf.string:
+            return self._string_to_index.lookup(item_ids)
+        indices = self._int64_to_index.lookup(item_ids)
+        return tf.where(tf.equal(item_ids, 0), tf.zeros_like(indices), indices)
+
+    def to_raw(self, indices: tf.Tensor, dtype: tf.DType) -> tf.Tensor:
+        """Vocabulary indices -> raw ids; index 0 -> padding (`""` or 0)."""
+        table = self._line_to_string if dtype == tf.string else self._line_to_int64
+        return table.lookup(indices - 1)
+
+    def recommend(self, item_ids: tf.Tensor, exclude_seen: tf.Tensor | None) -> dict:
+        """Raw sessions `[batch, L]` -> the signature outputs (see the module docstring)."""
+        session = compact_sessions(self.to_indices(item_ids), self._max_len)  # [b, max_len]
+        has_items = session[:, 0] > 0
+        placeholder = tf.one_hot(0, self._max_len, dtype=tf.int64)  # item 1: scored, then replaced
+        model_input = tf.where(has_items[:, None], session, placeholder[None, :])
+        outputs = self._scoring_model(tf.cast(model_input, tf.int32), training=False)
+        logits = tf.cast(outputs["scores"], tf.float32)  # [b, N + 1], column 0 at PADDING_SCORE
+        max_logit, top_logits, top_indices = self._top_k(logits, session, exclude_seen)
+        # softmax(logits)[top] = exp(top - max) / sum(exp(logits - max)); the max comes from
+        # top_k, so the [b, N+1] logits are read three times in all (top_k, exp, sum).
+        normalizer = tf.reduce_sum(tf.exp(logits - max_logit), axis=1, keepdims=True)
+        scores = tf.exp(top_logits - max_logit) / normalizer
+        returned = top_logits > _UNSCORED
+        top_indices = tf.where(returned, tf.cast(top_indices, tf.int64), 0)
+        scores = tf.where(returned, scores, 0.0)
+        top_indices = tf.where(has_items[:, None], top_indices, self._popular_indices[None, :])
+        scores = tf.where(has_items[:, None], scores, self._popular_scores[None, :])
+        attention = tf.cast(outputs["attention_weights"], tf.float32)
+        return {
+            "top_k_item_ids": self.to_raw(top_indices, item_ids.dtype),
+            "top_k_scores": scores,
+            "attention_weights": tf.where(has_items[:, None], attention, 0.0),
+            "session_item_ids": self.to_raw(session, item_ids.dtype),
+        }
+
+    def _top_k(self, logits, session, exclude_seen):
+        """`(max [b, 1], top-k logits [b, k], their indices)` of logits `[b, N+1]`.
+
+        Exclusion never touches the `[b, N+1]` logits: it takes the top `k + max_len`, drops
+        the session's own items there (at most `max_len` of them) and keeps the best k.
+        """
+        if exclude_seen is None and not self._exclude_seen:
+            top_logits, top_indices = tf.math.top_k(logits, self._k, sorted=True)
+            return top_logits[:, :1], top_logits, top_indices
+        wide = min(self._k + self._max_len, logits.shape[-1])
+        wide_logits, wide_indices = tf.math.top_k(logits, wide, sorted=True)
+        seen = tf.reduce_any(
+            tf.equal(tf.cast(wide_indices, tf.int64)[:, :, None], session[:, None, :]), axis=2)
+        if exclude_seen is not None:
+            seen &= exclude_seen[:, None]
+        kept_logits = tf.where(seen, tf.constant(-np.inf, logits.dtype), wide_logits)
+        top_logits, order = tf.math.top_k(kept_logits, self._k, sorted=True)
+        return wide_logits[:, :1], top_logits, tf.gather(wide_indices, order, batch_dims=1)
+
+    def signatures(self) -> dict:
+        """The four serving signatures as concrete functions."""
+        def ids_spec(dtype):
+            return tf.TensorSpec([None, None], dtype, name="item_ids")
+
+        flag_spec = tf.TensorSpec([None], tf.bool, name="exclude_seen")
+
+        @tf.function(input_signature=[ids_spec(tf.string)])
+        def string_ids(item_ids):
+            return self.recommend(item_ids, None)
+
+        @tf.function(input_signature=[ids_spec(tf.int64)])
+        def int64_ids(item_ids):
+            return self.recommend(item_ids, None)
+
+        @tf.function(input_signature=[ids_spec(tf.string), flag_spec])
+        def string_ids_with_options(item_ids, exclude_seen):
+            return self.recommend(item_ids, exclude_seen)
+
+        @tf.function(input_signature=[ids_spec(tf.int64), flag_spec])
+        def int64_ids_with_options(item_ids, exclude_seen):
+            return self.recommend(item_ids, exclude_seen)
+
+        functions = (string_ids, int64_ids, string_ids_with_options, int64_ids_with_options)
+        return {name: fn.get_concrete_function()
+                for name, fn in zip(SIGNATURES, functions, strict=True)}
+
+
+@contextlib.contextmanager
+def unrolled_rnns(model: keras.Model):
+    """Traces the model's recurrent layers unrolled (same maths, fixed `max_len` steps).
+
+    A symbolic loop costs a dozen control-flow ops per step in TF Serving's executor; the 19
+    unrolled steps are plain ops that Grappler can fuse.
+    """
+    layers = [layer for layer in model._flatten_layers() if isinstance(layer, keras.layers.RNN)]
+    saved = [layer.unroll for layer in layers]
+    for layer in layers:
+        layer.unroll = True
+    try:
+        yield
+    finally:
+        for layer, unroll in zip(layers, saved, strict=True):
+            layer.unroll = unroll
+
+
+def next_version(export_base: str) -> int:
+    """1 + the largest integer folder name under `export_base` (1 when there is none)."""
+    if not os.path.isdir(export_base):
+        return 1
+    versions = [int(name) for name in os.listdir(export_base) if name.isdigit()]
+    return max(versions, default=0) + 1
+
+
+def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
+                 export_base: str, version: int | None = None, k: int = 20,
+                 exclude_seen: bool = False, max_len: int = MAX_LEN) -> str:
+    """Writes `export_base/<version>/` for TF Serving, atomically; returns that folder.
+
+    Args:
+        model: a NARM model from `narm_tf.model.build_narm` (input `item_ids [batch, max_len]`).
+        vocabulary: raw item ids, int64 `[N]`: vocabulary index `i` is `vocabulary[i - 1]`.
+        popularity: training label counts `[N]`, same order; its top k answer empty sessions.
+        export_base: the model's base path in TF Serving (`--model_base_path`).
+        version: the version folder; default: the next integer.
+        k: number of items returned.
+        exclude_seen: whether the two single-input signatures drop the session's own items.
+        max_len: the model's session length.
+    """
+    vocabulary = np.asarray(vocabulary, np.int64)
+    popularity = np.asarray(popularity)
+    _check_vocabulary(vocabulary, popularity)
+    os.makedirs(export_base, exist_ok=True)
+    version = next_version(export_base) if version is None else int(version)
+    final_dir = os.path.join(export_base, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} exists: pass another --version or remove it")
+    temp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        _write_export(temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len)
+        os.rename(temp_dir, final_dir)  # atomic: TF Serving sees no version or a complete one
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def _check_vocabulary(vocabulary, popularity) -> None:
+    if len(popularity) != len(vocabulary):
+        raise ValueError(f"popularity has {len(popularity)} counts for {len(vocabulary)} items")
+    if len(np.unique(vocabulary)) != len(vocabulary):
+        raise ValueError("the vocabulary has duplicate raw ids")
+
+
+def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
+    from narm_tf.model import attention_model
+
+    with tempfile.TemporaryDirectory() as staging:
+        vocabulary_file = os.path.join(staging, VOCABULARY_ASSET)
+        with open(vocabulary_file, "w") as f:
+            f.writelines(f"{item_id}\n" for item_id in vocabulary)
+        scoring_model = attention_model(model)
+        num_scores = scoring_model(np.ones((1, max_len), np.int32))["scores"].shape[-1]
+        if num_scores != len(vocabulary) + 1:
+            raise ValueError(f"the model scores {num_scores - 1} items, the vocabulary has "
+                             f"{len(vocabulary)}: export with the model_dir's own vocabulary.tsv")
+        module = ServingModule(scoring_model, vocabulary, popularity, vocabulary_file,
+                               k, exclude_seen, max_len)
+        with unrolled_rnns(scoring_model):
+            signatures = module.signatures()
+        tf.saved_model.save(module, export_dir, signatures=signatures)
+    write_warmup_requests(export_dir, vocabulary, popularity)
+
+
+def warmup_inputs(vocabulary: np.ndarray, popularity: np.ndarray) -> dict:
+    """Example `item_ids` for the warm-up: sessions of popular items, batch 1 and batch 8."""
+    popular = vocabulary[np.argsort(-np.asarray(popularity), kind="stable")[:24]]
+    batch = np.resize(popular, (8, 3)).astype(np.int64)
+    batch[1:, 0] = 0  # padded rows too
+    return {"batch_1": batch[:1], "batch_8": batch}
+
+
+def write_warmup_requests(export_dir: str, vocabulary: np.ndarray, popularity: np.ndarray,
+                          model_name: str = "narm") -> str:
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records for every signature."""
+    from tensorflow_serving.apis import model_pb2, predict_pb2, prediction_log_pb2
+
+    path = os.path.join(export_dir, "assets.extra", WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for ids in warmup_inputs(vocabulary, popularity).values():
+            for signature in SIGNATURES:
+                values = ids if "int64" in signature else np.where(ids == 0, "", ids.astype(str))
+                request = predict_pb2.PredictRequest(
+                    model_spec=model_pb2.ModelSpec(name=model_name, signature_name=signature))
+                request.inputs["item_ids"].CopyFrom(tf.make_tensor_proto(values))
+                if signature.endswith("with_options"):
+                    flags_ = np.arange(len(ids)) % 2 == 0
+                    request.inputs["exclude_seen"].CopyFrom(tf.make_tensor_proto(flags_))
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+    return path
+
+
+def read_model_dir_vocabulary(model_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """`model_dir/vocabulary.tsv` -> (raw item ids int64 `[N]`, training label counts `[N]`)."""
+    with open(os.path.join(model_dir, "vocabulary.tsv"), newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    indices = np.array([int(row["index"]) for row in rows], np.int64)
+    if not np.array_equal(indices, np.arange(1, len(rows) + 1)):
+        raise ValueError(f"{model_dir}/vocabulary.tsv must list indices 1..N in order")
+    vocabulary = np.array([int(row["item_id"]) for row in rows], np.int64)
+    popularity = np.array([int(row["train_count"]) for row in rows], np.int64)
+    return vocabulary, popularity
+
+
+def export_from_model_dir(model_dir: str, export_base: str, version: int | None = None,
+                          k: int = 20, exclude_seen: bool = False) -> str:
+    """Exports `model_dir/best.keras` with `model_dir/vocabulary.tsv`; returns the version dir."""
+    import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
+
+    model = keras.models.load_model(os.path.join(model_dir, "best.keras"), compile=False)
+    vocabulary, popularity = read_model_dir_vocabulary(model_dir)
+    max_len = MAX_LEN
+    config_path = os.path.join(model_dir, "config.json")
+    if os.path.exists(config_path):
+        with open(config_path) as f:
+            max_len = int(json.load(f).get("max_len", MAX_LEN))
+    return export_model(model, vocabulary, popularity, export_base, version=version, k=k,
+                        exclude_seen=exclude_seen, max_len=max_len)
+
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).")
+flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.")
+flags.DEFINE_integer("version", None, "Version folder; default: the next integer.")
+flags.DEFINE_integer("k", 20, "Number of recommended items.")
+flags.DEFINE_bool("exclude_seen", False,
+                  "Drop the session's own items from serving_default and int64_ids.")
+
+
+def main(argv):
+    del argv
+    if not FLAGS.model_dir:
+        raise app.UsageError("--model_dir is required (a narm_tf.train output folder)")
+    path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
+                                 k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
+    print(f"exported {path}")
+
+
+if __name__ == "__main__":
+    app.run(main)
