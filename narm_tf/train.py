@@ -53,6 +53,9 @@ flags.DEFINE_integer("seed", 0, "Seed of initialization, dropout and shuffling."
 flags.DEFINE_integer("num_cpu_devices", 0,
                      "Split the CPU into N logical devices for MirroredStrategy when no GPU is "
                      "present (tests the multi-replica path on CPU); 0 or 1 = one device.")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"],
+                  "XLA-compile the train step. auto = on, except across several logical CPU "
+                  "devices, where XLA cannot reach the other replicas' variables.")
 flags.DEFINE_integer("eval_batch_size", 1024, "Batch size of the final test evaluation.")
 flags.DEFINE_string("export_base", "",
                     "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
@@ -83,6 +86,16 @@ def make_strategy():
     print(f"MirroredStrategy over {strategy.num_replicas_in_sync} replica(s): {devices}",
           flush=True)
     return strategy
+
+
+def use_xla(setting: str, strategy) -> bool:
+    """XLA speeds up the step on CPU and GPU, but fails with replicas on logical CPU devices."""
+    import tensorflow as tf
+
+    if setting != "auto":
+        return setting == "on"
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    return not (on_cpu and strategy.num_replicas_in_sync > 1)
 
 
 def resolved_config() -> dict:
@@ -197,7 +210,8 @@ def train(config: dict) -> dict:
             decoder=config["decoder"], attention=config["attention"],
             max_len=config["max_len"], embedding_dropout=config["embedding_dropout"],
             representation_dropout=config["representation_dropout"])
-        narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K)
+        narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K,
+                                jit_compile=use_xla(config["jit_compile"], strategy))
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=config["steps_per_epoch"] or None,
               callbacks=callbacks(model_dir, config["patience"]), verbose=2)

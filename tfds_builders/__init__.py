@@ -1,1 +1,1 @@
-"""TFDS builders for the session datasets: one folder a dataset (`tfds build tfds_builders/<name>`)."""
+"""TFDS builders of the session datasets: `tfds build tfds_builders/<name>`."""
