@@ -1,0 +1,359 @@
+"""export/export_saved_model.py: the TF Serving export, checked the way TF Serving loads it.
+
+A small NARM is trained for a few steps and exported twice (exclusion off and on). A fresh Python
+process that cannot import this project loads each export with the TF1 loader TF Serving uses and
+runs every signature on the signature_def's tensor names only; its top-k must match the Keras
+model's (ids exactly, scores within 1e-5) for known, unknown, empty, padded and over-long sessions.
+"""
+
+import os
+import pathlib
+import pickle
+import re
+import signal
+import subprocess
+import sys
+import textwrap
+
+import keras
+import numpy as np
+import pytest
+import tensorflow as tf
+
+from export import export_saved_model as ex
+from narm_tf.model import attention_model, build_narm
+
+ROOT = pathlib.Path(__file__).resolve().parents[1]
+NUM_ITEMS, K, MAX_LEN = 60, 20, 19
+UNKNOWN = (7, 8, 999_999_999_999)  # raw ids outside the vocabulary
+
+
+@pytest.fixture(scope="module")
+def trained():
+    """(model, vocabulary [N] raw int64 ids, popularity [N]) after a few training steps."""
+    keras.utils.set_random_seed(7)
+    model = build_narm(NUM_ITEMS, embedding_dim=8, hidden_units=12, max_len=MAX_LEN)
+    model.compile(optimizer=keras.optimizers.Adam(0.01),
+                  loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+    rng = np.random.default_rng(0)
+    lengths = rng.integers(1, MAX_LEN + 1, 128)
+    x = np.where(np.arange(MAX_LEN) < lengths[:, None], rng.integers(1, NUM_ITEMS + 1,
+                                                                     (128, MAX_LEN)), 0)
+    model.fit(x.astype(np.int32), rng.integers(1, NUM_ITEMS + 1, 128), batch_size=32, epochs=2,
+              verbose=0)
+    vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), NUM_ITEMS, replace=False)
+    popularity = rng.permutation(NUM_ITEMS) * 3 + 1  # distinct counts: no popularity ties
+    return model, vocabulary.astype(np.int64), popularity
+
+
+@pytest.fixture(scope="module")
+def exports(trained, tmp_path_factory):
+    """{"plain": version dir with exclude_seen=False, "exclude": one with exclude_seen=True}."""
+    model, vocabulary, popularity = trained
+    base = str(tmp_path_factory.mktemp("exports") / "narm")
+    plain = ex.export_model(model, vocabulary, popularity, base, k=K)
+    excluding = ex.export_model(model, vocabulary, popularity, base, k=K, exclude_seen=True)
+    return {"base": base, "plain": plain, "exclude": excluding}
+
+
+def session_rows(vocabulary):
+    """Raw sessions as rows with `None` padding anywhere: the request shapes users send."""
+    v = [int(x) for x in vocabulary]
+    long_session = [v[i % 23] for i in range(30)] + [UNKNOWN[0]]  # 30 clicks, repeats
+    return [
+        [v[0], v[1], None, None],                                   # known, right-padded
+        [None, None, v[2], v[3]],                                   # left-padded
+        [v[4], None, v[5], None, v[6]],                             # mid-padded
+        [UNKNOWN[0], UNKNOWN[2]],                                   # unknown only
+        [],                                                         # empty
+        [UNKNOWN[1], v[7], UNKNOWN[0], v[7], v[8]],                 # unknown ids dropped
+        long_session,                                               # over-long
+        [v[i] for i in range(40)],                                  # over-long, all distinct
+        [v[9]],
+    ]
+
+
+def encode(rows, dtype):
+    """Rows -> `[batch, width]` request array, `""` or `0` padding."""
+    width = max(len(row) for row in rows)
+    pad = "" if dtype == "string" else 0
+    padded = [[pad if x is None else x for x in row] + [pad] * (width - len(row)) for row in rows]
+    if dtype == "string":
+        return np.array([[str(x) for x in row] for row in padded], dtype=object).astype(bytes)
+    return np.array(padded, np.int64)
+
+
+def reference(trained, rows, exclude):
+    """The Keras model's top-k raw ids, softmax scores and attention per row (numpy)."""
+    model, vocabulary, popularity = trained
+    index_of = {int(raw): i + 1 for i, raw in enumerate(vocabulary)}
+    sessions = [[index_of[x] for x in row if x in index_of][-MAX_LEN:] for row in rows]
+    x = np.zeros((len(rows), MAX_LEN), np.int32)
+    for r, session in enumerate(sessions):
+        x[r, : len(session)] = session or [1]
+    outputs = attention_model(model).predict(x, verbose=0)
+    logits = outputs["scores"].astype(np.float64)
+    probs = np.exp(logits - logits.max(1, keepdims=True))
+    probs /= probs.sum(1, keepdims=True)
+    popular = np.argsort(-popularity, kind="stable")[:K] + 1
+    ids, scores, attention = [], [], []
+    for r, session in enumerate(sessions):
+        if not session:
+            ids.append(vocabulary[popular - 1])
+            scores.append(popularity[popular - 1] / popularity.sum())
+            attention.append(np.zeros(MAX_LEN))
+            continue
+        ranking = probs[r].copy()
+        ranking[0] = -1
+        if exclude[r]:
+            ranking[session] = -1
+        top = np.argsort(-ranking, kind="stable")[:K]
+        ids.append(vocabulary[top - 1])
+        scores.append(probs[r, top])
+        attention.append(outputs["attention_weights"][r])
+    return np.array(ids), np.array(scores), np.array(attention), sessions
+
+
+SERVE_SCRIPT = textwrap.dedent('''
+    """Runs in a fresh, isolated interpreter: TF only, as TF Serving would."""
+    import importlib.util, pickle, sys
+    for name in ("narm_tf", "export"):
+        assert importlib.util.find_spec(name) is None, f"{name} is importable in the subprocess"
+    import tensorflow as tf
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    jobs = pickle.load(open(sys.argv[1], "rb"))
+    results = {}
+    for export_dir, calls in jobs.items():
+        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+            for key, (signature, inputs) in calls.items():
+                sig = meta.signature_def[signature]
+                feed = {sig.inputs[name].name: value for name, value in inputs.items()}
+                fetch = {name: info.name for name, info in sig.outputs.items()}
+                results[key] = sess.run(fetch, feed)
+            warmup = export_dir + "/assets.extra/tf_serving_warmup_requests"
+            signatures = []
+            for record in tf.compat.v1.io.tf_record_iterator(warmup):
+                request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
+                sig = meta.signature_def[request.model_spec.signature_name]
+                feed = {sig.inputs[name].name: tf.make_ndarray(proto)
+                        for name, proto in request.inputs.items()}
+                out = sess.run({n: i.name for n, i in sig.outputs.items()}, feed)
+                assert out["top_k_scores"].shape[0] == len(next(iter(feed.values())))
+                signatures.append(request.model_spec.signature_name)
+            results[("warmup", export_dir)] = signatures
+    pickle.dump(results, open(sys.argv[2], "wb"))
+''')
+
+
+def serve_in_fresh_process(jobs, tmp_path):
+    """Runs `{export_dir: {key: (signature, inputs)}}` in `python -I` away from the repo."""
+    (tmp_path / "serve.py").write_text(SERVE_SCRIPT)
+    with open(tmp_path / "jobs.pkl", "wb") as f:
+        pickle.dump(jobs, f)
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    proc = subprocess.run([sys.executable, "-I", "serve.py", "jobs.pkl", "results.pkl"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    with open(tmp_path / "results.pkl", "rb") as f:
+        return pickle.load(f)
+
+
+@pytest.fixture(scope="module")
+def served(exports, trained, tmp_path_factory):
+    """Every signature of both exports on the test sessions, from the isolated process."""
+    rows = session_rows(trained[1])
+    flags = np.arange(len(rows)) % 2 == 0
+    jobs = {exports["plain"]: {}, exports["exclude"]: {}}
+    for dtype in ("string", "int64"):
+        ids = encode(rows, dtype)
+        single = ex.SIGNATURE_STRING if dtype == "string" else ex.SIGNATURE_INT64
+        options = (ex.SIGNATURE_STRING_OPTIONS if dtype == "string"
+                   else ex.SIGNATURE_INT64_OPTIONS)
+        for name in ("plain", "exclude"):
+            jobs[exports[name]][(name, dtype)] = (single, {"item_ids": ids})
+        jobs[exports["plain"]][("options", dtype)] = (
+            options, {"item_ids": ids, "exclude_seen": flags})
+    return rows, flags, serve_in_fresh_process(jobs, tmp_path_factory.mktemp("serve"))
+
+
+@pytest.mark.parametrize("dtype", ["string", "int64"])
+@pytest.mark.parametrize("case", ["plain", "exclude", "options"])
+def test_served_top_k_matches_keras(served, trained, case, dtype):
+    rows, flags, results = served
+    exclude = {"plain": np.zeros(len(rows), bool), "exclude": np.ones(len(rows), bool),
+               "options": flags}[case]
+    ids, scores, attention, sessions = reference(trained, rows, exclude)
+    out = results[(case, dtype)]
+    expected_ids = ids.astype(str).astype(bytes) if dtype == "string" else ids
+    np.testing.assert_array_equal(out["top_k_item_ids"], expected_ids)
+    np.testing.assert_allclose(out["top_k_scores"], scores, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["attention_weights"], attention, atol=1e-5, rtol=0)
+    assert out["top_k_item_ids"].dtype == (object if dtype == "string" else np.int64)
+    vocabulary = trained[1]
+    for r, session in enumerate(sessions):
+        used = out["session_item_ids"][r][: len(session)]
+        expected = vocabulary[np.array(session, int) - 1] if session else []
+        if dtype == "string":
+            expected = [str(x).encode() for x in expected]
+        np.testing.assert_array_equal(used, expected)
+
+
+def test_exclusion_changes_results(served):
+    """Guards the exclusion tests against sessions that never meet their own top-k."""
+    _, _, results = served
+    plain, excluding = results[("plain", "int64")], results[("exclude", "int64")]
+    assert not np.array_equal(plain["top_k_item_ids"], excluding["top_k_item_ids"])
+
+
+def test_warmup_requests_replay(served, exports):
+    _, _, results = served
+    for name in ("plain", "exclude"):
+        assert set(results[("warmup", exports[name])]) == set(ex.SIGNATURES)
+
+
+def test_layout_and_versions(exports):
+    base = pathlib.Path(exports["base"])
+    assert sorted(p.name for p in base.iterdir()) == ["1", "2"]
+    assert exports["plain"] == str(base / "1") and exports["exclude"] == str(base / "2")
+    for version in ("1", "2"):
+        assert (base / version / "saved_model.pb").is_file()
+        assert (base / version / "variables" / "variables.index").is_file()
+        assert (base / version / "assets" / ex.VOCABULARY_ASSET).is_file()
+        assert (base / version / "assets.extra" / ex.WARMUP_FILE).is_file()
+    assert ex.next_version(str(base)) == 3
+
+
+def test_vocabulary_asset_is_the_vocabulary(exports, trained):
+    text = (pathlib.Path(exports["plain"]) / "assets" / ex.VOCABULARY_ASSET).read_text()
+    assert [int(x) for x in text.split()] == trained[1].tolist()
+
+
+def test_saved_model_cli_lists_signatures(exports):
+    proc = subprocess.run(["saved_model_cli", "show", "--dir", exports["plain"], "--all"],
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    blocks = re.split(r"signature_def\['", proc.stdout)[1:]
+    signatures = {block.split("'")[0]: block for block in blocks}
+    assert set(ex.SIGNATURES) <= set(signatures)
+    for name in ex.SIGNATURES:
+        raw = "DT_STRING" if name in (ex.SIGNATURE_STRING, ex.SIGNATURE_STRING_OPTIONS) \
+            else "DT_INT64"
+        inputs = {"item_ids": (raw, "(-1, -1)")}
+        if name.endswith("with_options"):
+            inputs["exclude_seen"] = ("DT_BOOL", "(-1)")
+        outputs = {"top_k_item_ids": (raw, f"(-1, {K})"),
+                   "top_k_scores": ("DT_FLOAT", f"(-1, {K})"),
+                   "attention_weights": ("DT_FLOAT", f"(-1, {MAX_LEN})"),
+                   "session_item_ids": (raw, f"(-1, {MAX_LEN})")}
+        given, returned = signatures[name].split("following output(s):")
+        for text, expected in ((given, inputs), (returned, outputs)):
+            found = {name: (dtype, shape) for name, dtype, shape in re.findall(
+                r"\['(\w+)'\] tensor_info:\s+dtype: (\w+)\s+shape: (\([^)]*\))", text)}
+            assert found == expected, (name, text)
+
+
+def all_op_types(export_dir):
+    """Op types of the SavedModel's graph and of every function in its library."""
+    from tensorflow.core.protobuf import saved_model_pb2
+
+    saved_model = saved_model_pb2.SavedModel()
+    saved_model.ParseFromString((pathlib.Path(export_dir) / "saved_model.pb").read_bytes())
+    ops = set()
+    for meta_graph in saved_model.meta_graphs:
+        ops.update(node.op for node in meta_graph.graph_def.node)
+        for function in meta_graph.graph_def.library.function:
+            ops.update(node.op for node in function.node_def)
+    return ops
+
+
+def test_graph_has_only_standard_ops(exports):
+    from tensorflow.python.framework import op_def_registry
+
+    ops = all_op_types(exports["exclude"]) | all_op_types(exports["plain"])
+    assert "LookupTableFindV2" in ops and "TopKV2" in ops  # the walk sees the functions
+    assert not ops & {"PyFunc", "PyFuncStateless", "EagerPyFunc"}
+    unknown = sorted(op for op in ops if op_def_registry.get(op) is None)
+    assert not unknown, f"ops outside TF's standard registry: {unknown}"
+
+
+def test_interrupted_export_leaves_no_version(trained, tmp_path, monkeypatch):
+    model, vocabulary, popularity = trained
+    base = tmp_path / "narm"
+
+    def interrupted(export_dir, *args, **kwargs):
+        assert (pathlib.Path(export_dir) / "saved_model.pb").exists()  # midway: model written
+        raise KeyboardInterrupt
+
+    monkeypatch.setattr(ex, "write_warmup_requests", interrupted)
+    with pytest.raises(KeyboardInterrupt):
+        ex.export_model(model, vocabulary, popularity, str(base), k=K)
+    assert list(base.iterdir()) == []
+    assert ex.next_version(str(base)) == 1
+
+
+def test_killed_export_leaves_no_version(trained, tmp_path):
+    """A SIGKILL midway leaves only a hidden temporary folder, never a version folder."""
+    model, vocabulary, popularity = trained
+    model.save(tmp_path / "model.keras")
+    np.save(tmp_path / "vocabulary.npy", vocabulary)
+    np.save(tmp_path / "popularity.npy", popularity)
+    script = textwrap.dedent(f'''
+        import os, signal, sys
+        sys.path.insert(0, {str(ROOT)!r})
+        import keras, numpy as np
+        import narm_tf.model
+        from export import export_saved_model as ex
+        ex.write_warmup_requests = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        model = keras.models.load_model("model.keras", compile=False)
+        ex.export_model(model, np.load("vocabulary.npy"), np.load("popularity.npy"), "narm")
+    ''')
+    proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
+                          text=True, timeout=240)
+    assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
+    left = os.listdir(tmp_path / "narm")
+    assert left and all(name.startswith(".tmp-") for name in left)
+    assert ex.next_version(str(tmp_path / "narm")) == 1
+
+
+def test_existing_version_is_never_overwritten(trained, exports):
+    model, vocabulary, popularity = trained
+    with pytest.raises(FileExistsError):
+        ex.export_model(model, vocabulary, popularity, exports["base"], version=1)
+    assert sorted(os.listdir(exports["base"])) == ["1", "2"]
+
+
+def test_compact_sessions_keeps_last_known_clicks_in_order():
+    indices = tf.constant([[0, 5, 0, 6, 7], [0, 0, 0, 0, 0], [1, 2, 3, 4, 0]], tf.int64)
+    np.testing.assert_array_equal(ex.compact_sessions(indices, max_len=3).numpy(),
+                                  [[5, 6, 7], [0, 0, 0], [2, 3, 4]])
+    empty = tf.zeros([2, 0], tf.int64)
+    assert ex.compact_sessions(empty, max_len=3).numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
+
+
+def test_export_from_model_dir(trained, tmp_path):
+    model, vocabulary, popularity = trained
+    model_dir = tmp_path / "run"
+    model_dir.mkdir()
+    model.save(model_dir / "best.keras")
+    lines = ["index\titem_id\ttrain_count"] + [
+        f"{i + 1}\t{raw}\t{count}" for i, (raw, count) in enumerate(zip(vocabulary, popularity,
+                                                                          strict=True))]
+    (model_dir / "vocabulary.tsv").write_text("\n".join(lines) + "\n")
+    (model_dir / "config.json").write_text('{"max_len": 19}')
+    read_vocabulary, read_popularity = ex.read_model_dir_vocabulary(str(model_dir))
+    np.testing.assert_array_equal(read_vocabulary, vocabulary)
+    np.testing.assert_array_equal(read_popularity, popularity)
+    path = ex.export_from_model_dir(str(model_dir), str(tmp_path / "narm"), version=5, k=3)
+    assert path == str(tmp_path / "narm" / "5")
+    loaded = tf.saved_model.load(path)
+    out = loaded.signatures["serving_default"](item_ids=tf.constant([[str(vocabulary[0])]]))
+    assert out["top_k_item_ids"].shape == (1, 3)
+
+
+def test_mismatched_vocabulary_is_refused(trained, tmp_path):
+    model, vocabulary, popularity = trained
+    with pytest.raises(ValueError, match="vocabulary"):
+        ex.export_model(model, vocabulary[:-1], popularity[:-1], str(tmp_path / "narm"))
+    assert [p for p in (tmp_path / "narm").iterdir()] == []
