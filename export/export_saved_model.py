@@ -341,12 +341,16 @@ def export_from_model_dir(model_dir: str, export_base: str, version: int | None 
 
 
 FLAGS = flags.FLAGS
-flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).")
-flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.")
-flags.DEFINE_integer("version", None, "Version folder; default: the next integer.")
-flags.DEFINE_integer("k", 20, "Number of recommended items.")
-flags.DEFINE_bool("exclude_seen", False,
-                  "Drop the session's own items from serving_default and int64_ids.")
+
+
+def define_flags() -> None:
+    """The command line's flags (defined on demand: other modules import this one)."""
+    flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).")
+    flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.")
+    flags.DEFINE_integer("version", None, "Version folder; default: the next integer.")
+    flags.DEFINE_integer("k", 20, "Number of recommended items.")
+    flags.DEFINE_bool("exclude_seen", False,
+                      "Drop the session's own items from serving_default and int64_ids.")
 
 
 def main(argv):
@@ -359,4 +363,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -357,3 +357,58 @@ def test_mismatched_vocabulary_is_refused(trained, tmp_path):
     with pytest.raises(ValueError, match="vocabulary"):
         ex.export_model(model, vocabulary[:-1], popularity[:-1], str(tmp_path / "narm"))
     assert [p for p in (tmp_path / "narm").iterdir()] == []
+
+
+def test_client_builds_padded_requests():
+    from export import client
+
+    request = client.build_request([["11", "12"], ["13"]], model_name="narm")
+    assert request.model_spec.name == "narm"
+    assert request.model_spec.signature_name == "serving_default"
+    assert set(request.inputs) == {"item_ids"}
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["item_ids"]),
+                                  [[b"11", b"12"], [b"13", b""]])
+    request = client.build_request([[11, 12], []], exclude_seen=True, int64=True,
+                                   model_version=3)
+    assert request.model_spec.signature_name == "int64_ids_with_options"
+    assert request.model_spec.version.value == 3
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["item_ids"]), [[11, 12], [0, 0]])
+    np.testing.assert_array_equal(tf.make_ndarray(request.inputs["exclude_seen"]), [True, True])
+    empty = client.build_request([[]])
+    assert tf.make_ndarray(empty.inputs["item_ids"]).shape == (1, 0)
+
+
+def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
+    """The client against an in-process PredictionService that runs the export's signatures."""
+    from concurrent import futures
+
+    import grpc
+    from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
+
+    from export import client
+
+    loaded = tf.saved_model.load(exports["plain"])
+
+    class Servicer(prediction_service_pb2_grpc.PredictionServiceServicer):
+        def Predict(self, request, context):  # noqa: N802 (gRPC method name)
+            signature = loaded.signatures[request.model_spec.signature_name]
+            inputs = {k: tf.constant(tf.make_ndarray(v)) for k, v in request.inputs.items()}
+            response = predict_pb2.PredictResponse()
+            for name, value in signature(**inputs).items():
+                response.outputs[name].CopyFrom(tf.make_tensor_proto(value.numpy()))
+            return response
+
+    server = grpc.server(futures.ThreadPoolExecutor(max_workers=1))
+    prediction_service_pb2_grpc.add_PredictionServiceServicer_to_server(Servicer(), server)
+    port = server.add_insecure_port("localhost:0")
+    server.start()
+    try:
+        vocabulary = trained[1]
+        session = [str(vocabulary[3]), "12345", str(vocabulary[4])]
+        request = client.build_request([session], exclude_seen=True)
+        outputs = client.parse_response(client.predict(f"localhost:{port}", request))
+    finally:
+        server.stop(None)
+    ids, scores, _, _ = reference(trained, [[int(x) for x in session]], [True])
+    np.testing.assert_array_equal(outputs["top_k_item_ids"], ids.astype(str))
+    np.testing.assert_allclose(outputs["top_k_scores"], scores, atol=1e-5, rtol=0)

@@ -1,0 +1,86 @@
+r"""Query an exported NARM from the command line: raw item ids in, top-k raw ids and scores out.
+
+    python -m narm_tf.predict --export_dir=exports/narm --items=214536502,214536500,214536506
+
+`--export_dir` is a version folder (`exports/narm/3`) or a model base path (its latest version).
+Only the SavedModel is loaded (TensorFlow, no project model code), through the same signatures
+TF Serving serves: `serving_default`, or `string_ids_with_options` with `--exclude_seen`.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+
+FLAGS = flags.FLAGS
+
+
+def define_flags() -> None:
+    """The command line's flags (defined on demand: other modules import this one)."""
+    flags.DEFINE_string("export_dir", None, "SavedModel version folder, or the base path above it.")
+    flags.DEFINE_list("items", [], "The session's raw item ids, oldest first, comma-separated.")
+    flags.DEFINE_bool("exclude_seen", None,
+                      "Drop the session's items from the results (default: the export's setting).")
+
+
+def resolve_export_dir(path: str) -> str:
+    """A version folder as given, or the highest integer version under a base path."""
+    if os.path.exists(os.path.join(path, "saved_model.pb")):
+        return path
+    versions = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
+    if not versions:
+        raise FileNotFoundError(f"{path} holds neither saved_model.pb nor version folders")
+    return os.path.join(path, str(max(versions)))
+
+
+def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = None) -> dict:
+    """One session of raw ids (strings) -> the signature's outputs for it, as numpy rows.
+
+    Returns `top_k_item_ids [k]` (str), `top_k_scores [k]`, `attention_weights [19]` and
+    `session_item_ids [19]` (str, `""` padding).
+    """
+    loaded = tf.saved_model.load(resolve_export_dir(export_dir))
+    item_ids = tf.constant([items], tf.string) if items else tf.zeros([1, 0], tf.string)
+    if exclude_seen is None:
+        outputs = loaded.signatures["serving_default"](item_ids=item_ids)
+    else:
+        outputs = loaded.signatures["string_ids_with_options"](
+            item_ids=item_ids, exclude_seen=tf.constant([exclude_seen]))
+    result = {name: value.numpy()[0] for name, value in outputs.items()}
+    for name in ("top_k_item_ids", "session_item_ids"):
+        result[name] = np.array([x.decode() for x in result[name]])
+    return result
+
+
+def format_recommendations(result: dict) -> str:
+    """The top-k table, then the attention the model paid to each click it read."""
+    lines = [f"{'rank':>4}  {'item_id':>20}  score"]
+    for rank, (item, score) in enumerate(
+            zip(result["top_k_item_ids"], result["top_k_scores"], strict=True), start=1):
+        if item:  # an export with fewer than k rankable items pads with ""
+            lines.append(f"{rank:>4}  {item:>20}  {score:.6f}")
+    clicks = [(item, weight) for item, weight in zip(
+        result["session_item_ids"], result["attention_weights"], strict=True) if item]
+    if clicks:
+        lines.append("attention over the session's known clicks (oldest first):")
+        lines.extend(f"      {item:>20}  {weight:+.4f}" for item, weight in clicks)
+    else:
+        lines.append("no known item in the session: the most popular training items")
+    return "\n".join(lines)
+
+
+def main(argv):
+    del argv
+    if not FLAGS.export_dir:
+        raise app.UsageError("--export_dir is required (e.g. exports/narm or exports/narm/1)")
+    result = recommend(FLAGS.export_dir, [item.strip() for item in FLAGS.items],
+                       FLAGS.exclude_seen)
+    print(format_recommendations(result))
+
+
+if __name__ == "__main__":
+    define_flags()
+    app.run(main)
