@@ -14,7 +14,7 @@ from __future__ import annotations
 import keras
 from keras import ops
 
-from narm_tf.layers import ItemEmbedding, NarmAttention, PaddingScoreMask
+from narm_tf.layers import ItemEmbedding, NarmAttention, PaddingScoreMask, PhiloxDropout
 from narm_tf.metrics import MrrAtK, RecallAtK
 
 VARIANTS = ("global", "local", "hybrid")
@@ -53,7 +53,7 @@ def build_narm(
     item_embedding = ItemEmbedding(num_items + 1, embedding_dim, mask_zero=True,
                                    name="item_embedding")
     embedded = item_embedding(item_ids)
-    embedded = keras.layers.Dropout(embedding_dropout, name="embedding_dropout")(embedded)
+    embedded = PhiloxDropout(embedding_dropout, name="embedding_dropout")(embedded)
     hidden_states, final_state = keras.layers.GRU(
         hidden_units, return_sequences=True, return_state=True, name="gru")(embedded)
     if variant == "global":
@@ -66,7 +66,7 @@ def build_narm(
         else:
             session = keras.layers.Concatenate(name="session_representation")(
                 [final_state, local])
-    session = keras.layers.Dropout(representation_dropout, name="representation_dropout")(session)
+    session = PhiloxDropout(representation_dropout, name="representation_dropout")(session)
     if decoder == "bilinear":
         query = keras.layers.Dense(embedding_dim, use_bias=False, name="bilinear_decoder")(session)
         scores = item_embedding(query, mode="decode")
