@@ -180,15 +180,23 @@ def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, see
     labels = tf.constant(prefixes.labels.astype(np.int32))
     n = len(prefixes)
 
-    def epoch_indices(epoch):
-        indices = tf.range(n, dtype=tf.int64)
-        if shuffle:
-            indices = tf.random.experimental.stateless_shuffle(
-                indices, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
-        return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
+    if repeat:
+        # One stateless shuffle per epoch number: reproducible wherever the stream is resumed.
+        def epoch_indices(epoch):
+            indices = tf.range(n, dtype=tf.int64)
+            if shuffle:
+                indices = tf.random.experimental.stateless_shuffle(
+                    indices, seed=tf.stack([tf.constant(seed, tf.int64), epoch]))
+            return tf.data.Dataset.from_tensor_slices(indices).batch(batch_size)
 
-    epochs = tf.data.Dataset.range(sys.maxsize if repeat else 1)
-    dataset = epochs.flat_map(epoch_indices)
+        dataset = tf.data.Dataset.range(sys.maxsize).flat_map(epoch_indices)
+    else:
+        # Keras re-iterates a finite dataset each epoch: reshuffle_each_iteration gives each
+        # epoch a new (seeded) order, and the known cardinality lets Keras count the steps.
+        dataset = tf.data.Dataset.range(n)
+        if shuffle:
+            dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.batch(batch_size)
     dataset = dataset.map(lambda index: (tf.gather(items, index), tf.gather(labels, index)),
                           num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)

@@ -172,7 +172,7 @@ class Sessions:
     def __len__(self) -> int:
         return len(self.session_ids)
 
-    def take(self, order: np.ndarray) -> "Sessions":
+    def take(self, order: np.ndarray) -> Sessions:
         """The sessions at `order` (indices), in that order."""
         lengths = self.lengths[order]
         starts = self.offsets[:-1][order]
@@ -194,7 +194,7 @@ class Prefixes:
     def __len__(self) -> int:
         return len(self.labels)
 
-    def take(self, index: np.ndarray) -> "Prefixes":
+    def take(self, index: np.ndarray) -> Prefixes:
         return Prefixes(self.prefixes[index], self.labels[index], self.lengths[index],
                         self.session_ids[index])
 

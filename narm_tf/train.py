@@ -214,7 +214,7 @@ def train(config: dict) -> dict:
                                 jit_compile=use_xla(config["jit_compile"], strategy))
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=config["steps_per_epoch"] or None,
-              callbacks=callbacks(model_dir, config["patience"]), verbose=2)
+              callbacks=callbacks(model_dir, config["patience"]), shuffle=False, verbose=2)
     fit_seconds = time.time() - started
 
     best = keras.models.load_model(os.path.join(model_dir, MODEL_FILE))
