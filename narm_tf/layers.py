@@ -115,7 +115,8 @@ class NarmAttention(keras.layers.Layer):
 
     Call: `attention(hidden_states, final_state, mask=None)` with hidden states
     `[batch, max_len, H]`, the final state `h_t` `[batch, H]` and a boolean mask
-    `[batch, max_len]` (taken from the hidden states' Keras mask when not given).
+    `[batch, max_len]` (taken from the hidden states' Keras mask when not given; all valid
+    when neither is).
     Returns `(c_l [batch, H], attention_weights [batch, max_len])`; weights are 0 at padding.
 
     Args:
@@ -140,7 +141,10 @@ class NarmAttention(keras.layers.Layer):
         self.a2 = self.add_weight(shape=(hidden, units), initializer="glorot_uniform", name="a2")
         self.v = self.add_weight(shape=(units, 1), initializer="glorot_uniform", name="v")
 
-    def call(self, hidden_states, final_state, mask=None):
+    def call(self, hidden_states, final_state, mask=None, hidden_states_mask=None):
+        # Keras fills `hidden_states_mask` from the GRU output's mask (a layer with several
+        # tensor arguments gets `<argument>_mask`, not `mask`); `mask` is for explicit calls.
+        mask = hidden_states_mask if mask is None else mask
         if mask is None:
             mask = ops.ones(ops.shape(hidden_states)[:2], dtype="bool")
         mask = ops.cast(mask, hidden_states.dtype)

@@ -1,0 +1,164 @@
+"""Training speed of NARM on a DIGINETICA-sized problem, against the decoder's floor.
+
+Prints steady-state training examples/s and peak memory (process peak RSS) of `model.fit` steps
+(43,097 items, batch 512, D=50, H=100, random right-padded prefixes of length 1..19), and the time
+of the same-shaped `[512, 50] x [50, 43098]` matmul + softmax cross-entropy + gradient alone: the
+floor the decoder imposes on every step. Each setting runs in its own subprocess, so peak memory
+and XLA caches do not leak from one to the next.
+
+    python benchmarks/train_speed.py                   # floor + default compile_narm settings
+    python benchmarks/train_speed.py --jit=both        # also the non-XLA step
+    python benchmarks/train_speed.py --num_items=2000 --steps=5   # a quick smoke run
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import resource
+import subprocess
+import sys
+import time
+
+os.environ.setdefault("TF_CPP_MIN_LOG_LEVEL", "3")
+
+
+def _parse_args(argv=None) -> argparse.Namespace:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--num_items", type=int, default=43097)
+    parser.add_argument("--batch_size", type=int, default=512)
+    parser.add_argument("--embedding_dim", type=int, default=50)
+    parser.add_argument("--hidden_units", type=int, default=100)
+    parser.add_argument("--max_len", type=int, default=19)
+    parser.add_argument("--steps", type=int, default=30, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (tracing, XLA)")
+    parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
+    parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
+    return parser.parse_args(argv)
+
+
+def _peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
+
+
+def random_prefixes(rng, num_items: int, batch_size: int, max_len: int):
+    """Right-padded item ids `[batch, max_len]` (lengths 1..max_len) and targets `[batch]`."""
+    import numpy as np
+
+    lengths = rng.integers(1, max_len + 1, size=batch_size)
+    items = rng.integers(1, num_items + 1, size=(batch_size, max_len))
+    items = np.where(np.arange(max_len)[None, :] < lengths[:, None], items, 0).astype("int32")
+    return items, rng.integers(1, num_items + 1, size=batch_size).astype("int32")
+
+
+def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
+    """Seconds per `[b, D] x [D, N + 1]` matmul + sparse softmax CE + gradients (q and E)."""
+    import numpy as np
+    import tensorflow as tf
+
+    rng = np.random.default_rng(0)
+    query = tf.Variable(rng.normal(size=(args.batch_size, args.embedding_dim)).astype("float32"))
+    table = tf.Variable(
+        rng.normal(size=(args.num_items + 1, args.embedding_dim)).astype("float32") * 0.05)
+    labels = tf.constant(rng.integers(1, args.num_items + 1, size=args.batch_size), tf.int32)
+
+    @tf.function(jit_compile=jit_compile)
+    def step():
+        with tf.GradientTape() as tape:
+            logits = tf.matmul(query, table, transpose_b=True)
+            loss = tf.reduce_mean(
+                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+        grads = tape.gradient(loss, [query, table])
+        return loss, grads
+
+    for _ in range(args.warmup):
+        step()[0].numpy()
+    start = time.perf_counter()
+    for _ in range(args.steps):
+        step()[0].numpy()
+    seconds = (time.perf_counter() - start) / args.steps
+    return {"setting": f"floor jit={jit_compile}", "seconds_per_step": seconds,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
+    """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up."""
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    from narm_tf.model import build_narm, compile_narm
+
+    keras.utils.set_random_seed(0)
+    rng = np.random.default_rng(0)
+    batches = [random_prefixes(rng, args.num_items, args.batch_size, args.max_len)
+               for _ in range(8)]
+    x = np.concatenate([b[0] for b in batches])
+    y = np.concatenate([b[1] for b in batches])
+    dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
+               .repeat().prefetch(2))
+    model = build_narm(args.num_items, args.embedding_dim, args.hidden_units,
+                       max_len=args.max_len)
+    kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
+    compile_narm(model, **kwargs)
+    rss_before = _peak_rss_mb()
+
+    class StepTimer(keras.callbacks.Callback):
+        def __init__(self):
+            super().__init__()
+            self.ends = []
+
+        def on_train_batch_end(self, batch, logs=None):
+            self.ends.append(time.perf_counter())
+
+    timer = StepTimer()
+    model.fit(dataset, epochs=1, steps_per_epoch=args.warmup + args.steps, verbose=0,
+              callbacks=[timer])
+    timed = timer.ends[args.warmup - 1:] if args.warmup else [timer.ends[0], *timer.ends]
+    seconds = (timed[-1] - timed[0]) / (len(timed) - 1)
+    return {"setting": f"fit jit_compile={jit_compile}", "seconds_per_step": seconds,
+            "examples_per_second": args.batch_size / seconds,
+            "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
+
+
+def _run_child(args: argparse.Namespace, setting: str) -> dict:
+    argv = [sys.executable, os.path.abspath(__file__), f"--run={setting}"]
+    for name in ("num_items", "batch_size", "embedding_dim", "hidden_units", "max_len",
+                 "steps", "warmup"):
+        argv.append(f"--{name}={getattr(args, name)}")
+    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
+    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+    return json.loads(out.strip().splitlines()[-1])
+
+
+def main(argv=None) -> None:
+    args = _parse_args(argv)
+    if args.run:
+        kind, _, value = args.run.partition(":")
+        jit = {"true": True, "false": False}.get(value, value)
+        result = measure_floor(args, jit) if kind == "floor" else measure_fit(args, jit)
+        print(json.dumps(result))
+        return
+    fits = {"default": ["default"], "true": [True], "false": [False], "both": [True, False]}
+    settings = ["floor:true", "floor:false"] + [f"fit:{str(j).lower()}" for j in fits[args.jit]]
+    print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
+          f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
+          f"{args.steps} timed steps after {args.warmup}; cores={os.cpu_count()}, "
+          f"load average at start={os.getloadavg()[0]:.2f}")
+    results = [_run_child(args, setting) for setting in settings]
+    floor = min(r["seconds_per_step"] for r in results if r["setting"].startswith("floor"))
+    for r in results:
+        line = (f"{r['setting']:<28} {1e3 * r['seconds_per_step']:8.1f} ms/step  "
+                f"peak RSS {r['peak_rss_mb']:7.0f} MB")
+        if "examples_per_second" in r:
+            line += (f"  {r['examples_per_second']:7.0f} examples/s  "
+                     f"{r['seconds_per_step'] / floor:.2f}x floor  "
+                     f"(RSS before fit {r['rss_before_fit_mb']:.0f} MB)")
+        print(line)
+    print(f"load average at end={os.getloadavg()[0]:.2f}")
+
+
+if __name__ == "__main__":
+    main()
