@@ -116,7 +116,12 @@ def reference(trained, rows, exclude):
 
 SERVE_SCRIPT = textwrap.dedent('''
     """Runs in a fresh, isolated interpreter: TF only, as TF Serving would."""
-    import importlib.util, pickle, sys
+    import importlib.util, os, pickle, sys
+    # `python -I` drops the script's folder and PYTHONPATH; an editable install of the
+    # project (a .pth entry) is dropped here: nothing under the repository stays on sys.path.
+    repo = os.path.realpath(sys.argv[3])
+    sys.path[:] = [p for p in sys.path
+                   if os.path.commonpath([os.path.realpath(p or "."), repo]) != repo]
     for name in ("narm_tf", "export"):
         assert importlib.util.find_spec(name) is None, f"{name} is importable in the subprocess"
     import tensorflow as tf
@@ -153,7 +158,8 @@ def serve_in_fresh_process(jobs, tmp_path):
     with open(tmp_path / "jobs.pkl", "wb") as f:
         pickle.dump(jobs, f)
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "serve.py", "jobs.pkl", "results.pkl"],
+    proc = subprocess.run([sys.executable, "-I", "serve.py", "jobs.pkl", "results.pkl",
+                           str(ROOT)],
                           cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
     assert proc.returncode == 0, proc.stderr[-3000:]
     with open(tmp_path / "results.pkl", "rb") as f:
@@ -412,3 +418,17 @@ def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
     ids, scores, _, _ = reference(trained, [[int(x) for x in session]], [True])
     np.testing.assert_array_equal(outputs["top_k_item_ids"], ids.astype(str))
     np.testing.assert_allclose(outputs["top_k_scores"], scores, atol=1e-5, rtol=0)
+
+
+@pytest.mark.parametrize("width", [4096, 5003, 43098])  # divisible, prime (remainder), DIGINETICA
+@pytest.mark.parametrize("k", [20, 39])
+def test_blockwise_top_k_equals_top_k(width, k):
+    """The serving graph's top-k over wide rows: same values, indices and tie order as TopKV2."""
+    rng = np.random.default_rng(width + k)
+    scores = rng.standard_normal((3, width)).astype(np.float32)
+    scores[1, 100:200] = 5.0  # a run of ties at the top
+    scores[2] = np.round(scores[2])  # ties everywhere
+    values, indices = ex.blockwise_top_k(tf.constant(scores), k)
+    expected_values, expected_indices = tf.math.top_k(scores, k)
+    np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
+    np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())
