@@ -59,13 +59,13 @@ def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
                   "session_id": session_ids[i]}
 
 
-def split_generators(result: preprocessing.Preprocessed, info: tfds.core.DatasetInfo) -> dict:
-    """Stores vocabulary + statistics in `info.metadata` and returns the split generators."""
+def split_generators(result: preprocessing.Preprocessed, info: tfds.core.DatasetInfo,
+                     generate=generate_examples) -> dict:
+    """Stores vocabulary + statistics in `info.metadata`; returns `generate(split)` per split."""
     info.metadata["vocabulary"] = [int(v) for v in result.vocabulary]
     info.metadata["statistics"] = dict(result.statistics)
-    return {"train": generate_examples(result.train),
-            "validation": generate_examples(result.validation),
-            "test": generate_examples(result.test)}
+    return {"train": generate(result.train), "validation": generate(result.validation),
+            "test": generate(result.test)}
 
 
 def manual_file(dl_manager, filename: str, instructions: str):

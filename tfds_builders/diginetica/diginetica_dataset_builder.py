@@ -65,10 +65,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         result = preprocessing.preprocess(
             clicks, test_days=preprocessing.DIGINETICA_TEST_DAYS,
             date_unit_seconds=preprocessing.SECONDS_PER_DAY, seed=0, source=str(path))
-        return data.split_generators(result, self.info)
+        return data.split_generators(result, self.info, self._generate_examples)
 
-    def _generate_examples(self):
-        raise NotImplementedError("examples come from _split_generators")
+    def _generate_examples(self, prefixes: preprocessing.Prefixes):
+        """One split's examples, in date order (keys are positions)."""
+        return data.generate_examples(prefixes)
 
     def download_and_prepare(self, *args, **kwargs):
         """Builds (if needed) then prints the statistics."""

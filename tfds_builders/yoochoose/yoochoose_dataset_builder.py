@@ -82,10 +82,11 @@ class Builder(tfds.core.GeneratorBasedBuilder):
             clicks, test_days=preprocessing.YOOCHOOSE_TEST_DAYS, date_unit_seconds=1,
             fraction=self.builder_config.fraction, seed=0, source=str(path))
         del clicks
-        return data.split_generators(result, self.info)
+        return data.split_generators(result, self.info, self._generate_examples)
 
-    def _generate_examples(self):
-        raise NotImplementedError("examples come from _split_generators")
+    def _generate_examples(self, prefixes: preprocessing.Prefixes):
+        """One split's examples, in date order (keys are positions)."""
+        return data.generate_examples(prefixes)
 
     def download_and_prepare(self, *args, **kwargs):
         """Builds (if needed) then prints the statistics."""
