@@ -253,6 +253,7 @@ def test_saved_model_cli_lists_signatures(exports):
                    "top_k_scores": ("DT_FLOAT", f"(-1, {K})"),
                    "attention_weights": ("DT_FLOAT", f"(-1, {MAX_LEN})"),
                    "session_item_ids": (raw, f"(-1, {MAX_LEN})")}
+        assert "Method name is: tensorflow/serving/predict" in signatures[name]
         given, returned = signatures[name].split("following output(s):")
         for text, expected in ((given, inputs), (returned, outputs)):
             found = {name: (dtype, shape) for name, dtype, shape in re.findall(
