@@ -34,6 +34,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps (tracing, XLA)")
     parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
+    parser.add_argument("--unroll", choices=("auto", "true", "false"), default="auto",
+                        help="build_narm(unroll=...): auto = unrolled unless a GPU is visible")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
     return parser.parse_args(argv)
 
@@ -74,11 +76,12 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
 
     for _ in range(args.warmup):
         step()[0].numpy()
-    start = time.perf_counter()
+    start, cpu_start = time.perf_counter(), time.process_time()
     for _ in range(args.steps):
         step()[0].numpy()
     seconds = (time.perf_counter() - start) / args.steps
     return {"setting": f"floor jit={jit_compile}", "seconds_per_step": seconds,
+            "cpu_seconds_per_step": (time.process_time() - cpu_start) / args.steps,
             "peak_rss_mb": _peak_rss_mb()}
 
 
@@ -98,8 +101,9 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     y = np.concatenate([b[1] for b in batches])
     dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
                .repeat().prefetch(2))
+    unroll = {"auto": None, "true": True, "false": False}[args.unroll]
     model = build_narm(args.num_items, args.embedding_dim, args.hidden_units,
-                       max_len=args.max_len)
+                       max_len=args.max_len, unroll=unroll)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
     compile_narm(model, **kwargs)
     rss_before = _peak_rss_mb()
@@ -107,17 +111,20 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     class StepTimer(keras.callbacks.Callback):
         def __init__(self):
             super().__init__()
-            self.ends = []
+            self.ends, self.cpu_ends = [], []
 
         def on_train_batch_end(self, batch, logs=None):
             self.ends.append(time.perf_counter())
+            self.cpu_ends.append(time.process_time())
 
     timer = StepTimer()
     model.fit(dataset, epochs=1, steps_per_epoch=args.warmup + args.steps, verbose=0,
               callbacks=[timer])
-    timed = timer.ends[args.warmup - 1:] if args.warmup else [timer.ends[0], *timer.ends]
-    seconds = (timed[-1] - timed[0]) / (len(timed) - 1)
-    return {"setting": f"fit jit_compile={jit_compile}", "seconds_per_step": seconds,
+    first = max(args.warmup - 1, 0)
+    seconds = (timer.ends[-1] - timer.ends[first]) / (len(timer.ends) - 1 - first)
+    cpu_seconds = (timer.cpu_ends[-1] - timer.cpu_ends[first]) / (len(timer.ends) - 1 - first)
+    return {"setting": f"fit jit={jit_compile} unroll={args.unroll}", "seconds_per_step": seconds,
+            "cpu_seconds_per_step": cpu_seconds,
             "examples_per_second": args.batch_size / seconds,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
 
@@ -125,7 +132,7 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
 def _run_child(args: argparse.Namespace, setting: str) -> dict:
     argv = [sys.executable, os.path.abspath(__file__), f"--run={setting}"]
     for name in ("num_items", "batch_size", "embedding_dim", "hidden_units", "max_len",
-                 "steps", "warmup"):
+                 "steps", "warmup", "unroll"):
         argv.append(f"--{name}={getattr(args, name)}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -148,15 +155,20 @@ def main(argv=None) -> None:
           f"{args.steps} timed steps after {args.warmup}; cores={os.cpu_count()}, "
           f"load average at start={os.getloadavg()[0]:.2f}")
     results = [_run_child(args, setting) for setting in settings]
-    floor = min(r["seconds_per_step"] for r in results if r["setting"].startswith("floor"))
+    floors = [r for r in results if r["setting"].startswith("floor")]
+    floor = min(r["seconds_per_step"] for r in floors)
+    cpu_floor = min(r["cpu_seconds_per_step"] for r in floors)
     for r in results:
-        line = (f"{r['setting']:<28} {1e3 * r['seconds_per_step']:8.1f} ms/step  "
-                f"peak RSS {r['peak_rss_mb']:7.0f} MB")
+        line = (f"{r['setting']:<24} {1e3 * r['seconds_per_step']:7.1f} ms/step "
+                f"(CPU time {1e3 * r['cpu_seconds_per_step']:6.1f} ms)  "
+                f"peak RSS {r['peak_rss_mb']:5.0f} MB")
         if "examples_per_second" in r:
-            line += (f"  {r['examples_per_second']:7.0f} examples/s  "
-                     f"{r['seconds_per_step'] / floor:.2f}x floor  "
-                     f"(RSS before fit {r['rss_before_fit_mb']:.0f} MB)")
+            line += (f"  {r['examples_per_second']:5.0f} examples/s  "
+                     f"{r['seconds_per_step'] / floor:.2f}x floor "
+                     f"(CPU time {r['cpu_seconds_per_step'] / cpu_floor:.2f}x)")
         print(line)
+    print("CPU time = process CPU seconds per step over all threads: steadier than wall time "
+          "when other processes share the cores.")
     print(f"load average at end={os.getloadavg()[0]:.2f}")
 
 

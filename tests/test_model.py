@@ -128,3 +128,14 @@ def test_learns_a_synthetic_next_item_rule():
     model.fit(*examples(6000), batch_size=128, epochs=8, verbose=0)
     results = model.evaluate(*examples(1000), verbose=0, return_dict=True)
     assert results["recall@20"] > 0.9, results
+
+
+def test_rolled_and_unrolled_gru_give_the_same_scores():
+    """unroll=None unrolls on CPU only; the rolled GRU (cuDNN-eligible on GPU) scores the same."""
+    unrolled = build_narm(NUM_ITEMS, max_len=5, **SMALL)
+    rolled = build_narm(NUM_ITEMS, max_len=5, unroll=False, **SMALL)
+    on_cpu = not tf.config.list_physical_devices("GPU")
+    assert unrolled.get_layer("gru").unroll == on_cpu and not rolled.get_layer("gru").unroll
+    rolled.set_weights(unrolled.get_weights())
+    ids = _right_padded(ROWS, 5)
+    np.testing.assert_allclose(_scores(rolled, ids), _scores(unrolled, ids), rtol=1e-5, atol=1e-6)
