@@ -43,7 +43,7 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
-from absl import app, flags
+from absl import app, flags, logging
 
 MAX_LEN = 19
 VOCABULARY_ASSET = "vocabulary.txt"
@@ -55,7 +55,6 @@ SIGNATURE_INT64_OPTIONS = "int64_ids_with_options"
 SIGNATURES = (SIGNATURE_STRING, SIGNATURE_INT64, SIGNATURE_STRING_OPTIONS, SIGNATURE_INT64_OPTIONS)
 OUTPUTS = ("top_k_item_ids", "top_k_scores", "attention_weights", "session_item_ids")
 _BLOCKWISE_MIN_WIDTH = 4096  # narrower score rows use one TopKV2
-_UNSCORED = -1e8  # logits at or below this (padding column, excluded items) are never returned
 
 
 def compact_sessions(indices: tf.Tensor, max_len: int = MAX_LEN) -> tf.Tensor:
@@ -171,7 +170,7 @@ class ServingModule(tf.Module):
         top_logits, top_indices = self._top_k(logits, session, exclude_seen)
         # One fused softmax pass over [b, N+1], then k gathers (not exp/sum/div as three ops).
         scores = tf.gather(tf.nn.softmax(logits), top_indices, batch_dims=1)
-        returned = top_logits > _UNSCORED
+        returned = (top_indices > 0) & (top_logits > -np.inf)  # not padding, not excluded
         top_indices = tf.where(returned, top_indices, 0)
         scores = tf.where(returned, scores, 0.0)
         top_indices = tf.where(has_items[:, None], top_indices, self._popular_indices[None, :])
@@ -274,6 +273,8 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     _check_vocabulary(vocabulary, popularity)
     os.makedirs(export_base, exist_ok=True)
     version = next_version(export_base) if version is None else int(version)
+    if version < 0:
+        raise ValueError(f"TF Serving versions are integers >= 0, got {version}")
     final_dir = os.path.join(export_base, str(version))
     if os.path.exists(final_dir):
         raise FileExistsError(f"{final_dir} exists: pass another --version or remove it")
@@ -292,6 +293,9 @@ def _check_vocabulary(vocabulary, popularity) -> None:
         raise ValueError(f"popularity has {len(popularity)} counts for {len(vocabulary)} items")
     if len(np.unique(vocabulary)) != len(vocabulary):
         raise ValueError("the vocabulary has duplicate raw ids")
+    if np.any(vocabulary == 0):
+        logging.warning("raw item id 0 is in the vocabulary: the int64 signatures read 0 as "
+                        "padding, so only the string signatures can ask for it")
 
 
 def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:

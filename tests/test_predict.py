@@ -74,3 +74,12 @@ def test_command_line_prints_top_k(export):
     np.testing.assert_allclose([float(row[2]) for row in rows], expected["top_k_scores"],
                                atol=1e-6)
     assert "attention" in proc.stdout
+
+
+def test_exclusion_with_fewer_items_left_than_k_pads_results(export):
+    base, vocabulary, _ = export
+    session = [str(x) for x in vocabulary[:10]]  # 12 items, 10 seen, k = 5
+    result = predict.recommend(str(base), session, exclude_seen=True)
+    assert sorted(result["top_k_item_ids"][:2]) == sorted(str(x) for x in vocabulary[10:])
+    assert list(result["top_k_item_ids"][2:]) == ["", "", ""]
+    assert np.all(result["top_k_scores"][:2] > 0) and np.all(result["top_k_scores"][2:] == 0)
