@@ -34,8 +34,6 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps (tracing, XLA)")
     parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
-    parser.add_argument("--unroll", choices=("auto", "true", "false"), default="auto",
-                        help="build_narm(unroll=...): auto = unrolled unless a GPU is visible")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
     return parser.parse_args(argv)
 
@@ -101,9 +99,8 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     y = np.concatenate([b[1] for b in batches])
     dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
                .repeat().prefetch(2))
-    unroll = {"auto": None, "true": True, "false": False}[args.unroll]
     model = build_narm(args.num_items, args.embedding_dim, args.hidden_units,
-                       max_len=args.max_len, unroll=unroll)
+                       max_len=args.max_len)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
     compile_narm(model, **kwargs)
     rss_before = _peak_rss_mb()
@@ -123,7 +120,7 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     first = max(args.warmup - 1, 0)
     seconds = (timer.ends[-1] - timer.ends[first]) / (len(timer.ends) - 1 - first)
     cpu_seconds = (timer.cpu_ends[-1] - timer.cpu_ends[first]) / (len(timer.ends) - 1 - first)
-    return {"setting": f"fit jit={jit_compile} unroll={args.unroll}", "seconds_per_step": seconds,
+    return {"setting": f"fit jit_compile={jit_compile}", "seconds_per_step": seconds,
             "cpu_seconds_per_step": cpu_seconds,
             "examples_per_second": args.batch_size / seconds,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
@@ -132,7 +129,7 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
 def _run_child(args: argparse.Namespace, setting: str) -> dict:
     argv = [sys.executable, os.path.abspath(__file__), f"--run={setting}"]
     for name in ("num_items", "batch_size", "embedding_dim", "hidden_units", "max_len",
-                 "steps", "warmup", "unroll"):
+                 "steps", "warmup"):
         argv.append(f"--{name}={getattr(args, name)}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
