@@ -12,6 +12,7 @@ ignores them), but it is not supported.
 from __future__ import annotations
 
 import keras
+import tensorflow as tf
 from keras import ops
 
 from narm_tf.layers import ItemEmbedding, NarmAttention, PaddingScoreMask, PhiloxDropout
@@ -98,13 +99,16 @@ def compile_narm(
     model: keras.Model,
     learning_rate: float = 1e-3,
     k: int = 20,
-    jit_compile: bool | str = True,
+    jit_compile: bool | None = None,
 ) -> keras.Model:
     """Adam + cross-entropy on logits (eq. 11), metrics `recall@k` and `mrr@k`; returns `model`.
 
-    `jit_compile=True` (XLA) is the default: the fastest correct setting measured by
-    `benchmarks/train_speed.py` on CPU.
+    `jit_compile=None` resolves to XLA (the fastest correct setting measured by
+    `benchmarks/train_speed.py` on CPU), except under a multi-replica strategy on CPU devices,
+    where XLA cannot reach the other replicas' variables. Call it inside the strategy's scope.
     """
+    if jit_compile is None:
+        jit_compile = xla_supported()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
@@ -112,6 +116,13 @@ def compile_narm(
         jit_compile=jit_compile,
     )
     return model
+
+
+def xla_supported(strategy=None) -> bool:
+    """Whether XLA can compile the train step under `strategy` (default: the current one)."""
+    strategy = strategy or tf.distribute.get_strategy()
+    on_cpu = not tf.config.list_logical_devices("GPU")
+    return not (on_cpu and strategy.num_replicas_in_sync > 1)
 
 
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:

@@ -83,6 +83,7 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
     from narm_tf.metrics import MrrAtK, RecallAtK
+    from narm_tf.model import build_narm, compile_narm, xla_supported
 
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, 6, size=(96, 4)).astype("float32")
@@ -97,16 +98,35 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
         values = model.evaluate(inputs, labels, batch_size=32, return_dict=True, verbose=0)
         return values, model.predict(inputs, verbose=0)
 
+    def train_narm(strategy):
+        data_rng = np.random.default_rng(1)
+        ids = data_rng.integers(1, 31, size=(64, 5)).astype("int32")
+        ids[::2, 3:] = 0
+        targets = ids[:, 0] % 30 + 1                    # learnable: the loss moves
+        with strategy.scope():
+            keras.utils.set_random_seed(0)
+            model = compile_narm(build_narm(30, 8, 12, max_len=5, embedding_dropout=0.0,
+                                            representation_dropout=0.0),
+                                 learning_rate=1e-2)
+        history = model.fit(ids, targets, batch_size=32, epochs=3, shuffle=False, verbose=0)
+        return history.history["loss"]
+
     mirrored = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+    single_device = tf.distribute.OneDeviceStrategy("/cpu:0")
     values, scores = evaluate(mirrored)
-    single, _ = evaluate(tf.distribute.OneDeviceStrategy("/cpu:0"))
+    single, _ = evaluate(single_device)
     print(json.dumps({"replicas": mirrored.num_replicas_in_sync, "mirrored": values,
-                      "single": single, "scores": scores.tolist(), "labels": labels.tolist()}))
+                      "single": single, "scores": scores.tolist(), "labels": labels.tolist(),
+                      "xla": [xla_supported(mirrored), xla_supported(single_device)],
+                      "narm_loss": [train_narm(mirrored), train_narm(single_device)]}))
 """)
 
 
-def test_metrics_under_mirrored_strategy_equal_single_device():
-    """Two logical CPU devices must be configured before any TF op: run in a fresh process."""
+def test_metrics_and_narm_training_under_mirrored_strategy_equal_single_device():
+    """Two logical CPU devices must be configured before any TF op: run in a fresh process.
+
+    compile_narm's default turns XLA off for the replicas on CPU devices (it cannot reach them).
+    """
     done = subprocess.run([sys.executable, "-c", _MIRRORED_SCRIPT], capture_output=True,
                           text=True, cwd=ROOT, timeout=300)
     assert done.returncode == 0, done.stderr[-3000:]
@@ -116,3 +136,7 @@ def test_metrics_under_mirrored_strategy_equal_single_device():
     want = recall_mrr_from_ranks(ranks, 5)
     for values in (out["mirrored"], out["single"]):
         np.testing.assert_allclose([values["recall"], values["mrr"]], want, rtol=1e-5)
+    assert out["xla"] == [False, True]
+    mirrored_loss, single_loss = out["narm_loss"]
+    np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-4)
+    assert mirrored_loss[-1] < mirrored_loss[0] - 1e-3

@@ -131,3 +131,12 @@ def test_learns_a_synthetic_next_item_rule():
     results = model.evaluate(*examples(1000), verbose=0, return_dict=True)
     assert results["recall@20"] > 0.9, results
 
+
+
+def test_compile_narm_defaults():
+    model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL))
+    assert model.jit_compile                          # XLA on a single device
+    assert isinstance(model.optimizer, keras.optimizers.Adam)
+    assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    without_xla = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), jit_compile=False)
+    assert not without_xla.jit_compile
