@@ -169,7 +169,11 @@ def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0
     rows = np.sort(rng.choice(candidates, min(sessions, len(candidates)), replace=False))
     weights = np.asarray(explain(test.prefixes[rows], training=False)["attention_weights"])
     lengths = np.minimum(test.lengths[rows], test.prefixes.shape[1])
+    # Unnormalized alpha (the paper's) has an arbitrary offset per session: scale each row to
+    # [0, 1] over its clicks so the colour shows which clicks the session attends to most.
     shown = np.ma.masked_where(test.prefixes[rows] == 0, weights)
+    low, high = shown.min(axis=1, keepdims=True), shown.max(axis=1, keepdims=True)
+    shown = (shown - low) / np.where(high > low, high - low, 1.0)
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
     image = ax.imshow(shown, cmap="Reds", aspect="auto")
     ax.set_yticks(range(len(rows)), [f"session {test.session_ids[r]}" for r in rows])
@@ -177,7 +181,7 @@ def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0
     ax.set_xlim(-0.5, lengths.max() - 0.5)
     ax.set_xlabel("click position in the session prefix (oldest first)")
     ax.set_title("NARM attention weights alpha_tj (eq. 7) on sampled test sessions")
-    fig.colorbar(image, ax=ax)
+    fig.colorbar(image, ax=ax, label="alpha, min-max scaled within each session")
     fig.tight_layout()
     path = os.path.join(out, "attention.png")
     fig.savefig(path, dpi=110)
@@ -261,7 +265,8 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
              f"{FLAGS.patience}, batch {FLAGS.batch_size}). Recall@20 and MRR@20 in %, over all "
              "items, on the test split; models selected on the validation split only.", "",
              "## Data", "", "| statistic | value |", "|---|---|"]
-    lines += [f"| {key} | {value} |" for key, value in sorted(statistics.items())]
+    lines += [f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value:.2f} |"
+              for key, value in sorted(statistics.items())]
 
     lines += ["", "## Table 3: NARM against the baselines", "",
               "| method | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 |", "|---|---|---|---|"]
