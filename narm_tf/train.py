@@ -132,13 +132,25 @@ def label_counts(num_items: int, *splits):
     return counts[1:]
 
 
-def best_so_far(model_dir: str) -> float | None:
-    """Validation Recall@20 of the saved best model, so a resumed run never overwrites it."""
+def read_best(model_dir: str) -> dict | None:
+    """best.json: validation Recall@20 and epoch of the saved best model, if any."""
     path = os.path.join(model_dir, "best.json")
     if not os.path.exists(path):
         return None
     with open(path) as f:
-        return json.load(f)["val_recall@20"]
+        return json.load(f)
+
+
+def start_or_resume(model_dir: str) -> float | None:
+    """A killed run (backup/ present) resumes with its best so far, so best.keras is only ever
+    replaced by a better model; a new run in the same folder starts its records afresh."""
+    if os.path.isdir(os.path.join(model_dir, "backup")):
+        best = read_best(model_dir)
+        return None if best is None else best["val_recall@20"]
+    for stale in ("best.json", "history.csv"):
+        if os.path.exists(os.path.join(model_dir, stale)):
+            os.remove(os.path.join(model_dir, stale))
+    return None
 
 
 class _RecordBest:
@@ -159,7 +171,7 @@ def callbacks(model_dir: str, patience: int) -> list:
     """Best checkpoint, early stopping, TensorBoard, history and BackupAndRestore."""
     import keras
 
-    start = best_so_far(model_dir)
+    start = start_or_resume(model_dir)
     record = _RecordBest(model_dir, start)
     return [
         keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
@@ -226,7 +238,7 @@ def train(config: dict) -> dict:
         "dataset": config["dataset"],
         "test": evaluate.summary(results),
         "popularity_baseline": evaluate.summary(popularity),
-        "best_epoch": _best_epoch(model_dir),
+        "best_epoch": (read_best(model_dir) or {}).get("epoch"),
         "replicas": strategy.num_replicas_in_sync,
         "train_seconds": round(fit_seconds, 1),
         "tensorflow": tf.__version__,
@@ -242,14 +254,6 @@ def train(config: dict) -> dict:
                                                         k=config["export_k"])
         print(f"Exported for TF Serving: {path}")
     return metrics
-
-
-def _best_epoch(model_dir: str) -> int | None:
-    path = os.path.join(model_dir, "best.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)["epoch"]
 
 
 def main(argv):

@@ -70,6 +70,11 @@ def test_train_writes_metrics_config_and_model_that_evaluate_agrees_with(data_di
     assert f"{metrics['test']['recall@20']:6.2f}%" in evaluated
     assert "19+" in evaluated
 
+    # A new run in the same folder starts afresh: its own history and best model only.
+    _run(_train_command(data_dir, model_dir, "--epochs=1"))
+    assert len(_history(model_dir)) == 1
+    assert json.load(open(os.path.join(model_dir, "metrics.json")))["best_epoch"] == 1
+
 
 def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
     model_dir = tmp_path / "run"
