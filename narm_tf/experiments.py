@@ -47,6 +47,19 @@ PAPER_TABLE3 = {
     "GRU-Rec (improved)": ((67.84, 29.00), (69.11, 29.22), (57.95, 24.93)),
     "NARM": ((68.32, 28.76), (69.73, 29.23), (62.58, 27.35)),
 }
+# Paper Table 2 (decoders, H = 100) and Table 4 (session features, d = 50 and 100), same columns.
+PAPER_TABLE2 = {
+    "fully connected": ((67.67, 29.17), (69.49, 29.54), (57.84, 24.77)),
+    "bi-linear": ((68.32, 28.76), (69.73, 29.23), (62.58, 27.35)),
+}
+PAPER_TABLE4 = {  # variant -> hidden -> columns
+    "global": {50: ((67.26, 26.95), (67.67, 27.10), (59.63, 23.52)),
+               100: ((68.15, 28.37), (68.91, 28.48), (61.88, 26.51))},
+    "local": {50: ((67.07, 26.79), (67.50, 27.21), (58.74, 22.91)),
+              100: ((68.10, 28.38), (68.01, 27.36), (61.71, 26.04))},
+    "hybrid": {50: ((68.28, 28.10), (69.17, 28.67), (61.73, 26.25)),
+               100: ((68.32, 28.76), (69.73, 29.23), (62.58, 27.35))},
+}
 # Independently measured on the real YOOCHOOSE sample with another split tool (issue 5).
 SAMPLE_REFERENCE = {"POP": (8.9, 2.6), "S-POP": (38.1, 26.5), "Item-KNN": (40.8, 18.6),
                     "SR": (61.5, 34.3), "SKNN": (64.1, 32.0)}
@@ -227,6 +240,13 @@ def _paper_column(dataset: str) -> int | None:
         dataset)
 
 
+def _paper_text(columns, column: int | None) -> str:
+    """The paper's figures for this dataset's column, or all three columns for another dataset."""
+    if column is not None:
+        return f"{columns[column][0]:.2f} / {columns[column][1]:.2f}"
+    return " · ".join(f"{r:.2f}/{m:.2f}" for r, m in columns)
+
+
 def _length_table(out: str, seeds: int) -> list[str]:
     """Table 5: hits@20 by prefix length, summed over seeds' mean, NARM vs GRU-only."""
     from narm_tf import evaluate
@@ -283,33 +303,31 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
     rows.append(("NARM", _mean_std(narm, "recall"), _mean_std(narm, "mrr")))
     for label, recall, mrr in rows:
         paper = PAPER_TABLE3.get(paper_names.get(label, label))
-        paper_text = (f"{paper[column][0]:.2f} / {paper[column][1]:.2f}"
-                      if paper and column is not None else
-                      " · ".join(f"{p[0]:.2f}/{p[1]:.2f}" for p in paper) if paper else "-")
-        line = f"| {label} | {recall} | {mrr} | {paper_text} |"
+        line = f"| {label} | {recall} | {mrr} | {_paper_text(paper, column) if paper else '-'} |"
         if reference:
             ref = reference.get(label)
             line += f" {ref[0]:.1f} / {ref[1]:.1f} |" if ref else " - |"
         lines.append(line)
     if column is None:
-        lines += ["", "Paper columns (YOOCHOOSE 1/64 · 1/4 · DIGINETICA) are shown for context: "
-                  "this dataset is not one of the paper's."]
+        lines += ["", "Paper figures (YOOCHOOSE 1/64 · 1/4 · DIGINETICA) are shown for context in "
+                  "every table: this dataset is not one of the paper's."]
 
     lines += ["", "## Table 2: decoders (NARM, seed 0)", "",
-              "| decoder | Recall@20 | MRR@20 |", "|---|---|---|"]
+              "| decoder | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 |", "|---|---|---|---|"]
     for label, name in (("fully connected", "narm_dense"), ("bi-linear", "narm_seed0")):
-        lines.append(f"| {label} | {results[name]['recall']:.2f} | {results[name]['mrr']:.2f} |")
+        lines.append(f"| {label} | {results[name]['recall']:.2f} | {results[name]['mrr']:.2f} | "
+                     f"{_paper_text(PAPER_TABLE2[label], column)} |")
 
     lines += ["", "## Table 4: session features (seed 0, bilinear decoder)", "",
-              "| session feature | H=50 Recall@20 | H=50 MRR@20 | H=100 Recall@20 | H=100 MRR@20 |",
-              "|---|---|---|---|---|"]
-    for variant, label in (("global", "NARM_global"), ("local", "NARM_local"),
-                           ("hybrid", "NARM_hybrid")):
+              "| session feature | H=50 Recall@20 / MRR@20 | paper | H=100 Recall@20 / MRR@20 "
+              "| paper |", "|---|---|---|---|---|"]
+    for variant in ("global", "local", "hybrid"):
         cells = []
         for hidden in (50, 100):
             r = results[table4_run(variant, hidden)]
-            cells += [f"{r['recall']:.2f}", f"{r['mrr']:.2f}"]
-        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+            cells += [f"{r['recall']:.2f} / {r['mrr']:.2f}",
+                      _paper_text(PAPER_TABLE4[variant][hidden], column)]
+        lines.append(f"| NARM_{variant} | " + " | ".join(cells) + " |")
 
     lines += ["", f"## Table 5: correct predictions by prefix length (mean over {seeds} seeds)",
               ""] + _length_table(out, seeds)
