@@ -33,6 +33,7 @@ gives each method's own numbers (similarities, counts, rule weights). Padding sc
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import time
 
@@ -188,7 +189,7 @@ def last_n_per_row(matrix: sp.csr_matrix, n: int) -> sp.csr_matrix:
 # --------------------------------------------------------------------------- baselines
 
 
-class Baseline:
+class Baseline(abc.ABC):
     """Common interface: `fit(examples, num_items)`, then `score(prefixes, lengths)`."""
 
     name = "baseline"
@@ -204,12 +205,12 @@ class Baseline:
         self._fit()
         return self
 
-    def _fit(self) -> None:
+    def _fit(self) -> None:  # noqa: B027 - optional hook: POP and S-POP need nothing more.
         """Method-specific statistics, after the common ones are set."""
 
+    @abc.abstractmethod
     def raw_scores(self, prefixes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """The method's own scores `[n, N + 1]` (>= 0, 0 = unscored) of prefixes `[n, MAX_LEN]`."""
-        raise NotImplementedError
 
     def score(self, prefixes: np.ndarray, lengths: np.ndarray) -> np.ndarray:
         """Ranking scores `[n, N + 1]`: raw order, ties by popularity, padding column -inf."""

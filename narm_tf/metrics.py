@@ -45,16 +45,14 @@ def _ranks(y_true, y_pred):
 
 
 class _RankMetric(keras.metrics.Metric):
-    """Mean over examples of a function of the rank; `sum`/`count` states (sum-aggregated)."""
+    """Mean over examples of `self._value(ranks)` (each subclass defines it); `sum`/`count`
+    states, which replicas sum-aggregate."""
 
     def __init__(self, k: int = 20, name: str | None = None, dtype=None):
         super().__init__(name=name or self.default_name.format(k=k), dtype=dtype)
         self.k = k
         self.total = self.add_variable(shape=(), initializer="zeros", name="total")
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
-
-    def _value(self, ranks):
-        raise NotImplementedError
 
     def update_state(self, y_true, y_pred, sample_weight=None):
         values = self._value(_ranks(y_true, y_pred))
