@@ -89,13 +89,12 @@ def make_strategy():
 
 
 def use_xla(setting: str, strategy) -> bool:
-    """XLA speeds up the step on CPU and GPU, but fails with replicas on logical CPU devices."""
-    import tensorflow as tf
+    """`--jit_compile`: on, off, or auto (on unless replicas sit on logical CPU devices)."""
+    from narm_tf import model as narm_model
 
     if setting != "auto":
         return setting == "on"
-    on_cpu = not tf.config.list_logical_devices("GPU")
-    return not (on_cpu and strategy.num_replicas_in_sync > 1)
+    return narm_model.xla_supported(strategy)
 
 
 def resolved_config() -> dict:
