@@ -48,6 +48,16 @@ def example_features() -> tfds.features.FeaturesDict:
     })
 
 
+def info_arguments() -> dict:
+    """DatasetInfo arguments every session-prefix builder shares: features, metadata, order."""
+    return {
+        "features": example_features(),
+        "supervised_keys": ("prefix", "label"),
+        "metadata": tfds.core.MetadataDict(),  # vocabulary + statistics, see split_generators
+        "disable_shuffling": True,  # Keep the date order of the prefixes.
+    }
+
+
 def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
     """Yields (key, example) in the split's order; keys are positions (shuffling is disabled)."""
     rows = prefixes.prefixes.astype(np.int64)

@@ -51,12 +51,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return tfds.core.DatasetInfo(
             builder=self,
             description=_DESCRIPTION,
-            features=data.example_features(),
-            supervised_keys=("prefix", "label"),
             homepage="https://competitions.codalab.org/competitions/11161",
             citation=_CITATION,
-            metadata=tfds.core.MetadataDict(),
-            disable_shuffling=True,  # Keep the date order of the prefixes.
+            **data.info_arguments(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):

@@ -67,12 +67,9 @@ class Builder(tfds.core.GeneratorBasedBuilder):
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
             description=_DESCRIPTION,
-            features=data.example_features(),
-            supervised_keys=("prefix", "label"),
             homepage="https://recsys.acm.org/recsys15/challenge/",
             citation=_CITATION,
-            metadata=tfds.core.MetadataDict(),
-            disable_shuffling=True,  # Keep the date order of the prefixes.
+            **data.info_arguments(),
         )
 
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
