@@ -25,8 +25,9 @@ What happens in the graph, in order (no Python, no custom ops):
    and unknown ids become 0 and are dropped;
 2. the known clicks are compacted to the right-padded `[batch, 19]` model input, keeping their
    order and, for longer sessions, the most recent 19;
-3. the Keras model scores all items; the top k (without the session's own items when
-   `exclude_seen`) are mapped back to raw ids by the same asset;
+3. the model scores all items (`export/inference.py`: the Keras model's variables in a leaner
+   graph; the Keras graph itself for a model it does not reproduce); the top k (without the
+   session's own items when `exclude_seen`) are mapped back to raw ids by the same asset;
 4. a session with no known click gets the k most popular training items, scored by their share
    of training labels, and zero attention weights.
 """
@@ -44,6 +45,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 from absl import app, flags, logging
+
+from export.inference import NarmInference, UnsupportedModel
 
 MAX_LEN = 19
 VOCABULARY_ASSET = "vocabulary.txt"
@@ -124,6 +127,12 @@ class ServingModule(tf.Module):
         # The TF1 loader (TF Serving) restores only tf.Variables the module itself holds.
         self._variables = [v.value for v in scoring_model.variables]
         object.__setattr__(self, "_scoring_model", scoring_model)  # called, not tracked
+        try:
+            inference = NarmInference(scoring_model)
+        except UnsupportedModel as error:
+            logging.warning("serving through the Keras graph (slower): %s", error)
+            inference = None
+        object.__setattr__(self, "_inference", inference)
         self._vocabulary_asset = tf.saved_model.Asset(vocabulary_file)
         # Tables over one asset are told apart (their shared_name) by `vocab_size` set or not.
         self._string_to_index = self._table(tf.string, "key", None, 0)
@@ -165,8 +174,7 @@ class ServingModule(tf.Module):
         has_items = session[:, 0] > 0
         placeholder = tf.one_hot(0, self._max_len, dtype=tf.int64)  # item 1: scored, then replaced
         model_input = tf.where(has_items[:, None], session, placeholder[None, :])
-        outputs = self._scoring_model(tf.cast(model_input, tf.int32), training=False)
-        logits = tf.cast(outputs["scores"], tf.float32)  # [b, N + 1], column 0 at PADDING_SCORE
+        logits, attention = self._score(tf.cast(model_input, tf.int32))  # column 0: padding
         top_logits, top_indices = self._top_k(logits, session, exclude_seen)
         # One fused softmax pass over [b, N+1], then k gathers (not exp/sum/div as three ops).
         scores = tf.gather(tf.nn.softmax(logits), top_indices, batch_dims=1)
@@ -175,13 +183,20 @@ class ServingModule(tf.Module):
         scores = tf.where(returned, scores, 0.0)
         top_indices = tf.where(has_items[:, None], top_indices, self._popular_indices[None, :])
         scores = tf.where(has_items[:, None], scores, self._popular_scores[None, :])
-        attention = tf.cast(outputs["attention_weights"], tf.float32)
         return {
             "top_k_item_ids": self.to_raw(top_indices, item_ids.dtype),
             "top_k_scores": scores,
             "attention_weights": tf.where(has_items[:, None], attention, 0.0),
             "session_item_ids": self.to_raw(session, item_ids.dtype),
         }
+
+    def _score(self, model_input):
+        """`(logits [b, N + 1], attention weights [b, max_len])`, float32."""
+        if self._inference is not None:
+            return self._inference(model_input)
+        outputs = self._scoring_model(model_input, training=False)
+        return (tf.cast(outputs["scores"], tf.float32),
+                tf.cast(outputs["attention_weights"], tf.float32))
 
     def _top_k(self, logits, session, exclude_seen):
         """`(top-k logits [b, k], their indices [b, k])` of logits `[b, N+1]`.
