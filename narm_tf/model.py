@@ -5,8 +5,10 @@ attention c_l) -> session_representation [c_g; c_l] -> representation_dropout ->
 [batch, num_items + 1] (logits; column 0 is padding and never scores).
 
 Inputs are right-padded with 0 and hold at least one item per row: the layout cuDNN's GRU needs on
-GPU. On CPU, left padding gives the same outputs (the masked GRU skips padded steps and attention
-ignores them), but it is not supported.
+GPU. Their width is free (at most the builders' 19): padding never changes the outputs, so a
+batch of short prefixes may be cut short and the GRU then runs fewer steps. On CPU, left padding
+gives the same outputs (the masked GRU skips padded steps and attention ignores them), but it is
+not supported.
 """
 
 from __future__ import annotations
@@ -30,7 +32,7 @@ def build_narm(
     variant: str = "hybrid",
     decoder: str = "bilinear",
     attention: str = "unnormalized",
-    max_len: int = 19,
+    max_len: int | None = None,
     embedding_dropout: float = 0.25,
     representation_dropout: float = 0.5,
 ) -> keras.Model:
@@ -43,7 +45,8 @@ def build_narm(
         variant: `global` (c = c_g, eq. 5), `local` (c = c_l, eq. 6) or `hybrid` (eq. 9).
         decoder: `bilinear` (eq. 10, scores with the input embedding) or `dense` (fully connected).
         attention: `unnormalized` (the paper) or `softmax` (masked softmax over alpha).
-        max_len: prefix length (right-padded with 0).
+        max_len: the input width; None (default): any width, as batches cut to their longest
+            prefix are (`narm_tf.data.make_dataset(length_buckets=...)`).
         embedding_dropout: dropout between the embedding and the GRU.
         representation_dropout: dropout on the session representation before the decoder.
     """
@@ -101,7 +104,8 @@ def compile_narm(
     k: int = 20,
     jit_compile: bool | None = None,
 ) -> keras.Model:
-    """Adam + cross-entropy on logits (eq. 11), metrics `recall@k` and `mrr@k`; returns `model`.
+    """Adam + cross-entropy on logits (eq. 11, `cross_entropy`), metrics `recall@k` and
+    `mrr@k`; returns `model`.
 
     `jit_compile=None` resolves to XLA (the fastest correct setting measured by
     `benchmarks/train_speed.py` on CPU), except under a multi-replica strategy on CPU devices,
@@ -111,11 +115,26 @@ def compile_narm(
         jit_compile = xla_supported()
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
-        loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+        loss=cross_entropy,
         metrics=[RecallAtK(k, name=f"recall@{k}"), MrrAtK(k, name=f"mrr@{k}")],
         jit_compile=jit_compile,
     )
     return model
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+def cross_entropy(y_true, y_pred):
+    """Eq. 11 per example: `logsumexp(scores) - scores[label]`, labels `[batch]` (or
+    `[batch, 1]`), scores `[batch, N + 1]` logits.
+
+    The same value and gradient as Keras' sparse categorical cross-entropy from logits, but
+    XLA on CPU lowers that one with a one-hot product summed over all N + 1 columns (two more
+    passes over the scores); this one reads the target logit with a gather.
+    """
+    labels = ops.reshape(ops.cast(y_true, "int32"), (-1, 1))
+    y_pred = ops.cast(y_pred, "float32")
+    target = ops.take_along_axis(y_pred, labels, axis=1)[:, 0]
+    return ops.logsumexp(y_pred, axis=-1) - target
 
 
 def xla_supported(strategy=None) -> bool:

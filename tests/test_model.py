@@ -6,7 +6,7 @@ import pytest
 import tensorflow as tf
 
 from narm_tf.layers import PADDING_SCORE
-from narm_tf.model import attention_model, build_narm, compile_narm
+from narm_tf.model import attention_model, build_narm, compile_narm, cross_entropy
 
 NUM_ITEMS = 30
 SMALL = {"embedding_dim": 8, "hidden_units": 12}
@@ -133,10 +133,38 @@ def test_learns_a_synthetic_next_item_rule():
 
 
 
+def test_default_model_takes_any_width_with_the_same_outputs():
+    model = build_narm(NUM_ITEMS, attention="softmax", **SMALL)  # max_len=None: any width
+    wide = _right_padded(ROWS, 19)
+    for width in (5, 8):
+        np.testing.assert_allclose(_scores(model, wide[:, :width]), _scores(model, wide),
+                                   rtol=1e-5, atol=1e-5)
+
+
+def test_cross_entropy_equals_keras_value_and_gradient():
+    rng = np.random.default_rng(0)
+    logits = rng.normal(size=(6, 41)).astype(np.float32) * 4
+    logits[:, 0] = PADDING_SCORE
+    labels = rng.integers(1, 41, 6)
+    reference = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
+    grads = []
+    for loss in (cross_entropy, reference):
+        scores = tf.constant(logits)
+        with tf.GradientTape() as tape:
+            tape.watch(scores)
+            value = loss(tf.constant(labels[:, None]), scores)
+            total = tf.reduce_sum(value)
+        grads.append(tape.gradient(total, scores).numpy())
+        np.testing.assert_allclose(value.numpy(), reference(labels, logits).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(grads[0], grads[1], atol=1e-6)
+    assert grads[0][:, 0].max() == 0.0  # the padding column takes no gradient
+
+
 def test_compile_narm_defaults():
     model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL))
     assert model.jit_compile                          # XLA on a single device
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
+    assert model.loss is cross_entropy
     without_xla = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), jit_compile=False)
     assert not without_xla.jit_compile
