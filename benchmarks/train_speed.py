@@ -3,8 +3,11 @@
 Prints steady-state training examples/s and peak memory (process peak RSS) of `model.fit` steps
 (43,097 items, batch 512, D=50, H=100, random right-padded prefixes of length 1..19), and the time
 of the same-shaped `[512, 50] x [50, 43098]` matmul + softmax cross-entropy + gradient alone: the
-floor the decoder imposes on every step. Each setting runs in its own subprocess, so peak memory
-and XLA caches do not leak from one to the next.
+floor the decoder imposes on every step. Two training settings: `fit`, every batch 19 wide, and
+`fit grouped`, the batches `narm_tf.train` feeds (`make_dataset` with the default length
+buckets: prefixes of similar length together, each batch cut to its bucket width), timed over a
+whole epoch of 64 batches after a first epoch that compiles every width. Each setting runs in its
+own subprocess, so peak memory and XLA caches do not leak from one to the next.
 
     python benchmarks/train_speed.py                   # floor + default compile_narm settings
     python benchmarks/train_speed.py --jit=both        # also the non-XLA step
@@ -84,14 +87,11 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
 
 
 def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
-    """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up."""
-    import keras
+    """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
+    fixed `[batch, max_len]` batches."""
     import numpy as np
     import tensorflow as tf
 
-    from narm_tf.model import build_narm, compile_narm
-
-    keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)
     batches = [random_prefixes(rng, args.num_items, args.batch_size, args.max_len)
                for _ in range(8)]
@@ -99,8 +99,38 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     y = np.concatenate([b[1] for b in batches])
     dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
                .repeat().prefetch(2))
-    model = build_narm(args.num_items, args.embedding_dim, args.hidden_units,
-                       max_len=args.max_len)
+    return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
+                      f"fit jit_compile={jit_compile}")
+
+
+def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
+    """Seconds per `model.fit` step over whole epochs of `make_dataset(length_buckets=...)`:
+    the training path's batches, grouped by length and cut to their bucket width."""
+    import numpy as np
+
+    from narm_tf import data
+    from narm_tf.preprocessing import Prefixes
+
+    rng = np.random.default_rng(0)
+    steps = data.GROUP_POOL  # one pool: every width in its usual share
+    items, labels = random_prefixes(rng, args.num_items, args.batch_size * steps, args.max_len)
+    n = len(labels)
+    prefixes = Prefixes(items, labels.astype(np.int64), np.count_nonzero(items, axis=1),
+                        np.arange(n))
+    dataset = data.make_dataset(prefixes, args.batch_size, shuffle=True, repeat=True,
+                                length_buckets=data.DEFAULT_LENGTH_BUCKETS)
+    # The first epoch compiles every width; the second is timed whole.
+    return _timed_fit(args, jit_compile, dataset, steps, steps,
+                      f"fit grouped jit_compile={jit_compile}")
+
+
+def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str) -> dict:
+    import keras
+
+    from narm_tf.model import build_narm, compile_narm
+
+    keras.utils.set_random_seed(0)
+    model = build_narm(args.num_items, args.embedding_dim, args.hidden_units)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
     compile_narm(model, **kwargs)
     rss_before = _peak_rss_mb()
@@ -115,13 +145,12 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
             self.cpu_ends.append(time.process_time())
 
     timer = StepTimer()
-    model.fit(dataset, epochs=1, steps_per_epoch=args.warmup + args.steps, verbose=0,
-              callbacks=[timer])
-    first = max(args.warmup - 1, 0)
-    seconds = (timer.ends[-1] - timer.ends[first]) / (len(timer.ends) - 1 - first)
-    cpu_seconds = (timer.cpu_ends[-1] - timer.cpu_ends[first]) / (len(timer.ends) - 1 - first)
-    return {"setting": f"fit jit_compile={jit_compile}", "seconds_per_step": seconds,
-            "cpu_seconds_per_step": cpu_seconds,
+    model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
+    first = max(warmup - 1, 0)
+    timed = len(timer.ends) - 1 - first
+    seconds = (timer.ends[-1] - timer.ends[first]) / timed
+    cpu_seconds = (timer.cpu_ends[-1] - timer.cpu_ends[first]) / timed
+    return {"setting": setting, "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds,
             "examples_per_second": args.batch_size / seconds,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
 
@@ -142,11 +171,13 @@ def main(argv=None) -> None:
     if args.run:
         kind, _, value = args.run.partition(":")
         jit = {"true": True, "false": False}.get(value, value)
-        result = measure_floor(args, jit) if kind == "floor" else measure_fit(args, jit)
+        measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit}
+        result = measure[kind](args, jit)
         print(json.dumps(result))
         return
     fits = {"default": ["default"], "true": [True], "false": [False], "both": [True, False]}
-    settings = ["floor:true", "floor:false"] + [f"fit:{str(j).lower()}" for j in fits[args.jit]]
+    settings = ["floor:true", "floor:false"] + [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
+                                                for kind in ("fit", "grouped")]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
           f"{args.steps} timed steps after {args.warmup}; cores={os.cpu_count()}, "
@@ -156,7 +187,7 @@ def main(argv=None) -> None:
     floor = min(r["seconds_per_step"] for r in floors)
     cpu_floor = min(r["cpu_seconds_per_step"] for r in floors)
     for r in results:
-        line = (f"{r['setting']:<24} {1e3 * r['seconds_per_step']:7.1f} ms/step "
+        line = (f"{r['setting']:<32} {1e3 * r['seconds_per_step']:7.1f} ms/step "
                 f"(CPU time {1e3 * r['cpu_seconds_per_step']:6.1f} ms)  "
                 f"peak RSS {r['peak_rss_mb']:5.0f} MB")
         if "examples_per_second" in r:

@@ -177,20 +177,49 @@ def load_statistics(name: str, data_dir: str) -> dict:
 # -------------------------------------------------------------------------------- feed
 
 
+GROUP_POOL = 64  # Batches whose examples are sorted together when grouping by length.
+# Batch widths when grouping by length (19 implied last): ~1.2x the real clicks on uniform
+# lengths 1..19, against 1.9x for fixed 19-wide batches; 8 widths, 8 XLA compilations.
+DEFAULT_LENGTH_BUCKETS = (2, 3, 4, 6, 8, 11, 15)
+
+
 def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, seed: int = 0,
-                 repeat: bool = False) -> tf.data.Dataset:
-    """In-memory prefixes -> batches of (item_ids [b, 19] int32 right-padded, label [b] int32).
+                 repeat: bool = False, length_buckets=None) -> tf.data.Dataset:
+    """In-memory prefixes -> batches of (item_ids [b, w] int32 right-padded, label [b] int32).
 
     Batches row indices (a reshuffle each epoch when `shuffle`) and gathers whole batches, so the
     per-example tf.data overhead is avoided. The last partial batch is kept.
+
+    Without `length_buckets`, every batch is `[b, 19]`. With them (ascending widths, e.g.
+    `(2, 4, 8, 12)`; 19 is implied last), each batch holds prefixes of similar lengths and is cut
+    to the smallest bucket width that holds its longest prefix: the GRU then runs over fewer
+    padded steps (the model's outputs do not depend on the padding). Examples are sorted by
+    length within pools of `GROUP_POOL` batches of the (shuffled) order, and the batches are
+    then shuffled, so each epoch still visits every example once in a new order. Few distinct
+    widths keep the number of XLA compilations small.
     """
     if len(prefixes) and not (prefixes.prefixes[:, 0] > 0).all():
         raise ValueError("every prefix must hold at least one item (prefixes[:, 0] > 0)")
     items = tf.constant(prefixes.prefixes.astype(np.int32))
     labels = tf.constant(prefixes.labels.astype(np.int32))
     n = len(prefixes)
+    widths = bucket_widths(length_buckets, items.shape[1])
 
-    if repeat:
+    if widths is not None:
+        lengths = tf.constant(np.count_nonzero(prefixes.prefixes, axis=1).astype(np.int32))
+        if repeat:
+            dataset = tf.data.Dataset.range(sys.maxsize).flat_map(
+                lambda epoch: _grouped_batches(lengths, batch_size, shuffle,
+                                               tf.stack([tf.constant(seed, tf.int64), epoch])))
+        else:
+            # A new seed each time Keras re-iterates the dataset (each epoch), reproducibly.
+            dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+            dataset = dataset.flat_map(
+                lambda draw: _grouped_batches(lengths, batch_size, shuffle,
+                                              tf.stack([tf.constant(seed, tf.int64), draw])))
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+                -(-n // batch_size)))
+    elif repeat:
         # One stateless shuffle per epoch number: reproducible wherever the stream is resumed.
         def epoch_indices(epoch):
             indices = tf.range(n, dtype=tf.int64)
@@ -207,9 +236,60 @@ def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, see
         if shuffle:
             dataset = dataset.shuffle(n, seed=seed, reshuffle_each_iteration=True)
         dataset = dataset.batch(batch_size)
-    dataset = dataset.map(lambda index: (tf.gather(items, index), tf.gather(labels, index)),
-                          num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+
+    def gather(index):
+        batch = tf.gather(items, index)
+        if widths is not None:
+            longest = tf.reduce_max(tf.math.count_nonzero(batch, axis=1, dtype=tf.int32))
+            width = tf.gather(widths, tf.searchsorted(widths, longest[None])[0])
+            batch = batch[:, :width]
+        return batch, tf.gather(labels, index)
+
+    dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
     return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> tf.Tensor | None:
+    """`length_buckets` (ascending widths < max_len; None or empty: no grouping) -> int32
+    widths with `max_len` last, or ValueError naming the bad value."""
+    if not length_buckets:
+        return None
+    try:
+        widths = [int(width) for width in length_buckets]
+    except ValueError:
+        widths = []
+    if not widths or widths != sorted(set(widths)) or widths[0] < 1 or widths[-1] > max_len:
+        raise ValueError(f"length buckets must be ascending distinct widths in 1..{max_len}, "
+                         f"got {list(length_buckets)}")
+    if widths[-1] != max_len:
+        widths.append(max_len)
+    return tf.constant(widths, tf.int32)
+
+
+def _grouped_batches(lengths: tf.Tensor, batch_size: int, shuffle: bool,
+                     seed: tf.Tensor) -> tf.data.Dataset:
+    """One epoch of index batches `[b]` (int64), each of similar prefix lengths.
+
+    Shuffled (stateless, `seed`) when `shuffle`; the pools of `GROUP_POOL` batches are sorted
+    by length (stable); full batches are then shuffled and the partial one, if any, comes last.
+    """
+    n = lengths.shape[0]
+    indices = tf.range(n, dtype=tf.int64)
+    if shuffle:
+        indices = tf.random.experimental.stateless_shuffle(indices, seed=seed)
+    pool = tf.range(n, dtype=tf.int64) // (batch_size * GROUP_POOL)
+    key = pool * 1024 + tf.cast(tf.gather(lengths, indices), tf.int64)  # lengths <= 19
+    indices = tf.gather(indices, tf.argsort(key, stable=True))
+    full = n // batch_size
+    batches = tf.reshape(indices[: full * batch_size], [full, batch_size])
+    if shuffle:
+        order = tf.random.experimental.stateless_shuffle(
+            tf.range(full, dtype=tf.int64), seed=seed + tf.constant([0, 1 << 32], tf.int64))
+        batches = tf.gather(batches, order)
+    dataset = tf.data.Dataset.from_tensor_slices(batches)
+    if n % batch_size:
+        dataset = dataset.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size:]))
+    return dataset
 
 
 # ------------------------------------------------------------------------------- build

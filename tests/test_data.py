@@ -94,6 +94,48 @@ def test_finite_dataset_reshuffles_on_each_keras_epoch_with_known_length():
     assert np.concatenate([b[1] for b in again.as_numpy_iterator()]).tolist() == first.tolist()
 
 
+def _grouped_epochs(prefixes, repeat, seed=0, batch_size=16, buckets=(2, 4, 8, 12)):
+    dataset = data.make_dataset(prefixes, batch_size, shuffle=True, seed=seed, repeat=repeat,
+                                length_buckets=buckets)
+    per_epoch = -(-len(prefixes) // batch_size)
+    if repeat:
+        batches = list(dataset.take(2 * per_epoch).as_numpy_iterator())
+        return [batches[:per_epoch], batches[per_epoch:]]
+    assert int(dataset.cardinality()) == per_epoch
+    return [list(dataset.as_numpy_iterator()) for _ in range(2)]
+
+
+@pytest.mark.parametrize("repeat", [False, True])
+def test_grouped_batches_are_cut_to_their_bucket_and_cover_every_example(repeat):
+    prefixes = small_prefixes(1000)
+    lengths = np.count_nonzero(prefixes.prefixes, axis=1)
+    epochs = _grouped_epochs(prefixes, repeat)
+    orders = []
+    for batches in epochs:
+        labels = np.concatenate([b[1] for b in batches])
+        assert sorted(labels) == list(range(1000))  # every example once an epoch
+        orders.append(labels.tolist())
+        cells = 0
+        for items, batch_labels in batches:
+            longest = lengths[batch_labels].max()
+            assert items.shape[1] == min(w for w in (2, 4, 8, 12, 19) if w >= longest)
+            # Rows intact: the prefix of each label, cut only where it is padding.
+            np.testing.assert_array_equal(items, prefixes.prefixes[batch_labels, :items.shape[1]])
+            cells += items.size
+        assert cells < 0.75 * prefixes.prefixes.size  # fixed 19-wide batches: 1.0
+    assert orders[0] != orders[1]
+    assert [b[1].tolist() for b in _grouped_epochs(prefixes, repeat)[0]] == \
+        [b[1].tolist() for b in epochs[0]]  # reproducible from the seed
+    assert [b[1].tolist() for b in _grouped_epochs(prefixes, repeat, seed=1)[0]] != \
+        [b[1].tolist() for b in epochs[0]]
+
+
+@pytest.mark.parametrize("buckets", [["4", "2"], ["0"], ["20"], ["a"], [3, 3]])
+def test_bad_length_buckets_are_named(buckets):
+    with pytest.raises(ValueError, match="length buckets must be ascending"):
+        data.make_dataset(small_prefixes(10), 4, length_buckets=buckets)
+
+
 def test_make_dataset_rejects_empty_prefixes():
     prefixes = small_prefixes(5)
     prefixes.prefixes[2] = 0
