@@ -121,6 +121,21 @@ def tf1_session_call(export_dir: str, signature: str):
     return call
 
 
+def harness_call():
+    """`call(item_ids)` running a graph that only echoes `item_ids` through the same Session
+    callable: the Python and Session.run overhead inside every figure (absent in TF Serving)."""
+    import tensorflow as tf
+
+    graph = tf.Graph()
+    with graph.as_default():
+        ids = tf.compat.v1.placeholder(tf.string, [None, None])
+        echo = tf.identity(ids)
+    config = tf.compat.v1.ConfigProto(inter_op_parallelism_threads=FLAGS.inter_op,
+                                      intra_op_parallelism_threads=FLAGS.intra_op)
+    run = tf.compat.v1.Session(graph=graph, config=config).make_callable(echo, [ids])
+    return run
+
+
 def tf2_signature_call(export_dir: str, signature: str):
     import tensorflow as tf
 
@@ -157,6 +172,10 @@ def main(argv):
               f"session threads inter {FLAGS.inter_op} intra {FLAGS.intra_op} (0 = default), "
               f"load average before {os.getloadavg()[0]:.2f}")
         report("TF1 Session.run", tf1_session_call(export_dir, FLAGS.signature), single, large)
+        if not int64:
+            seconds, _ = time_calls(harness_call(), single, warmup=200)
+            print(f"(harness alone, an echo graph through the same callable, batch 1: "
+                  f"{percentiles(seconds)})")
         if FLAGS.tf2:
             report("TF2 signature  ", tf2_signature_call(export_dir, FLAGS.signature), single,
                    large)
