@@ -3,11 +3,13 @@
 Prints steady-state training examples/s and peak memory (process peak RSS) of `model.fit` steps
 (43,097 items, batch 512, D=50, H=100, random right-padded prefixes of length 1..19), and the time
 of the same-shaped `[512, 50] x [50, 43098]` matmul + softmax cross-entropy + gradient alone: the
-floor the decoder imposes on every step. Two training settings: `fit`, every batch 19 wide, and
-`fit grouped`, the batches `narm_tf.train` feeds (`make_dataset` with the default length
-buckets: prefixes of similar length together, each batch cut to its bucket width), timed over a
-whole epoch of 64 batches after a first epoch that compiles every width. Each setting runs in its
-own subprocess, so peak memory and XLA caches do not leak from one to the next.
+floor the decoder imposes on every step (the fastest of TF's fused cross-entropy op, with and
+without XLA, and of the model's own logsumexp formulation under XLA). Two training settings:
+`fit`, every batch 19 wide (what `narm_tf.train` feeds by default), and `fit grouped`, the
+batches of `--length_buckets` (`make_dataset` with `DEFAULT_LENGTH_BUCKETS`: prefixes of
+similar length together, each batch cut to its bucket width), timed over a whole epoch of 64
+batches after a first epoch that compiles every width. Each setting runs in its own subprocess,
+so peak memory and XLA caches do not leak from one to the next.
 
     python benchmarks/train_speed.py                   # floor + default compile_narm settings
     python benchmarks/train_speed.py --jit=both        # also the non-XLA step
@@ -55,8 +57,10 @@ def random_prefixes(rng, num_items: int, batch_size: int, max_len: int):
     return items, rng.integers(1, num_items + 1, size=batch_size).astype("int32")
 
 
-def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
-    """Seconds per `[b, D] x [D, N + 1]` matmul + sparse softmax CE + gradients (q and E)."""
+def measure_floor(args: argparse.Namespace, jit_compile: bool,
+                  formulation: str = "xent") -> dict:
+    """Seconds per `[b, D] x [D, N + 1]` matmul + softmax cross-entropy + gradients (q and E),
+    with TF's fused cross-entropy op (`xent`) or as logsumexp minus the target logit."""
     import numpy as np
     import tensorflow as tf
 
@@ -70,8 +74,12 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
     def step():
         with tf.GradientTape() as tape:
             logits = tf.matmul(query, table, transpose_b=True)
-            loss = tf.reduce_mean(
-                tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
+            if formulation == "logsumexp":  # as narm_tf.model.cross_entropy
+                target = tf.gather(logits, labels[:, None], batch_dims=1)[:, 0]
+                loss = tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - target)
+            else:
+                loss = tf.reduce_mean(
+                    tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
         grads = tape.gradient(loss, [query, table])
         return loss, grads
 
@@ -81,7 +89,7 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool) -> dict:
     for _ in range(args.steps):
         step()[0].numpy()
     seconds = (time.perf_counter() - start) / args.steps
-    return {"setting": f"floor jit={jit_compile}", "seconds_per_step": seconds,
+    return {"setting": f"floor {formulation} jit={jit_compile}", "seconds_per_step": seconds,
             "cpu_seconds_per_step": (time.process_time() - cpu_start) / args.steps,
             "peak_rss_mb": _peak_rss_mb()}
 
@@ -171,13 +179,14 @@ def main(argv=None) -> None:
     if args.run:
         kind, _, value = args.run.partition(":")
         jit = {"true": True, "false": False}.get(value, value)
-        measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit}
+        measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit,
+                   "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp")}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
     fits = {"default": ["default"], "true": [True], "false": [False], "both": [True, False]}
-    settings = ["floor:true", "floor:false"] + [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
-                                                for kind in ("fit", "grouped")]
+    settings = ["floor:true", "floor:false", "floor_logsumexp:true"]
+    settings += [f"{kind}:{str(j).lower()}" for j in fits[args.jit] for kind in ("fit", "grouped")]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
           f"{args.steps} timed steps after {args.warmup}; cores={os.cpu_count()}, "

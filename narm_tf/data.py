@@ -250,7 +250,7 @@ def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, see
 
 
 def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> tf.Tensor | None:
-    """`length_buckets` (ascending widths < max_len; None or empty: no grouping) -> int32
+    """`length_buckets` (ascending widths in 1..max_len; None or empty: no grouping) -> int32
     widths with `max_len` last, or ValueError naming the bad value."""
     if not length_buckets:
         return None
