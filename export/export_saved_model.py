@@ -244,7 +244,8 @@ class ServingModule(tf.Module):
 
 @contextlib.contextmanager
 def unrolled_rnns(model: keras.Model):
-    """Traces the model's recurrent layers unrolled (same maths, fixed `max_len` steps).
+    """Traces the model's recurrent layers unrolled (same maths, fixed `max_len` steps): for a
+    model served through the Keras graph (one `NarmInference` does not reproduce).
 
     A symbolic loop costs a dozen control-flow ops per step in TF Serving's executor; the 19
     unrolled steps are plain ops that Grappler can fuse.
