@@ -53,10 +53,17 @@ class ItemEmbedding(keras.layers.Embedding):
             return super().call(inputs)
         if mode != "decode":
             raise ValueError(f"ItemEmbedding mode must be 'embed' or 'decode', got {mode!r}")
+        # The padding score rides in the product as one more column, `[q, 1] [E', b]^T` with
+        # row 0 of `E'` zeroed and `b = (PADDING_SCORE, 0, ..., 0)`: a separate add of `b`
+        # would be one more full pass over the `[batch, N + 1]` scores.
         query = ops.cast(inputs, self.compute_dtype)
         embeddings = ops.cast(self.embeddings, self.compute_dtype)
-        scores = ops.matmul(query, ops.transpose(embeddings))
-        return scores + padding_score_bias(self.input_dim, self.compute_dtype)
+        bias = ops.expand_dims(padding_score_bias(self.input_dim, self.compute_dtype), -1)
+        is_padding = ops.expand_dims(ops.arange(self.input_dim) == 0, -1)
+        table = ops.concatenate(
+            [ops.where(is_padding, ops.zeros_like(embeddings), embeddings), bias], axis=-1)
+        query = ops.concatenate([query, ops.ones_like(query[..., :1])], axis=-1)
+        return ops.matmul(query, ops.transpose(table))
 
     def compute_mask(self, inputs, mask=None):
         # Decode-mode inputs are float queries: the scores carry no mask.
@@ -166,3 +173,5 @@ class NarmAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "normalize": self.normalize}
+
+

@@ -13,6 +13,8 @@ not supported.
 
 from __future__ import annotations
 
+import threading
+
 import keras
 import tensorflow as tf
 from keras import ops
@@ -80,7 +82,42 @@ def build_narm(
     else:
         scores = keras.layers.Dense(num_items + 1, name="dense_decoder")(session)
         scores = PaddingScoreMask(name="scores")(scores)
-    return keras.Model(item_ids, scores, name=f"narm_{variant}_{decoder}")
+    return NarmModel(item_ids, scores, name=f"narm_{variant}_{decoder}")
+
+
+# Per thread: MirroredStrategy traces each replica's step in its own thread.
+_in_train_step = threading.local()
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+class NarmModel(keras.Model):
+    """The functional NARM model, whose training steps may skip the compiled metrics.
+
+    With `train_metrics = False` (what `compile_narm` sets by default) a `fit` step updates the
+    loss only: Recall@K and MRR@K over the full item set are one more pass over the
+    `[batch, N + 1]` scores, which at DIGINETICA size cost about a tenth of a step on CPU.
+    Evaluation (`evaluate`, `fit`'s validation) always computes them. The attribute is not
+    saved: a loaded model computes training metrics, as any Keras model, until
+    `compile_narm` sets it.
+    """
+
+    train_metrics = True
+
+    def train_step(self, data):
+        _in_train_step.active = True
+        try:
+            return super().train_step(data)
+        finally:
+            _in_train_step.active = False
+
+    def compute_metrics(self, x, y, y_pred, sample_weight=None):
+        if getattr(_in_train_step, "active", False) and not self.train_metrics:
+            # An empty slice builds the metrics (Keras reads them at the end of `fit`) but
+            # costs nothing and leaves them at zero; only the loss is reported.
+            empty = None if sample_weight is None else sample_weight[:0]
+            logs = super().compute_metrics(x, y[:0], y_pred[:0], sample_weight=empty)
+            return {"loss": logs["loss"]}
+        return super().compute_metrics(x, y, y_pred, sample_weight=sample_weight)
 
 
 def attention_model(model: keras.Model) -> keras.Model:
@@ -103,9 +140,13 @@ def compile_narm(
     learning_rate: float = 1e-3,
     k: int = 20,
     jit_compile: bool | None = None,
+    train_metrics: bool = False,
 ) -> keras.Model:
     """Adam + cross-entropy on logits (eq. 11, `cross_entropy`), metrics `recall@k` and
     `mrr@k`; returns `model`.
+
+    `train_metrics=False` (default): `fit` reports the metrics on validation data only, not
+    on each training batch (`NarmModel`); a model built elsewhere computes them either way.
 
     `jit_compile=None` resolves to XLA (the fastest correct setting measured by
     `benchmarks/train_speed.py` on CPU), except under a multi-replica strategy on CPU devices,
@@ -119,6 +160,8 @@ def compile_narm(
         metrics=[RecallAtK(k, name=f"recall@{k}"), MrrAtK(k, name=f"mrr@{k}")],
         jit_compile=jit_compile,
     )
+    if isinstance(model, NarmModel):
+        model.train_metrics = train_metrics
     return model
 
 
@@ -127,14 +170,27 @@ def cross_entropy(y_true, y_pred):
     """Eq. 11 per example: `logsumexp(scores) - scores[label]`, labels `[batch]` (or
     `[batch, 1]`), scores `[batch, N + 1]` logits.
 
-    The same value and gradient as Keras' sparse categorical cross-entropy from logits, but
-    XLA on CPU lowers that one with a one-hot product summed over all N + 1 columns (two more
-    passes over the scores); this one reads the target logit with a gather.
+    The same value and gradient as Keras' sparse categorical cross-entropy from logits, with
+    the gradient written out, `(softmax(scores) - onehot(label)) * dy`: one fused pass over the
+    scores. Left to autodiff, XLA on CPU scatters the target's gradient into a zeroed
+    `[batch, N + 1]` buffer first (two more passes).
     """
-    labels = ops.reshape(ops.cast(y_true, "int32"), (-1, 1))
-    y_pred = ops.cast(y_pred, "float32")
-    target = ops.take_along_axis(y_pred, labels, axis=1)[:, 0]
-    return ops.logsumexp(y_pred, axis=-1) - target
+    labels = tf.reshape(tf.cast(y_true, tf.int32), (-1, 1))
+    return _cross_entropy(labels, tf.cast(y_pred, tf.float32))
+
+
+@tf.custom_gradient
+def _cross_entropy(labels, logits):
+    log_normalizer = tf.reduce_logsumexp(logits, axis=-1, keepdims=True)
+    target = tf.gather(logits, labels, batch_dims=1)
+    loss = (log_normalizer - target)[:, 0]
+
+    def gradient(dy):
+        is_target = tf.range(tf.shape(logits)[-1])[None, :] == labels
+        softmax = tf.exp(logits - log_normalizer)
+        return None, (softmax - tf.cast(is_target, logits.dtype)) * dy[:, None]
+
+    return loss, gradient
 
 
 def xla_supported(strategy=None) -> bool:

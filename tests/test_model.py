@@ -141,23 +141,53 @@ def test_default_model_takes_any_width_with_the_same_outputs():
                                    rtol=1e-5, atol=1e-5)
 
 
-def test_cross_entropy_equals_keras_value_and_gradient():
+@pytest.mark.parametrize("jit_compile", [False, True])
+def test_cross_entropy_equals_keras_value_and_gradient(jit_compile):
     rng = np.random.default_rng(0)
     logits = rng.normal(size=(6, 41)).astype(np.float32) * 4
     logits[:, 0] = PADDING_SCORE
     labels = rng.integers(1, 41, 6)
+    weights = tf.constant(rng.uniform(0.5, 2.0, 6).astype(np.float32))  # a non-unit upstream
     reference = keras.losses.SparseCategoricalCrossentropy(from_logits=True, reduction=None)
-    grads = []
-    for loss in (cross_entropy, reference):
-        scores = tf.constant(logits)
-        with tf.GradientTape() as tape:
-            tape.watch(scores)
-            value = loss(tf.constant(labels[:, None]), scores)
-            total = tf.reduce_sum(value)
-        grads.append(tape.gradient(total, scores).numpy())
-        np.testing.assert_allclose(value.numpy(), reference(labels, logits).numpy(), rtol=1e-5)
-    np.testing.assert_allclose(grads[0], grads[1], atol=1e-6)
-    assert grads[0][:, 0].max() == 0.0  # the padding column takes no gradient
+
+    def value_and_gradient(loss):
+        @tf.function(jit_compile=jit_compile)
+        def run(scores):
+            with tf.GradientTape() as tape:
+                tape.watch(scores)
+                value = loss(tf.constant(labels[:, None]), scores)
+                total = tf.reduce_sum(value * weights)
+            return value, tape.gradient(total, scores)
+
+        return [t.numpy() for t in run(tf.constant(logits))]
+
+    value, grad = value_and_gradient(cross_entropy)
+    expected_value, expected_grad = value_and_gradient(reference)
+    np.testing.assert_allclose(value, reference(labels, logits).numpy(), rtol=1e-5)
+    np.testing.assert_allclose(value, expected_value, rtol=1e-5)
+    np.testing.assert_allclose(grad, expected_grad, atol=1e-6)
+    assert grad[:, 0].max() == 0.0  # the padding column takes no gradient
+
+
+def test_fit_reports_training_batch_metrics_only_when_asked():
+    ids = _right_padded(ROWS, 5)
+    targets = np.array([4, 5, 6, 7])
+    histories, models = {}, {}
+    for train_metrics in (False, True):
+        keras.utils.set_random_seed(0)
+        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL),
+                             train_metrics=train_metrics)
+        histories[train_metrics] = model.fit(ids, targets, validation_data=(ids, targets),
+                                             epochs=2, verbose=0).history
+        models[train_metrics] = model
+    validation = {"loss", "val_loss", "val_recall@20", "val_mrr@20"}
+    assert set(histories[False]) == validation
+    assert set(histories[True]) == validation | {"recall@20", "mrr@20"}
+    # Skipping them changes nothing else: same losses, same validation metrics.
+    for key in sorted(validation):
+        np.testing.assert_allclose(histories[False][key], histories[True][key], rtol=1e-6)
+    evaluated = models[False].evaluate(ids, targets, verbose=0, return_dict=True)
+    assert evaluated["recall@20"] == pytest.approx(histories[False]["val_recall@20"][-1])
 
 
 def test_compile_narm_defaults():
