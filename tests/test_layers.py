@@ -9,6 +9,7 @@ from narm_tf.layers import (
     PADDING_SCORE,
     ItemEmbedding,
     NarmAttention,
+    NarmGRU,
     PaddingScoreMask,
     PhiloxDropout,
 )
@@ -120,3 +121,49 @@ def test_philox_dropout_is_inverted_dropout():
     assert set(np.unique(first)) <= {0.0, np.float32(1 / 0.75)}
     assert abs((first == 0).mean() - 0.25) < 0.01
     assert (first != second).any()                          # fresh noise every step
+
+
+def _gru_outputs(layer, inputs, mask, jit_compile):
+    """(sequence, final state, gradients of a weighted sum w.r.t. inputs and weights)."""
+    weights = tf.constant(np.linspace(0.5, 1.5, layer.units, dtype="float32"))
+
+    @tf.function(jit_compile=jit_compile)
+    def run(x):
+        with tf.GradientTape() as tape:
+            tape.watch(x)
+            sequence, final = layer(x, mask=mask)
+            total = tf.reduce_sum(sequence * weights) + tf.reduce_sum(final)
+        return [sequence, final, *tape.gradient(total, [x, *layer.trainable_variables])]
+
+    return [t.numpy() for t in run(tf.constant(inputs))]
+
+
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("rows,row_blocks", [(7, 2), (7, 3), (1, 2), (6, 1)])
+def test_narm_gru_equals_keras_gru(rows, row_blocks, jit_compile):
+    rng = np.random.default_rng(rows + row_blocks)
+    lengths = rng.integers(1, 6, size=rows)
+    mask = tf.constant(np.arange(5)[None, :] < lengths[:, None])    # right-padded, never empty
+    inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
+    keras_gru = keras.layers.GRU(4, return_sequences=True, return_state=True)
+    narm_gru = NarmGRU(4, row_blocks=row_blocks, return_sequences=True, return_state=True)
+    for layer in (keras_gru, narm_gru):
+        layer(inputs[:1], mask=mask[:1])
+    # Non-zero biases, so both bias rows are exercised.
+    narm_gru.set_weights([w + rng.normal(size=w.shape).astype("float32")
+                          for w in keras_gru.get_weights()])
+    keras_gru.set_weights(narm_gru.get_weights())
+    expected = _gru_outputs(keras_gru, inputs, mask, jit_compile)
+    found = _gru_outputs(narm_gru, inputs, mask, jit_compile)
+    for name, a, b in zip(["sequence", "final", "d_inputs", "d_kernel", "d_recurrent", "d_bias"],
+                          found, expected, strict=True):
+        np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
+    # The final state is the state at each row's last click.
+    np.testing.assert_allclose(found[1], found[0][np.arange(rows), lengths - 1], atol=1e-6)
+
+
+def test_narm_gru_config_and_bad_row_blocks():
+    layer = NarmGRU(4, row_blocks=3, return_sequences=True)
+    assert NarmGRU.from_config(layer.get_config()).row_blocks == 3
+    with pytest.raises(ValueError, match="row_blocks"):
+        NarmGRU(4, row_blocks=0)
