@@ -3,17 +3,23 @@
 Prints steady-state training examples/s and peak memory (process peak RSS) of `model.fit` steps
 (43,097 items, batch 512, D=50, H=100, random right-padded prefixes of length 1..19), and the time
 of the same-shaped `[512, 50] x [50, 43098]` matmul + softmax cross-entropy + gradient alone: the
-floor the decoder imposes on every step (the fastest of TF's fused cross-entropy op, with and
-without XLA, and of the model's own logsumexp formulation under XLA). Two training settings:
-`fit`, every batch 19 wide (what `narm_tf.train` feeds by default), and `fit grouped`, the
-batches of `--length_buckets` (`make_dataset` with `DEFAULT_LENGTH_BUCKETS`: prefixes of
-similar length together, each batch cut to its bucket width), timed over a whole epoch of 64
-batches after a first epoch that compiles every width. Each setting runs in its own subprocess,
-so peak memory and XLA caches do not leak from one to the next.
+floor the decoder imposes on every step (the fastest, under XLA, of TF's fused cross-entropy
+op, of logsumexp minus the target logit left to autodiff, and of `narm_tf.model.cross_entropy`
+itself). Training settings:
+- `fit`: every batch 19 wide, what `narm_tf.train` runs by default (`compile_narm`, no
+  metrics on training batches);
+- `fit train_metrics`: the same with Recall@20/MRR@20 on every training batch (`--train_metrics`);
+- `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
+  `DEFAULT_LENGTH_BUCKETS`: prefixes of similar length together, each batch cut to its bucket
+  width), timed over a whole epoch of 64 batches after a first epoch that compiles every width.
+Each setting runs in its own subprocess, so peak memory and XLA caches do not leak from one to
+the next. This machine's speed drifts by 10-20% over tens of seconds, so every setting runs once
+per round, rounds follow one another, and each round's ratio divides its `fit` by its own
+floor: the figures printed are medians over rounds (with their range).
 
-    python benchmarks/train_speed.py                   # floor + default compile_narm settings
-    python benchmarks/train_speed.py --jit=both        # also the non-XLA step
-    python benchmarks/train_speed.py --num_items=2000 --steps=5   # a quick smoke run
+    python benchmarks/train_speed.py                   # 3 rounds of floors + training settings
+    python benchmarks/train_speed.py --jit=both        # also the non-XLA steps
+    python benchmarks/train_speed.py --num_items=2000 --steps=5 --rounds=1   # a smoke run
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ import argparse
 import json
 import os
 import resource
+import statistics
 import subprocess
 import sys
 import time
@@ -39,6 +46,7 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--steps", type=int, default=30, help="timed steps")
     parser.add_argument("--warmup", type=int, default=5, help="untimed steps (tracing, XLA)")
     parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
+    parser.add_argument("--rounds", type=int, default=3, help="repetitions of every setting")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
     return parser.parse_args(argv)
 
@@ -60,9 +68,12 @@ def random_prefixes(rng, num_items: int, batch_size: int, max_len: int):
 def measure_floor(args: argparse.Namespace, jit_compile: bool,
                   formulation: str = "xent") -> dict:
     """Seconds per `[b, D] x [D, N + 1]` matmul + softmax cross-entropy + gradients (q and E),
-    with TF's fused cross-entropy op (`xent`) or as logsumexp minus the target logit."""
+    with TF's fused cross-entropy op (`xent`), as logsumexp minus the target logit left to
+    autodiff (`logsumexp`), or with the model's own loss (`model`: `cross_entropy`)."""
     import numpy as np
     import tensorflow as tf
+
+    from narm_tf.model import cross_entropy
 
     rng = np.random.default_rng(0)
     query = tf.Variable(rng.normal(size=(args.batch_size, args.embedding_dim)).astype("float32"))
@@ -74,9 +85,11 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
     def step():
         with tf.GradientTape() as tape:
             logits = tf.matmul(query, table, transpose_b=True)
-            if formulation == "logsumexp":  # as narm_tf.model.cross_entropy
+            if formulation == "logsumexp":
                 target = tf.gather(logits, labels[:, None], batch_dims=1)[:, 0]
                 loss = tf.reduce_mean(tf.reduce_logsumexp(logits, axis=1) - target)
+            elif formulation == "model":
+                loss = tf.reduce_mean(cross_entropy(labels, logits))
             else:
                 loss = tf.reduce_mean(
                     tf.nn.sparse_softmax_cross_entropy_with_logits(labels=labels, logits=logits))
@@ -94,7 +107,7 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
+def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False) -> dict:
     """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
     fixed `[batch, max_len]` batches."""
     import numpy as np
@@ -107,8 +120,9 @@ def measure_fit(args: argparse.Namespace, jit_compile) -> dict:
     y = np.concatenate([b[1] for b in batches])
     dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
                .repeat().prefetch(2))
+    name = "fit train_metrics" if train_metrics else "fit"
     return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
-                      f"fit jit_compile={jit_compile}")
+                      f"{name} jit_compile={jit_compile}", train_metrics=train_metrics)
 
 
 def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
@@ -132,7 +146,8 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
                       f"fit grouped jit_compile={jit_compile}")
 
 
-def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str) -> dict:
+def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str,
+               train_metrics: bool = False) -> dict:
     import keras
 
     from narm_tf.model import build_narm, compile_narm
@@ -140,7 +155,7 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
     keras.utils.set_random_seed(0)
     model = build_narm(args.num_items, args.embedding_dim, args.hidden_units)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
-    compile_narm(model, **kwargs)
+    compile_narm(model, train_metrics=train_metrics, **kwargs)
     rss_before = _peak_rss_mb()
 
     class StepTimer(keras.callbacks.Callback):
@@ -180,32 +195,56 @@ def main(argv=None) -> None:
         kind, _, value = args.run.partition(":")
         jit = {"true": True, "false": False}.get(value, value)
         measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit,
-                   "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp")}
+                   "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp"),
+                   "floor_model": lambda a, j: measure_floor(a, j, "model"),
+                   "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True)}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
     fits = {"default": ["default"], "true": [True], "false": [False], "both": [True, False]}
-    settings = ["floor:true", "floor:false", "floor_logsumexp:true"]
-    settings += [f"{kind}:{str(j).lower()}" for j in fits[args.jit] for kind in ("fit", "grouped")]
+    floor_settings = ["floor:true", "floor_logsumexp:true", "floor_model:true"]
+    if args.jit in ("false", "both"):
+        floor_settings.append("floor:false")
+    fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
+                    for kind in ("fit", "fit_train_metrics", "grouped")]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
-          f"{args.steps} timed steps after {args.warmup}; cores={os.cpu_count()}, "
-          f"load average at start={os.getloadavg()[0]:.2f}")
-    results = [_run_child(args, setting) for setting in settings]
-    floors = [r for r in results if r["setting"].startswith("floor")]
-    floor = min(r["seconds_per_step"] for r in floors)
-    cpu_floor = min(r["cpu_seconds_per_step"] for r in floors)
-    for r in results:
-        line = (f"{r['setting']:<32} {1e3 * r['seconds_per_step']:7.1f} ms/step "
-                f"(CPU time {1e3 * r['cpu_seconds_per_step']:6.1f} ms)  "
-                f"peak RSS {r['peak_rss_mb']:5.0f} MB")
-        if "examples_per_second" in r:
-            line += (f"  {r['examples_per_second']:5.0f} examples/s  "
-                     f"{r['seconds_per_step'] / floor:.2f}x floor "
-                     f"(CPU time {r['cpu_seconds_per_step'] / cpu_floor:.2f}x)")
+          f"{args.steps} timed steps after {args.warmup}, {args.rounds} round(s); "
+          f"cores={os.cpu_count()}, load average at start={os.getloadavg()[0]:.2f}")
+    rounds = []  # per round: setting name -> result, plus the round's floor
+    for number in range(1, args.rounds + 1):
+        results = [_run_child(args, setting) for setting in floor_settings + fit_settings]
+        floors = [r for r in results if r["setting"].startswith("floor")]
+        floor = min(r["seconds_per_step"] for r in floors)
+        cpu_floor = min(r["cpu_seconds_per_step"] for r in floors)
+        print(f"round {number}: floor {1e3 * floor:.1f} ms  " + "  ".join(
+            f"{r['setting']} {1e3 * r['seconds_per_step']:.1f}" for r in results
+            if not r["setting"].startswith("floor")), flush=True)
+        rounds.append(({r["setting"]: r for r in results}, floor, cpu_floor))
+
+    def spread(values, fmt):
+        return (f"{fmt.format(statistics.median(values))} "
+                f"[{fmt.format(min(values))}-{fmt.format(max(values))}]")
+
+    print(f"\nmedian [range] over {args.rounds} round(s); ratios against the same round's floor")
+    for setting in rounds[0][0]:
+        per_round = [(r[setting], floor, cpu_floor) for r, floor, cpu_floor in rounds]
+        ms = [1e3 * r["seconds_per_step"] for r, _, _ in per_round]
+        cpu_ms = [1e3 * r["cpu_seconds_per_step"] for r, _, _ in per_round]
+        line = (f"{setting:<40} {spread(ms, '{:.1f}')} ms/step  "
+                f"CPU time {spread(cpu_ms, '{:.0f}')} ms  "
+                f"peak RSS {max(r['peak_rss_mb'] for r, _, _ in per_round):5.0f} MB")
+        if "examples_per_second" in per_round[0][0]:
+            rates = [r["examples_per_second"] for r, _, _ in per_round]
+            ratios = [r["seconds_per_step"] / floor for r, floor, _ in per_round]
+            cpu_ratios = [r["cpu_seconds_per_step"] / cpu for r, _, cpu in per_round]
+            line += (f"\n{'':<40} {spread(rates, '{:.0f}')} examples/s  "
+                     f"{spread(ratios, '{:.2f}')}x floor  "
+                     f"(CPU time {spread(cpu_ratios, '{:.2f}')}x)")
         print(line)
-    print("CPU time = process CPU seconds per step over all threads: steadier than wall time "
-          "when other processes share the cores.")
+    print("floor = the fastest floor formulation of the same round. CPU time = process CPU "
+          "seconds per step over all threads: steadier than wall time when other processes "
+          "share the cores.")
     print(f"load average at end={os.getloadavg()[0]:.2f}")
 
 
