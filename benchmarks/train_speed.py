@@ -9,6 +9,8 @@ itself). Training settings:
 - `fit`: every batch 19 wide, what `narm_tf.train` runs by default (`compile_narm`, no
   metrics on training batches);
 - `fit train_metrics`: the same with Recall@20/MRR@20 on every training batch (`--train_metrics`);
+- `fit steps_per_execution=1`: the same with one call into the compiled step per batch (Keras'
+  default; `narm_tf.train` runs 16 per call, `--steps_per_execution`);
 - `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
   `DEFAULT_LENGTH_BUCKETS`: prefixes of similar length together, each batch cut to its bucket
   width), timed over a whole epoch of 64 batches after a first epoch that compiles every width.
@@ -43,8 +45,8 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--embedding_dim", type=int, default=50)
     parser.add_argument("--hidden_units", type=int, default=100)
     parser.add_argument("--max_len", type=int, default=19)
-    parser.add_argument("--steps", type=int, default=30, help="timed steps")
-    parser.add_argument("--warmup", type=int, default=5, help="untimed steps (tracing, XLA)")
+    parser.add_argument("--steps", type=int, default=64, help="timed steps")
+    parser.add_argument("--warmup", type=int, default=16, help="untimed steps (tracing, XLA)")
     parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
     parser.add_argument("--rounds", type=int, default=3, help="repetitions of every setting")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
@@ -107,7 +109,8 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
             "peak_rss_mb": _peak_rss_mb()}
 
 
-def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False) -> dict:
+def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False,
+                steps_per_execution: int | None = None) -> dict:
     """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
     fixed `[batch, max_len]` batches."""
     import numpy as np
@@ -121,8 +124,11 @@ def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = Fal
     dataset = (tf.data.Dataset.from_tensor_slices((x, y)).batch(args.batch_size).cache()
                .repeat().prefetch(2))
     name = "fit train_metrics" if train_metrics else "fit"
+    if steps_per_execution:
+        name += f" steps_per_execution={steps_per_execution}"
     return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
-                      f"{name} jit_compile={jit_compile}", train_metrics=train_metrics)
+                      f"{name} jit_compile={jit_compile}", train_metrics=train_metrics,
+                      steps_per_execution=steps_per_execution)
 
 
 def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
@@ -147,7 +153,7 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
 
 
 def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str,
-               train_metrics: bool = False) -> dict:
+               train_metrics: bool = False, steps_per_execution: int | None = None) -> dict:
     import keras
 
     from narm_tf.model import build_narm, compile_narm
@@ -155,24 +161,29 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
     keras.utils.set_random_seed(0)
     model = build_narm(args.num_items, args.embedding_dim, args.hidden_units)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
+    if steps_per_execution:
+        kwargs["steps_per_execution"] = steps_per_execution
     compile_narm(model, train_metrics=train_metrics, **kwargs)
     rss_before = _peak_rss_mb()
 
     class StepTimer(keras.callbacks.Callback):
+        """Times at the end of each call into the train step (`steps_per_execution` batches);
+        Keras passes the index of the call's last batch."""
+
         def __init__(self):
             super().__init__()
-            self.ends, self.cpu_ends = [], []
+            self.ends = []  # (batch index, wall time, process CPU time)
 
         def on_train_batch_end(self, batch, logs=None):
-            self.ends.append(time.perf_counter())
-            self.cpu_ends.append(time.process_time())
+            self.ends.append((batch, time.perf_counter(), time.process_time()))
 
     timer = StepTimer()
     model.fit(dataset, epochs=1, steps_per_epoch=warmup + steps, verbose=0, callbacks=[timer])
-    first = max(warmup - 1, 0)
-    timed = len(timer.ends) - 1 - first
-    seconds = (timer.ends[-1] - timer.ends[first]) / timed
-    cpu_seconds = (timer.cpu_ends[-1] - timer.cpu_ends[first]) / timed
+    start = next(end for end in timer.ends if end[0] >= warmup - 1)  # after the compiling call
+    stop = timer.ends[-1]
+    timed = stop[0] - start[0]
+    seconds = (stop[1] - start[1]) / timed
+    cpu_seconds = (stop[2] - start[2]) / timed
     return {"setting": setting, "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds,
             "examples_per_second": args.batch_size / seconds,
             "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
@@ -197,7 +208,8 @@ def main(argv=None) -> None:
         measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit,
                    "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp"),
                    "floor_model": lambda a, j: measure_floor(a, j, "model"),
-                   "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True)}
+                   "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True),
+                   "fit_per_batch": lambda a, j: measure_fit(a, j, steps_per_execution=1)}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
@@ -206,7 +218,7 @@ def main(argv=None) -> None:
     if args.jit in ("false", "both"):
         floor_settings.append("floor:false")
     fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
-                    for kind in ("fit", "fit_train_metrics", "grouped")]
+                    for kind in ("fit", "fit_train_metrics", "fit_per_batch", "grouped")]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
           f"{args.steps} timed steps after {args.warmup}, {args.rounds} round(s); "
@@ -231,14 +243,14 @@ def main(argv=None) -> None:
         per_round = [(r[setting], floor, cpu_floor) for r, floor, cpu_floor in rounds]
         ms = [1e3 * r["seconds_per_step"] for r, _, _ in per_round]
         cpu_ms = [1e3 * r["cpu_seconds_per_step"] for r, _, _ in per_round]
-        line = (f"{setting:<40} {spread(ms, '{:.1f}')} ms/step  "
+        line = (f"{setting:<48} {spread(ms, '{:.1f}')} ms/step  "
                 f"CPU time {spread(cpu_ms, '{:.0f}')} ms  "
                 f"peak RSS {max(r['peak_rss_mb'] for r, _, _ in per_round):5.0f} MB")
         if "examples_per_second" in per_round[0][0]:
             rates = [r["examples_per_second"] for r, _, _ in per_round]
             ratios = [r["seconds_per_step"] / floor for r, floor, _ in per_round]
             cpu_ratios = [r["cpu_seconds_per_step"] / cpu for r, _, cpu in per_round]
-            line += (f"\n{'':<40} {spread(rates, '{:.0f}')} examples/s  "
+            line += (f"\n{'':<48} {spread(rates, '{:.0f}')} examples/s  "
                      f"{spread(ratios, '{:.2f}')}x floor  "
                      f"(CPU time {spread(cpu_ratios, '{:.2f}')}x)")
         print(line)

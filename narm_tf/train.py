@@ -66,6 +66,9 @@ flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"],
 flags.DEFINE_boolean("train_metrics", False,
                      "Also compute Recall@20/MRR@20 on every training batch (validation always "
                      "has them): one more pass over the [batch, N+1] scores per step.")
+flags.DEFINE_integer("steps_per_execution", 16,
+                     "Batches per call into the compiled train step (Keras compile option): "
+                     "fewer stalls between batches; callbacks see every Nth batch.", lower_bound=1)
 flags.DEFINE_integer("eval_batch_size", 1024, "Batch size of the final test evaluation.")
 flags.DEFINE_string("export_base", "",
                     "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
@@ -236,7 +239,8 @@ def train(config: dict) -> dict:
             representation_dropout=config["representation_dropout"])
         narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K,
                                 jit_compile=use_xla(config["jit_compile"], strategy),
-                                train_metrics=config["train_metrics"])
+                                train_metrics=config["train_metrics"],
+                                steps_per_execution=config["steps_per_execution"])
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=config["steps_per_epoch"] or None,
               callbacks=callbacks(model_dir, config["patience"]), shuffle=False, verbose=2)

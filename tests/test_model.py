@@ -196,5 +196,22 @@ def test_compile_narm_defaults():
     assert isinstance(model.optimizer, keras.optimizers.Adam)
     assert float(model.optimizer.learning_rate) == pytest.approx(1e-3)
     assert model.loss is cross_entropy
+    assert model.steps_per_execution == 16 and not model.train_metrics
     without_xla = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), jit_compile=False)
     assert not without_xla.jit_compile
+
+
+def test_steps_per_execution_changes_nothing_but_speed():
+    rng = np.random.default_rng(3)
+    ids = _right_padded([rng.integers(1, NUM_ITEMS + 1, size=n) for n in
+                         rng.integers(1, 6, size=40)], 5)
+    targets = rng.integers(1, NUM_ITEMS + 1, size=40)
+    histories = {}
+    for steps in (1, 3, 16):  # 10 batches an epoch: 16 > 10, and 3 does not divide it
+        keras.utils.set_random_seed(0)
+        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), steps_per_execution=steps)
+        histories[steps] = model.fit(ids, targets, batch_size=4, epochs=2, shuffle=False,
+                                     validation_data=(ids, targets), verbose=0).history
+    for steps in (3, 16):
+        for key, values in histories[1].items():
+            np.testing.assert_allclose(histories[steps][key], values, rtol=1e-5, err_msg=key)
