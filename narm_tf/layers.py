@@ -19,8 +19,8 @@ _PADDING_SCORE_FLOAT16 = -3e4
 def padding_score_bias(num_scores: int, dtype: str = "float32"):
     """Constant row `[num_scores]`: `PADDING_SCORE` at index 0, zeros elsewhere.
 
-    Added (broadcast) to logits so the padding column never scores; an add of a constant row
-    fuses into the following softmax instead of materializing a scattered copy of the logits.
+    The padding column's score: one more column of the product in `ItemEmbedding`'s decode
+    mode, an add (which fuses into the following softmax) in `PaddingScoreMask`.
     """
     value = _PADDING_SCORE_FLOAT16 if dtype in ("float16",) else PADDING_SCORE
     bias = np.zeros((num_scores,), dtype=dtype)
@@ -173,8 +173,6 @@ class NarmAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "normalize": self.normalize}
-
-
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")
