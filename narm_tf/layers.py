@@ -177,84 +177,59 @@ class NarmAttention(keras.layers.Layer):
 
 @keras.saving.register_keras_serializable(package="narm_tf")
 class NarmGRU(keras.layers.GRU):
-    """`keras.layers.GRU` (same variables, outputs and saved weights) that, on CPU, steps the
-    batch as `row_blocks` independent blocks of rows in one loop.
+    """`keras.layers.GRU` (same variables, outputs, gradients and saved weights) that, on CPU,
+    skips padded steps and writes its gradient out (`narm_tf.gru.gru_sequence`).
 
-    A GRU step's matmuls are small (`[512, 100] x [100, 300]`), so under XLA on CPU each runs on
-    one core, and the 19 steps are a serial chain, forward and backward. Blocks of rows are
-    independent chains: XLA's executor runs their matmuls side by side. On GPU (where Keras
-    picks cuDNN) and for settings this loop does not cover (dropout, `reset_after=False`, no
-    bias, unrolled, backwards, stateful, another backend) it is `keras.layers.GRU`.
+    Rows are sorted by length and stepped in `phases` shrinking sets, so on right-padded
+    batches most padded steps are never computed; the backward loop carries only the serial
+    part, and the weight gradients are single large matmuls. On GPU (where Keras picks cuDNN)
+    and for settings this loop does not cover (dropout, `reset_after=False`, no bias, other
+    activations, unrolled, backwards, stateful, not float32, another backend) it is
+    `keras.layers.GRU`.
 
     Args:
-        row_blocks: blocks of rows per step (default 2, one per core of the reference machine;
-            1 = Keras' own loop).
+        phases: row sets per batch (default 4; 1 = every row at every step).
+        row_blocks: independent blocks of rows per step (default 1).
     """
 
-    def __init__(self, units, row_blocks: int = 2, **kwargs):
+    def __init__(self, units, phases: int = 4, row_blocks: int = 1, **kwargs):
         super().__init__(units, **kwargs)
+        if phases < 1:
+            raise ValueError(f"phases must be >= 1, got {phases}")
         if row_blocks < 1:
             raise ValueError(f"row_blocks must be >= 1, got {row_blocks}")
+        self.phases = phases
         self.row_blocks = row_blocks
 
     def inner_loop(self, sequences, initial_state, mask, training=False):
-        if not self._steps_row_blocks():
+        if not self._runs_own_loop(sequences):
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        import tensorflow as tf
+        from narm_tf.gru import gru_sequence
 
-        # Keras' own loop (`keras.layers.RNN.inner_loop` runs it): the same while loop,
-        # time-major stacking and outputs.
-        from keras.src.backend import rnn
-
-        cell = self.cell
         if isinstance(initial_state, (list, tuple)):
             initial_state = initial_state[0]
         if isinstance(mask, (list, tuple)):
             mask = mask[0]
-        if mask is None:
-            mask = tf.ones(tf.shape(sequences)[:2], tf.bool)
-        # Static bounds when the batch size is known (XLA: static shapes; no empty blocks).
-        batch = sequences.shape[0] if sequences.shape[0] is not None else tf.shape(sequences)[0]
-        bounds = [batch * i // self.row_blocks for i in range(self.row_blocks + 1)]
-        blocks = [(start, end) for start, end in zip(bounds[:-1], bounds[1:], strict=True)
-                  if not isinstance(start, int) or end > start]
-        # The mask rides along as the last input feature; steps select on it themselves (the
-        # loop's own masking expects one state for the whole batch).
-        inputs = tf.concat([sequences, tf.cast(mask, sequences.dtype)[..., None]], axis=-1)
-        kernel, recurrent_kernel = cell.kernel, cell.recurrent_kernel
-        input_bias, recurrent_bias = tf.unstack(cell.bias, 2, axis=0)
-
-        def step(step_inputs, states):
-            new_states = []
-            for (start, end), h_tm1 in zip(blocks, states, strict=True):
-                x = step_inputs[start:end, :-1]
-                valid = step_inputs[start:end, -1:] > 0.5
-                x_z, x_r, x_h = tf.split(tf.matmul(x, kernel) + input_bias, 3, axis=-1)
-                inner = tf.matmul(h_tm1, recurrent_kernel) + recurrent_bias
-                inner_z, inner_r, inner_h = tf.split(inner, 3, axis=-1)
-                z = cell.recurrent_activation(x_z + inner_z)
-                r = cell.recurrent_activation(x_r + inner_r)
-                hh = cell.activation(x_h + r * inner_h)
-                h = z * h_tm1 + (1 - z) * hh
-                new_states.append(tf.where(valid, h, h_tm1))
-            return tf.concat(new_states, axis=0), new_states
-
-        states = [initial_state[start:end] for start, end in blocks]
-        last_output, outputs, new_states = rnn(
-            step, inputs, states, input_length=sequences.shape[1],
-            return_all_outputs=self.return_sequences)
-        return last_output, outputs, [tf.concat(new_states, axis=0)]
-
-    def _steps_row_blocks(self) -> bool:
         cell = self.cell
-        if not (self.row_blocks > 1 and keras.backend.backend() == "tensorflow"
-                and cell.reset_after and cell.use_bias and not cell.dropout
-                and not cell.recurrent_dropout and not self.unroll and not self.go_backwards
-                and not self.stateful):
+        sequence, final_state = gru_sequence(
+            sequences, mask, initial_state, cell.kernel, cell.recurrent_kernel, cell.bias,
+            phases=self.phases, row_blocks=self.row_blocks)
+        # As Keras' loop returns them: last output, all outputs, states.
+        return final_state, sequence, [final_state]
+
+    def _runs_own_loop(self, sequences) -> bool:
+        cell = self.cell
+        if not (keras.backend.backend() == "tensorflow" and cell.reset_after and cell.use_bias
+                and not cell.dropout and not cell.recurrent_dropout and not self.unroll
+                and not self.go_backwards and not self.stateful
+                and cell.activation is keras.activations.tanh
+                and cell.recurrent_activation is keras.activations.sigmoid
+                and sequences.dtype == "float32" and sequences.shape.rank == 3
+                and sequences.shape[-1] is not None):
             return False
         import tensorflow as tf
 
         return not tf.config.list_logical_devices("GPU")
 
     def get_config(self):
-        return {**super().get_config(), "row_blocks": self.row_blocks}
+        return {**super().get_config(), "phases": self.phases, "row_blocks": self.row_blocks}

@@ -61,8 +61,8 @@ def build_narm(
     embedded = item_embedding(item_ids)
     embedded = PhiloxDropout(embedding_dropout, name="embedding_dropout")(embedded)
     # Default activations, reset_after=True, not unrolled: cuDNN-eligible on GPU. (Unrolling
-    # the 19 steps measured no faster under XLA on CPU.) On CPU, NarmGRU steps two blocks of
-    # rows side by side.
+    # the 19 steps measured no faster under XLA on CPU.) On CPU, NarmGRU skips most padded
+    # steps and writes its gradient out (narm_tf.gru).
     hidden_states, final_state = NarmGRU(
         hidden_units, return_sequences=True, return_state=True, name="gru")(embedded)
     if variant == "global":

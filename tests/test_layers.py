@@ -138,32 +138,100 @@ def _gru_outputs(layer, inputs, mask, jit_compile):
     return [t.numpy() for t in run(tf.constant(inputs))]
 
 
-@pytest.mark.parametrize("jit_compile", [False, True])
-@pytest.mark.parametrize("rows,row_blocks", [(7, 2), (7, 3), (1, 2), (6, 1)])
-def test_narm_gru_equals_keras_gru(rows, row_blocks, jit_compile):
-    rng = np.random.default_rng(rows + row_blocks)
-    lengths = rng.integers(1, 6, size=rows)
-    mask = tf.constant(np.arange(5)[None, :] < lengths[:, None])    # right-padded, never empty
-    inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
+def _padding_mask(rng, rows, steps, layout):
+    """[rows, steps] bool: right-padded (never empty), left-padded, holes, or with empty rows."""
+    lengths = rng.integers(1, steps + 1, size=rows)
+    right = np.arange(steps)[None, :] < lengths[:, None]
+    if layout == "right":
+        return right
+    if layout == "left":
+        return right[:, ::-1].copy()
+    if layout == "holes":
+        return right & (rng.random((rows, steps)) < 0.7) | (np.arange(steps) == 0)[None, :]
+    right[::3] = False                                       # every third row empty
+    return right
+
+
+def _paired_grus(rng, **narm_kwargs):
+    """A Keras GRU and a NarmGRU with the same (non-zero bias) weights."""
     keras_gru = keras.layers.GRU(4, return_sequences=True, return_state=True)
-    narm_gru = NarmGRU(4, row_blocks=row_blocks, return_sequences=True, return_state=True)
+    narm_gru = NarmGRU(4, return_sequences=True, return_state=True, **narm_kwargs)
     for layer in (keras_gru, narm_gru):
-        layer(inputs[:1], mask=mask[:1])
+        layer(np.zeros((1, 5, 3), "float32"))
     # Non-zero biases, so both bias rows are exercised.
     narm_gru.set_weights([w + rng.normal(size=w.shape).astype("float32")
                           for w in keras_gru.get_weights()])
     keras_gru.set_weights(narm_gru.get_weights())
-    expected = _gru_outputs(keras_gru, inputs, mask, jit_compile)
-    found = _gru_outputs(narm_gru, inputs, mask, jit_compile)
+    return keras_gru, narm_gru
+
+
+def _assert_same_gru_outputs(found, expected):
     for name, a, b in zip(["sequence", "final", "d_inputs", "d_kernel", "d_recurrent", "d_bias"],
                           found, expected, strict=True):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
-    # The final state is the state at each row's last click.
-    np.testing.assert_allclose(found[1], found[0][np.arange(rows), lengths - 1], atol=1e-6)
 
 
-def test_narm_gru_config_and_bad_row_blocks():
-    layer = NarmGRU(4, row_blocks=3, return_sequences=True)
-    assert NarmGRU.from_config(layer.get_config()).row_blocks == 3
+@pytest.mark.parametrize("jit_compile", [False, True])
+@pytest.mark.parametrize("rows,phases,row_blocks,layout", [
+    (7, 4, 1, "right"), (7, 3, 2, "right"), (7, 1, 1, "right"), (1, 4, 1, "right"),
+    (9, 8, 1, "left"), (9, 4, 2, "holes"), (9, 4, 1, "empty rows")])
+def test_narm_gru_equals_keras_gru(rows, phases, row_blocks, layout, jit_compile):
+    rng = np.random.default_rng(rows + 10 * phases + row_blocks)
+    mask = tf.constant(_padding_mask(rng, rows, 5, layout))
+    inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
+    keras_gru, narm_gru = _paired_grus(rng, phases=phases, row_blocks=row_blocks)
+    expected = _gru_outputs(keras_gru, inputs, mask, jit_compile)
+    found = _gru_outputs(narm_gru, inputs, mask, jit_compile)
+    _assert_same_gru_outputs(found, expected)
+    if layout == "right":
+        # The final state is the state at each row's last click.
+        lengths = mask.numpy().sum(axis=1)
+        np.testing.assert_allclose(found[1], found[0][np.arange(rows), lengths - 1], atol=1e-6)
+
+
+def test_narm_gru_with_unknown_batch_and_length():
+    """Shapes unknown when traced (a last partial batch, length-bucketed widths) still work."""
+    rng = np.random.default_rng(3)
+    keras_gru, narm_gru = _paired_grus(rng)
+    for rows, steps in [(6, 5), (3, 2)]:
+        mask = tf.constant(_padding_mask(rng, rows, steps, "right"))
+        inputs = rng.normal(size=(rows, steps, 3)).astype("float32")
+        signature = [tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None], tf.bool)]
+        outputs = {}
+        for name, layer in [("keras", keras_gru), ("narm", narm_gru)]:
+            @tf.function(input_signature=signature)
+            def run(x, m, layer=layer):
+                with tf.GradientTape() as tape:
+                    tape.watch(x)
+                    sequence, final = layer(x, mask=m)
+                    total = tf.reduce_sum(sequence * 0.5) + tf.reduce_sum(final)
+                return [sequence, final, *tape.gradient(total, [x, *layer.trainable_variables])]
+
+            outputs[name] = [t.numpy() for t in run(tf.constant(inputs), mask)]
+        _assert_same_gru_outputs(outputs["narm"], outputs["keras"])
+
+
+def test_narm_gru_skips_padded_steps():
+    """With right padding, a batch of short rows costs fewer loop steps than its width."""
+    rng = np.random.default_rng(4)
+    _, narm_gru = _paired_grus(rng, phases=2)
+    inputs = tf.constant(rng.normal(size=(4, 5, 3)).astype("float32"))
+    # Two rows of length 5, two of length 1: phase 2 (the longest half) runs steps 1..4 alone.
+    mask = tf.constant(np.arange(5)[None, :] < np.array([5, 1, 5, 1])[:, None])
+    graph = tf.function(lambda x, m: narm_gru(x, mask=m)).get_concrete_function(
+        inputs, mask).graph
+    loops = [op for op in graph.get_operations() if op.type in ("While", "StatelessWhile")]
+    assert len(loops) == 2                                  # one forward loop per phase
+    sequence, final = narm_gru(inputs, mask=mask)
+    np.testing.assert_allclose(sequence.numpy()[[1, 3], 1:], np.repeat(
+        final.numpy()[[1, 3], None], 4, axis=1), atol=1e-6)   # done rows repeat their state
+
+
+def test_narm_gru_config_and_bad_arguments():
+    layer = NarmGRU(4, phases=3, row_blocks=2, return_sequences=True)
+    clone = NarmGRU.from_config(layer.get_config())
+    assert (clone.phases, clone.row_blocks) == (3, 2)
     with pytest.raises(ValueError, match="row_blocks"):
         NarmGRU(4, row_blocks=0)
+    with pytest.raises(ValueError, match="phases"):
+        NarmGRU(4, phases=0)
