@@ -11,6 +11,8 @@ itself). Training settings:
 - `fit train_metrics`: the same with Recall@20/MRR@20 on every training batch (`--train_metrics`);
 - `fit steps_per_execution=1`: the same with one call into the compiled step per batch (Keras'
   default; `narm_tf.train` runs 16 per call, `--steps_per_execution`);
+- `fit keras_gru`: the same model with `keras.layers.GRU`'s own loop in place of `NarmGRU`'s
+  (which skips padded steps and writes its gradient out, `narm_tf.gru`);
 - `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
   `DEFAULT_LENGTH_BUCKETS`: prefixes of similar length together, each batch cut to its bucket
   width), timed over a whole epoch of 64 batches after a first epoch that compiles every width.
@@ -110,7 +112,7 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
 
 
 def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False,
-                steps_per_execution: int | None = None) -> dict:
+                steps_per_execution: int | None = None, keras_gru: bool = False) -> dict:
     """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
     fixed `[batch, max_len]` batches."""
     import numpy as np
@@ -126,9 +128,11 @@ def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = Fal
     name = "fit train_metrics" if train_metrics else "fit"
     if steps_per_execution:
         name += f" steps_per_execution={steps_per_execution}"
+    if keras_gru:
+        name += " keras_gru"
     return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
                       f"{name} jit_compile={jit_compile}", train_metrics=train_metrics,
-                      steps_per_execution=steps_per_execution)
+                      steps_per_execution=steps_per_execution, keras_gru=keras_gru)
 
 
 def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
@@ -153,11 +157,16 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
 
 
 def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str,
-               train_metrics: bool = False, steps_per_execution: int | None = None) -> dict:
+               train_metrics: bool = False, steps_per_execution: int | None = None,
+               keras_gru: bool = False) -> dict:
     import keras
 
+    from narm_tf import model as narm_model
     from narm_tf.model import build_narm, compile_narm
 
+    if keras_gru:
+        # This child process builds one model: the same layer with Keras' own loop.
+        narm_model.NarmGRU = keras.layers.GRU
     keras.utils.set_random_seed(0)
     model = build_narm(args.num_items, args.embedding_dim, args.hidden_units)
     kwargs = {} if jit_compile == "default" else {"jit_compile": jit_compile}
@@ -209,7 +218,8 @@ def main(argv=None) -> None:
                    "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp"),
                    "floor_model": lambda a, j: measure_floor(a, j, "model"),
                    "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True),
-                   "fit_per_batch": lambda a, j: measure_fit(a, j, steps_per_execution=1)}
+                   "fit_per_batch": lambda a, j: measure_fit(a, j, steps_per_execution=1),
+                   "fit_keras_gru": lambda a, j: measure_fit(a, j, keras_gru=True)}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
@@ -218,7 +228,8 @@ def main(argv=None) -> None:
     if args.jit in ("false", "both"):
         floor_settings.append("floor:false")
     fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
-                    for kind in ("fit", "fit_train_metrics", "fit_per_batch", "grouped")]
+                    for kind in ("fit", "fit_keras_gru", "fit_train_metrics", "fit_per_batch",
+                                 "grouped")]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
           f"{args.steps} timed steps after {args.warmup}, {args.rounds} round(s); "

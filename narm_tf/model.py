@@ -151,7 +151,7 @@ def compile_narm(
     on each training batch (`NarmModel`); a model built elsewhere computes them either way.
     `steps_per_execution=16` (default): `fit` and `evaluate` run 16 batches per call into the
     compiled step, so Keras' per-batch work in Python (callbacks, logs) does not stall the
-    cores between batches: about 10% of a DIGINETICA-sized step on CPU when run per batch.
+    cores between batches: 2-10% of a DIGINETICA-sized step on CPU when run per batch.
     Callbacks then see every 16th batch. Under a multi-replica strategy it is 1: Keras'
     multi-batch loop over a distributed dataset fails there (TF 2.21, Keras 3.15: "You must
     feed a value for placeholder tensor ... while/cond").
