@@ -70,9 +70,9 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
         sequence = tf.TensorArray(inputs.dtype, size=steps, element_shape=state_shape(batch, units))
         state, saved = initial_state, []
         for p, count in enumerate(rows):
-            done = state[count:]
+            done, spans, stop = state[count:], blocks(count), stops[p]
 
-            def forward_step(t, states, sequence, *gates, spans=blocks(count), done=done):
+            def forward_step(t, states, sequence, *gates, spans=spans, done=done):
                 x_t, valid_t = projected[:, t], valid[:, t]
                 results = []
                 for (start, end), h in zip(spans, states, strict=True):
@@ -93,8 +93,8 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
             gates = [tf.TensorArray(inputs.dtype, size=steps,
                                     element_shape=state_shape(count, units)) for _ in range(4)]
             _, states, sequence, *gates = tf.while_loop(
-                lambda t, *_: t < stops[p], forward_step,
-                (starts[p], [state[start:end] for start, end in blocks(count)], sequence, *gates),
+                lambda t, *_, stop=stop: t < stop, forward_step,
+                (starts[p], [state[start:end] for start, end in spans], sequence, *gates),
                 maximum_iterations=steps)
             saved.append(gates)
             state = tf.concat(states + [done], axis=0)
@@ -114,9 +114,10 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
             for p in reversed(range(len(rows))):
                 count = rows[p]
                 zeros = tf.zeros([batch - count, 3 * units], inputs.dtype)
+                spans, begin = blocks(count), starts[p]
 
-                def backward_step(t, d_state, d_inputs, d_inners, spans=blocks(count),
-                                  gates=saved[p], count=count, zeros=zeros):
+                def backward_step(t, d_state, d_inputs, d_inners, spans=spans, gates=saved[p],
+                                  count=count, zeros=zeros):
                     t = t - 1
                     g_all = d_state + d_sequence[t]
                     z_t, r_t, candidate_t, inner_h_t = (array.read(t) for array in gates)
@@ -141,7 +142,8 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
                             d_inners.write(t, tf.concat(d_inner + [zeros], axis=0)))
 
                 _, d_state, *arrays = tf.while_loop(
-                    lambda t, *_: t > starts[p], backward_step, (stops[p], d_state, *arrays),
+                    lambda t, *_, begin=begin: t > begin, backward_step,
+                    (stops[p], d_state, *arrays),
                     maximum_iterations=steps)
             d_projected = tf.reshape(tf.transpose(arrays[0].stack(), [1, 0, 2]),
                                      [-1, 3 * units])
