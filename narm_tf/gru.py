@@ -121,7 +121,7 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
                     t = t - 1
                     g_all = d_state + d_sequence[t]
                     z_t, r_t, candidate_t, inner_h_t = (array.read(t) for array in gates)
-                    h_t, valid_t = previous[t], valid_time_major[t]
+                    h_before, valid_t = previous[t], valid_time_major[t]
                     d_states, d_x, d_inner = [], [], []
                     for start, end in spans:
                         g = g_all[start:end]
@@ -130,7 +130,7 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
                         g_valid = g * valid_t[start:end]
                         d_candidate = g_valid * (1 - z)
                         d_h = d_candidate * (1 - candidate * candidate)
-                        d_z = g_valid * (h_t[start:end] - candidate) * z * (1 - z)
+                        d_z = g_valid * (h_before[start:end] - candidate) * z * (1 - z)
                         d_r = d_h * inner_h * r * (1 - r)
                         inner = tf.concat([d_z, d_r, d_h * r], axis=-1)
                         d_states.append(g - d_candidate + tf.matmul(inner, recurrent_kernel,
