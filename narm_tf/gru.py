@@ -46,8 +46,7 @@ def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
     # Phase p steps rows [0, rows[p]) over [starts[p], stops[p]): the rows after rows[p + 1]
     # are done by stops[p] (sorted, so their longest is the first of them).
     stops = [tf.reduce_max(tf.pad(ends[rows[p + 1]:], [[0, 1]])) for p in range(len(rows) - 1)]
-    stops = [tf.minimum(tf.maximum(stop, 0), steps) for stop in stops] + [
-        tf.convert_to_tensor(steps, tf.int32)]
+    stops.append(tf.convert_to_tensor(steps, tf.int32))
     starts = [tf.constant(0, tf.int32)] + stops[:-1]
     valid = tf.cast(mask, inputs.dtype)[..., None]
     kernel, recurrent_kernel, bias = (tf.convert_to_tensor(v, inputs.dtype)
