@@ -191,6 +191,10 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
     start = next(end for end in timer.ends if end[0] >= warmup - 1)  # after the compiling call
     stop = timer.ends[-1]
     timed = stop[0] - start[0]
+    if timed < 1:
+        raise ValueError(f"--warmup={warmup} --steps={steps} leave no timed call into the train "
+                         f"step ({len(timer.ends)} call(s) of up to {model.steps_per_execution} "
+                         f"batches): raise --steps")
     seconds = (stop[1] - start[1]) / timed
     cpu_seconds = (stop[2] - start[2]) / timed
     return {"setting": setting, "seconds_per_step": seconds, "cpu_seconds_per_step": cpu_seconds,
