@@ -167,6 +167,11 @@ def load_vocabulary(name: str, data_dir: str) -> np.ndarray:
     return np.asarray(metadata["vocabulary"], np.int64)
 
 
+def dataset_version(name: str, data_dir: str) -> str:
+    """The built dataset's TFDS version, e.g. '2.0.0' (part of a training run's identity)."""
+    return str(_prepared_builder(name, data_dir).info.version)
+
+
 def load_statistics(name: str, data_dir: str) -> dict:
     """The build's statistics: clicks, train/test sessions, vocabulary_size, train_prefixes
     (before the validation hold-out), train_items (items in the fraction), validation_prefixes,

@@ -60,7 +60,7 @@ def main(argv):
     _step(3, "train NARM, evaluate on the test split", started)
     train = [sys.executable, "-m", "narm_tf.train", f"--flagfile={CONFIG}",
              f"--data_dir={data_dir}", f"--model_dir={model_dir}",
-             f"--export_base={export_base}"]
+             f"--export_base={export_base}", "--overwrite"]  # the demo reruns from scratch
     if FLAGS.epochs:
         train.append(f"--epochs={FLAGS.epochs}")
     _run(train)

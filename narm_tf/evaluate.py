@@ -9,8 +9,6 @@ items (SPEC section 3) and prints Recall@20 / MRR@20 with the per-length table.
 from __future__ import annotations
 
 import dataclasses
-import json
-import os
 
 import numpy as np
 from absl import app, flags
@@ -112,14 +110,13 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     """Loads a training run's best model and evaluates it on a split of its dataset."""
     import keras
 
-    from narm_tf import data
+    from narm_tf import data, run_dir
     from narm_tf import model as _registers_layers  # noqa: F401
 
-    with open(os.path.join(model_dir, "config.json")) as f:
-        config = json.load(f)
+    config = run_dir.check_complete(model_dir)
     data.register_builders()
     prefixes = data.load_split(config["dataset"], split, data_dir or config["data_dir"])
-    model = keras.models.load_model(os.path.join(model_dir, "best.keras"))
+    model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
     results = evaluate_model(model, prefixes, batch_size=batch_size)
     return results, by_length(results)
 

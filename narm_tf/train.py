@@ -2,81 +2,168 @@
 
     python -m narm_tf.train --flagfile=narm_tf/configs/yoochoose1_64.cfg --data_dir=DIR
 
-Every hyperparameter default is defined here, once; flagfiles in `narm_tf/configs/` only
-override. The run writes into `--model_dir`:
-  best.keras       the model with the best validation Recall@20 (the one evaluated and exported)
-  backup/          BackupAndRestore state: rerunning the same command resumes a killed run
-  logs/            TensorBoard
-  history.csv      per-epoch loss and metrics (appended across resumed runs)
-  vocabulary.tsv   index, raw item id, training-label count (popularity) of every item
-  config.json      the resolved flags
-  metrics.json     test (and validation) Recall@20 / MRR@20 with the number of prefixes
+Every hyperparameter default is defined here, once (`define_flags`); flagfiles in
+`narm_tf/configs/` only override, and every flag is checked before any work (`check_config`).
+The run folder (`--model_dir`, its files listed in `narm_tf.run_dir`) has one owner: a lock held
+for the run's life, and an identity (the flags, the dataset's version and size) that a rerun
+must match to resume a killed run (`--overwrite` starts afresh). A loss or validation score
+that turns NaN or infinite stops the run with exit code 3, before anything is saved from it.
 """
 
 from __future__ import annotations
 
-import json
+import math
 import os
+import sys
 import time
 
 from absl import app, flags
 
+from narm_tf import run_dir
+
 FLAGS = flags.FLAGS
-_EARLIER_FLAGS = set(FLAGS)
-
-# Data.
-flags.DEFINE_string("dataset", "yoochoose/yoochoose1_64",
-                    "TFDS name/config: yoochoose/yoochoose1_64, yoochoose/yoochoose1_4, "
-                    "yoochoose/yoochoose_full or diginetica.")
-flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"),
-                    "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
-flags.DEFINE_string("model_dir", "runs/narm", "Where checkpoints, logs and metrics are written.")
-# Model (paper section 3, SPEC section 2).
-flags.DEFINE_integer("embedding_dim", 50, "Item embedding size D.")
-flags.DEFINE_integer("hidden_units", 100, "GRU hidden units H.")
-flags.DEFINE_enum("variant", "hybrid", ["global", "local", "hybrid"],
-                  "Session feature: c_g, c_l or [c_g; c_l] (paper Table 4).")
-flags.DEFINE_enum("decoder", "bilinear", ["bilinear", "dense"],
-                  "Bilinear decoder (eq. 10) or fully connected (paper Table 2).")
-flags.DEFINE_enum("attention", "unnormalized", ["unnormalized", "softmax"],
-                  "Attention weights as in eq. 7-8 (unnormalized, the paper) or softmax.")
-flags.DEFINE_float("embedding_dropout", 0.25, "Dropout between the embedding and the GRU.")
-flags.DEFINE_float("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
-flags.DEFINE_integer("max_len", 19, "Clicks kept per prefix (the builders' 19): the widest "
-                     "batch, and the session length of the export.")
-# Training (paper section 4.3.2).
-flags.DEFINE_list("length_buckets", [],
-                  "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): group "
-                  "prefixes of similar length into each batch and cut it to the first width "
-                  "that holds them, so the GRU skips padding (one XLA compilation per width). "
-                  "Faster epochs, but each epoch learns less (measured on the demo data; see "
-                  "README). Empty (default): random batches, max_len wide.")
-flags.DEFINE_integer("batch_size", 512, "Global batch size, split across replicas.")
-flags.DEFINE_float("learning_rate", 1e-3, "Adam learning rate.")
-flags.DEFINE_integer("epochs", 30, "Maximum epochs.")
-flags.DEFINE_integer("patience", 5, "Early stopping: epochs without a better validation Recall@20.")
-flags.DEFINE_integer("steps_per_epoch", 0, "Batches per epoch; 0 = one pass over the train split.")
-flags.DEFINE_integer("seed", 0, "Seed of initialization, dropout and shuffling.")
-flags.DEFINE_integer("num_cpu_devices", 0,
-                     "Split the CPU into N logical devices for MirroredStrategy when no GPU is "
-                     "present (tests the multi-replica path on CPU); 0 or 1 = one device.")
-flags.DEFINE_enum("jit_compile", "auto", ["auto", "on", "off"],
-                  "XLA-compile the train step. auto = on, except across several logical CPU "
-                  "devices, where XLA cannot reach the other replicas' variables.")
-flags.DEFINE_boolean("train_metrics", False,
-                     "Also compute Recall@20/MRR@20 on every training batch (validation always "
-                     "has them): one more pass over the [batch, N+1] scores per step.")
-flags.DEFINE_integer("steps_per_execution", 16,
-                     "Batches per call into the compiled train step (Keras compile option): "
-                     "fewer stalls between batches; callbacks see every Nth batch.", lower_bound=1)
-flags.DEFINE_integer("eval_batch_size", 1024, "Batch size of the final test evaluation.")
-flags.DEFINE_string("export_base", "",
-                    "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
-flags.DEFINE_integer("export_k", 20, "Top-k of the exported signature.")
-
-CONFIG_FLAGS = sorted(set(FLAGS) - _EARLIER_FLAGS)  # The flags written to config.json.
-MODEL_FILE = "best.keras"
 K = 20
+DIVERGED_EXIT_CODE = 3
+
+
+def _positive(value) -> bool:
+    return value is not None and value >= 1
+
+
+def _non_negative(value) -> bool:
+    return value is not None and value >= 0
+
+
+def _dropout(value) -> bool:
+    return value is not None and 0 <= value < 1
+
+
+def _learning_rate(value) -> bool:
+    return value is not None and 0 < value < math.inf
+
+
+def _length_buckets(value) -> bool:
+    from narm_tf import data
+
+    try:
+        data.bucket_widths(value)
+    except ValueError:
+        return False
+    return True
+
+
+# flag -> (accepted?, the accepted range in words): checked at parse time and by check_config.
+CHECKS = {
+    "embedding_dim": (_positive, "an integer >= 1"),
+    "hidden_units": (_positive, "an integer >= 1"),
+    "embedding_dropout": (_dropout, "a rate in [0, 1)"),
+    "representation_dropout": (_dropout, "a rate in [0, 1)"),
+    "batch_size": (_positive, "an integer >= 1"),
+    "learning_rate": (_learning_rate, "a finite number > 0"),
+    "epochs": (_positive, "an integer >= 1"),
+    "patience": (_positive, "an integer >= 1"),
+    "steps_per_epoch": (_non_negative, "an integer >= 0 (0 = one pass over the train split)"),
+    "seed": (_non_negative, "an integer >= 0"),
+    "num_cpu_devices": (_non_negative, "an integer >= 0"),
+    "steps_per_execution": (_positive, "an integer >= 1"),
+    "eval_batch_size": (_positive, "an integer >= 1"),
+    "export_k": (_positive, "an integer >= 1"),
+    "length_buckets": (_length_buckets, "empty, or ascending distinct widths in 1..19"),
+}
+
+
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """Defines the training flags (the one place their defaults live) and their checks."""
+    def string(name, default, help_):
+        flags.DEFINE_string(name, default, help_, flag_values=flag_values)
+
+    def integer(name, default, help_):
+        flags.DEFINE_integer(name, default, help_, flag_values=flag_values)
+
+    def real(name, default, help_):
+        flags.DEFINE_float(name, default, help_, flag_values=flag_values)
+
+    def boolean(name, default, help_):
+        flags.DEFINE_boolean(name, default, help_, flag_values=flag_values)
+
+    def enum(name, default, choices, help_):
+        flags.DEFINE_enum(name, default, choices, help_, flag_values=flag_values)
+
+    # Data.
+    string("dataset", "yoochoose/yoochoose1_64",
+           "TFDS name/config: yoochoose/yoochoose1_64, yoochoose/yoochoose1_4, "
+           "yoochoose/yoochoose_full or diginetica.")
+    string("data_dir", os.path.expanduser("~/tensorflow_datasets"),
+           "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
+    string("model_dir", "runs/narm", "The run folder: checkpoints, logs and metrics.")
+    boolean("overwrite", False,
+            "Delete the results of an earlier run in --model_dir and start afresh. Without it, "
+            "a rerun resumes a killed run with the same settings, and refuses anything else.")
+    # Model (paper section 3, SPEC section 2).
+    integer("embedding_dim", 50, "Item embedding size D.")
+    integer("hidden_units", 100, "GRU hidden units H.")
+    enum("variant", "hybrid", ["global", "local", "hybrid"],
+         "Session feature: c_g, c_l or [c_g; c_l] (paper Table 4).")
+    enum("decoder", "bilinear", ["bilinear", "dense"],
+         "Bilinear decoder (eq. 10) or fully connected (paper Table 2).")
+    enum("attention", "unnormalized", ["unnormalized", "softmax"],
+         "Attention weights as in eq. 7-8 (unnormalized, the paper) or softmax.")
+    real("embedding_dropout", 0.25, "Dropout between the embedding and the GRU.")
+    real("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
+    # Training (paper section 4.3.2).
+    flags.DEFINE_list("length_buckets", [],
+                      "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
+                      "group prefixes of similar length into each batch and cut it to the first "
+                      "width that holds them, so the GRU skips padding (one XLA compilation per "
+                      "width). Faster epochs, but each epoch learns less (measured on the demo "
+                      "data; see README). Empty (default): random batches, 19 wide.",
+                      flag_values=flag_values)
+    integer("batch_size", 512, "Global batch size, split across replicas.")
+    real("learning_rate", 1e-3, "Adam learning rate.")
+    integer("epochs", 30, "Maximum epochs.")
+    integer("patience", 5, "Early stopping: epochs without a better validation Recall@20.")
+    integer("steps_per_epoch", 0, "Batches per epoch; 0 = one pass over the train split.")
+    integer("seed", 0, "Seed of initialization, dropout and shuffling.")
+    integer("num_cpu_devices", 0,
+            "Split the CPU into N logical devices for MirroredStrategy when no GPU is present "
+            "(tests the multi-replica path on CPU); 0 or 1 = one device.")
+    enum("jit_compile", "auto", ["auto", "on", "off"],
+         "XLA-compile the train step. auto = on, except across several logical CPU devices, "
+         "where XLA cannot reach the other replicas' variables.")
+    boolean("train_metrics", False,
+            "Also compute Recall@20/MRR@20 on every training batch (validation always has "
+            "them): one more pass over the [batch, N+1] scores per step.")
+    integer("steps_per_execution", 16,
+            "Batches per call into the compiled train step (Keras compile option): fewer "
+            "stalls between batches; callbacks see every Nth batch.")
+    integer("eval_batch_size", 1024, "Batch size of validation and the final test evaluation.")
+    string("export_base", "",
+           "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
+    integer("export_k", 20, "Top-k of the exported signature.")
+    for name, (accepted, words) in CHECKS.items():
+        flags.register_validator(name, accepted, message=f"--{name} must be {words}",
+                                 flag_values=flag_values)
+
+
+def default_config(**overrides) -> dict:
+    """The flags' defaults with `overrides`, checked: `train()`'s input from Python."""
+    flag_values = flags.FlagValues()
+    define_flags(flag_values)
+    flag_values(["narm_tf.train"])
+    config = {name: flag_values[name].value for name in flag_values}
+    unknown = set(overrides) - set(config)
+    if unknown:
+        raise ValueError(f"unknown training settings: {sorted(unknown)}")
+    config.update(overrides)
+    check_config(config)
+    return config
+
+
+def check_config(config: dict) -> None:
+    """ValueError naming the first flag outside its accepted range (see CHECKS)."""
+    for name, (accepted, words) in CHECKS.items():
+        if not accepted(config[name]):
+            raise ValueError(f"--{name}={config[name]!r}: must be {words}")
 
 
 def configure_devices(num_cpu_devices: int) -> None:
@@ -110,30 +197,6 @@ def use_xla(setting: str, strategy) -> bool:
     return narm_model.xla_supported(strategy)
 
 
-def resolved_config() -> dict:
-    """The flag values this module defines, as written to config.json."""
-    return {name: FLAGS[name].value for name in CONFIG_FLAGS}
-
-
-def write_json(path: str, value: dict) -> None:
-    """Writes JSON atomically (temp file + rename) so a reader never sees half a file."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        json.dump(value, f, indent=2, sort_keys=True)
-        f.write("\n")
-    os.replace(tmp, path)
-
-
-def write_vocabulary(path: str, vocabulary, counts) -> None:
-    """vocabulary.tsv: `index, item_id, train_count` for indices 1..N (what the exporter reads)."""
-    tmp = f"{path}.tmp"
-    with open(tmp, "w") as f:
-        f.write("index\titem_id\ttrain_count\n")
-        for index, (item, count) in enumerate(zip(vocabulary, counts, strict=True), start=1):
-            f.write(f"{index}\t{item}\t{count}\n")
-    os.replace(tmp, path)
-
-
 def label_counts(num_items: int, *splits):
     """Occurrences of each item 1..N as a label over the given splits: [N] int64 popularity."""
     import numpy as np
@@ -144,92 +207,127 @@ def label_counts(num_items: int, *splits):
     return counts[1:]
 
 
-def read_best(model_dir: str) -> dict | None:
-    """best.json: validation Recall@20 and epoch of the saved best model, if any."""
-    path = os.path.join(model_dir, "best.json")
-    if not os.path.exists(path):
-        return None
-    with open(path) as f:
-        return json.load(f)
+# -------------------------------------------------------------------------------- callbacks
 
 
-def start_or_resume(model_dir: str) -> float | None:
-    """A killed run (backup/ present) resumes with its best so far, so best.keras is only ever
-    replaced by a better model; a new run in the same folder starts its records afresh."""
-    if os.path.isdir(os.path.join(model_dir, "backup")):
-        best = read_best(model_dir)
-        return None if best is None else best["val_recall@20"]
-    for stale in ("best.json", "history.csv"):
-        if os.path.exists(os.path.join(model_dir, stale)):
-            os.remove(os.path.join(model_dir, stale))
-    return None
+class Diverged(RuntimeError):
+    """The loss, a validation score or the weights became NaN or infinite."""
 
 
-class _RecordBest:
-    """Keeps best.json next to best.keras: the best validation Recall@20 and its epoch."""
+def _make_divergence_guard(model_dir: str):
+    import keras
+    import numpy as np
 
-    def __init__(self, model_dir: str, start: float | None):
-        self.path = os.path.join(model_dir, "best.json")
-        self.best = start
+    class StopOnDivergence(keras.callbacks.Callback):
+        """Raises `Diverged` at the first non-finite loss (naming epoch and batch), validation
+        loss or weight, before any later callback saves a checkpoint, backup or history row:
+        place it first. At the first epoch (after BackupAndRestore restored a killed run) it
+        refuses non-finite restored weights and drops history rows of epochs to be rerun."""
 
-    def __call__(self, epoch: int, logs: dict) -> None:
-        value = float(logs.get("val_recall@20", float("nan")))
-        if self.best is None or value > self.best:
-            self.best = value
-            write_json(self.path, {"val_recall@20": value, "epoch": epoch + 1})
+        def __init__(self):
+            super().__init__()
+            self.epoch = 0
+            self.checked_start = False
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.epoch = epoch
+            if not self.checked_start:  # after BackupAndRestore restored, before any step
+                self.checked_start = True
+                self._check_weights("the weights this run starts from")
+                # A run killed between logging epoch N and backing it up reruns epoch N.
+                run_dir.truncate_history(model_dir, epoch)
+
+        def on_train_batch_end(self, batch, logs=None):
+            loss = (logs or {}).get("loss")
+            if loss is not None and not np.isfinite(float(loss)):
+                raise Diverged(
+                    f"training diverged: loss {float(loss)} at epoch {self.epoch + 1}, batch "
+                    f"{batch + 1} (the first batch at which it was read). Nothing was saved "
+                    "from this epoch; lower --learning_rate and rerun with --overwrite")
+
+        def on_epoch_end(self, epoch, logs=None):
+            for key, value in (logs or {}).items():
+                if key in ("loss", "val_loss", run_dir.MONITOR) and not np.isfinite(value):
+                    raise Diverged(f"training diverged: {key} {value} at the end of epoch "
+                                   f"{epoch + 1}. Nothing was saved from this epoch; lower "
+                                   "--learning_rate and rerun with --overwrite")
+            self._check_weights(f"the weights after epoch {epoch + 1}")
+
+        def _check_weights(self, what):
+            for weight in self.model.weights:
+                if not np.isfinite(keras.ops.convert_to_numpy(weight)).all():
+                    raise Diverged(f"{what} hold NaN or infinite values ({weight.path}); "
+                                   "rerun with --overwrite and a lower --learning_rate")
+
+    return StopOnDivergence()
 
 
-def callbacks(model_dir: str, patience: int) -> list:
-    """Best checkpoint, early stopping, TensorBoard, history and BackupAndRestore."""
+def _make_best_checkpoint(model_dir: str, run_id: str, start: float | None):
     import keras
 
-    start = start_or_resume(model_dir)
-    record = _RecordBest(model_dir, start)
-    return [
-        keras.callbacks.BackupAndRestore(os.path.join(model_dir, "backup")),
-        keras.callbacks.ModelCheckpoint(
-            os.path.join(model_dir, MODEL_FILE), monitor="val_recall@20", mode="max",
-            save_best_only=True, initial_value_threshold=start, verbose=1),
-        keras.callbacks.LambdaCallback(on_epoch_end=record),
-        keras.callbacks.EarlyStopping(monitor="val_recall@20", mode="max", patience=patience,
+    class BestCheckpoint(keras.callbacks.Callback):
+        """best.keras (atomically: temp file + rename) and best.json (epoch, score, run_id)
+        whenever validation Recall@20 improves; `start` is the best of a resumed run."""
+
+        def __init__(self):
+            super().__init__()
+            self.best = start
+
+        def on_epoch_end(self, epoch, logs=None):
+            value = float((logs or {})[run_dir.MONITOR])
+            if self.best is not None and value <= self.best:
+                return
+            print(f"Epoch {epoch + 1}: {run_dir.MONITOR} improved from {self.best} to "
+                  f"{value:.5f}, saving {run_dir.BEST_MODEL}", flush=True)
+            self.best = value
+            target = run_dir.path(model_dir, run_dir.BEST_MODEL)
+            tmp = run_dir.path(model_dir, f".{run_dir.BEST_MODEL}.tmp.keras")
+            self.model.save(tmp)
+            os.replace(tmp, target)
+            run_dir.write_json(run_dir.path(model_dir, run_dir.BEST_RECORD),
+                               {run_dir.MONITOR: value, "epoch": epoch + 1, "run_id": run_id})
+
+    return BestCheckpoint()
+
+
+def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool) -> list:
+    """Divergence guard, best checkpoint, history, BackupAndRestore, early stopping and
+    TensorBoard."""
+    import keras
+
+    best = run_dir.read_json(model_dir, run_dir.BEST_RECORD) if resuming else None
+    return [  # In this order at each epoch's end: check, save the best, log, then back up.
+        _make_divergence_guard(model_dir),
+        _make_best_checkpoint(model_dir, run_id, best and best[run_dir.MONITOR]),
+        keras.callbacks.CSVLogger(run_dir.path(model_dir, run_dir.HISTORY), append=True),
+        keras.callbacks.BackupAndRestore(run_dir.path(model_dir, run_dir.BACKUP)),
+        keras.callbacks.EarlyStopping(monitor=run_dir.MONITOR, mode="max", patience=patience,
                                       verbose=1),
-        keras.callbacks.TensorBoard(os.path.join(model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(model_dir, "history.csv"), append=True),
+        keras.callbacks.TensorBoard(run_dir.path(model_dir, run_dir.LOGS)),
     ]
 
 
-def train(config: dict) -> dict:
-    """Builds, fits and evaluates NARM as `config` (the flag values) says; returns metrics."""
-    import keras
-    import tensorflow as tf
+# ------------------------------------------------------------------------------ the steps
 
-    from narm_tf import data, evaluate
-    from narm_tf import model as narm_model
 
-    keras.utils.set_random_seed(config["seed"])
-    model_dir = config["model_dir"]
-    os.makedirs(model_dir, exist_ok=True)
-    write_json(os.path.join(model_dir, "config.json"), config)
+def load(config: dict) -> tuple[dict, object]:
+    """The dataset's splits {train, validation, test} and vocabulary (raw ids `[N]`)."""
+    from narm_tf import data
 
     started = time.time()
-    data.register_builders()
     vocabulary = data.load_vocabulary(config["dataset"], config["data_dir"])
     splits = {s: data.load_split(config["dataset"], s, config["data_dir"])
               for s in ("train", "validation", "test")}
-    num_items = len(vocabulary)
-    print(f"{config['dataset']}: {num_items} items; "
+    print(f"{config['dataset']}: {len(vocabulary)} items; "
           + ", ".join(f"{s} {len(p)} prefixes" for s, p in splits.items())
           + f" (loaded in {time.time() - started:.1f}s)", flush=True)
-    write_vocabulary(os.path.join(model_dir, "vocabulary.tsv"), vocabulary,
-                     label_counts(num_items, splits["train"], splits["validation"]))
+    return splits, vocabulary
 
-    buckets = config["length_buckets"]
-    train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
-                                 seed=config["seed"], repeat=config["steps_per_epoch"] > 0,
-                                 length_buckets=buckets)
-    valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
-                                 length_buckets=buckets)  # metrics do not depend on order
-    strategy = make_strategy()
+
+def build_and_compile(config: dict, num_items: int, strategy):
+    """The NARM model of `config`, compiled, its variables placed by `strategy`."""
+    from narm_tf import model as narm_model
+
     with strategy.scope():
         model = narm_model.build_narm(
             num_items, embedding_dim=config["embedding_dim"],
@@ -241,35 +339,90 @@ def train(config: dict) -> dict:
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
                                 steps_per_execution=config["steps_per_execution"])
+    return model
+
+
+def fit(config: dict, model, splits: dict, resuming: bool) -> None:
+    """`model.fit` on the train split, validated on the validation split, with `callbacks`."""
+    from narm_tf import data
+
+    buckets = config["length_buckets"]
+    train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
+                                 seed=config["seed"], repeat=config["steps_per_epoch"] > 0,
+                                 length_buckets=buckets)
+    valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
+                                 length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=config["steps_per_epoch"] or None,
-              callbacks=callbacks(model_dir, config["patience"]), shuffle=False, verbose=2)
-    fit_seconds = time.time() - started
+              callbacks=callbacks(config["model_dir"], config["run_id"], config["patience"],
+                                  resuming),
+              shuffle=False, verbose=2)
 
-    best = keras.models.load_model(os.path.join(model_dir, MODEL_FILE))
+
+def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: float) -> dict:
+    """Evaluates best.keras on the test split beside POP; writes and returns metrics.json."""
+    import keras
+    import tensorflow as tf
+
+    from narm_tf import evaluate
+
+    model_dir = config["model_dir"]
+    best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
     results = evaluate.evaluate_model(best, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"])
     popularity = evaluate.evaluate_popularity(
         label_counts(num_items, splits["train"], splits["validation"]), splits["test"], k=K)
     metrics = {
+        "run_id": config["run_id"],
         "dataset": config["dataset"],
         "test": evaluate.summary(results),
         "popularity_baseline": evaluate.summary(popularity),
-        "best_epoch": (read_best(model_dir) or {}).get("epoch"),
-        "replicas": strategy.num_replicas_in_sync,
-        "train_seconds": round(fit_seconds, 1),
+        "best_epoch": run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"],
+        "replicas": replicas,
+        "train_seconds": round(seconds, 1),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
-    write_json(os.path.join(model_dir, "metrics.json"), metrics)
+    run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS), metrics)
     print(evaluate.format_summary("NARM", results))
     print(evaluate.format_summary("POP", popularity))
-    if config["export_base"]:
-        from export import export_saved_model
+    return metrics
 
-        path = export_saved_model.export_from_model_dir(model_dir, config["export_base"],
-                                                        k=config["export_k"])
-        print(f"Exported for TF Serving: {path}")
+
+def train(config: dict) -> dict:
+    """Trains, evaluates (and exports) as `config` (see `default_config`) says; returns the
+    metrics. Raises ValueError (a bad setting), run_dir.RunFolderError or Diverged."""
+    import keras
+
+    from narm_tf import data
+
+    check_config(config)
+    model_dir = config["model_dir"]
+    with run_dir.locked(model_dir):
+        started = time.time()
+        data.register_builders()
+        splits, vocabulary = load(config)
+        identity = run_dir.new_identity(
+            config, data.dataset_version(config["dataset"], config["data_dir"]),
+            len(vocabulary))
+        config, resuming = run_dir.start(model_dir, identity, config["overwrite"])
+        print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
+        run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
+        num_items = len(vocabulary)
+        run_dir.write_vocabulary(model_dir, vocabulary,
+                                 label_counts(num_items, splits["train"], splits["validation"]))
+        keras.utils.set_random_seed(config["seed"])
+        strategy = make_strategy()
+        model = build_and_compile(config, num_items, strategy)
+        fit(config, model, splits, resuming)
+        metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
+                         time.time() - started)
+        if config["export_base"]:
+            from export import export_saved_model
+
+            exported = export_saved_model.export_from_model_dir(
+                model_dir, config["export_base"], k=config["export_k"])
+            print(f"Exported for TF Serving: {exported}")
     return metrics
 
 
@@ -277,8 +430,17 @@ def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
     configure_devices(FLAGS.num_cpu_devices)
-    train(resolved_config())
+    config = {name: FLAGS[name].value for name in default_config()}
+    try:
+        train(config)
+    except Diverged as error:
+        print(f"narm_tf.train: {error}", file=sys.stderr, flush=True)
+        sys.exit(DIVERGED_EXIT_CODE)
+    except run_dir.RunFolderError as error:
+        print(f"narm_tf.train: {error}", file=sys.stderr, flush=True)
+        sys.exit(2)
 
 
 if __name__ == "__main__":
+    define_flags()
     app.run(main)

@@ -1,8 +1,11 @@
-"""narm_tf.train end to end: real TFDS build, real model.fit, resume, mirrored replicas."""
+"""narm_tf.train end to end: real TFDS build, real model.fit, resume, divergence, the run
+folder's owner and identity, flag checks, mirrored replicas."""
 
 import csv
 import json
 import os
+import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -14,6 +17,7 @@ import pytest
 from conftest import ROOT
 
 DATASET = "yoochoose/yoochoose_full"
+SMALL = ("--batch_size=64", "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256")
 
 
 @pytest.fixture(scope="module")
@@ -30,15 +34,22 @@ def data_dir(tmp_path_factory):
     return str(root / "tfds")
 
 
+def _config(data_dir, model_dir, **overrides):
+    from narm_tf import train
+
+    small = {"batch_size": 64, "embedding_dim": 16, "hidden_units": 16, "eval_batch_size": 256}
+    return train.default_config(**{"dataset": DATASET, "data_dir": data_dir,
+                                   "model_dir": str(model_dir), **small, **overrides})
+
+
 def _train_command(data_dir, model_dir, *extra):
     return [sys.executable, "-m", "narm_tf.train", f"--dataset={DATASET}",
-            f"--data_dir={data_dir}", f"--model_dir={model_dir}", "--batch_size=64",
-            "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256", *extra]
+            f"--data_dir={data_dir}", f"--model_dir={model_dir}", *SMALL, *extra]
 
 
-def _run(command, timeout=300):
+def _run(command, timeout=300, returncode=0):
     result = subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=timeout)
-    assert result.returncode == 0, result.stdout[-3000:] + result.stderr[-3000:]
+    assert result.returncode == returncode, result.stdout[-3000:] + result.stderr[-3000:]
     return result.stdout + result.stderr
 
 
@@ -47,36 +58,124 @@ def _history(model_dir):
         return list(csv.DictReader(f))
 
 
-def test_train_writes_metrics_config_and_model_that_evaluate_agrees_with(data_dir, tmp_path):
-    from narm_tf import data
+def _json(model_dir, name):
+    with open(os.path.join(model_dir, name)) as f:
+        return json.load(f)
 
-    model_dir = str(tmp_path / "run")
-    out = _run(_train_command(data_dir, model_dir, "--epochs=3"))
-    metrics = json.load(open(os.path.join(model_dir, "metrics.json")))
-    config = json.load(open(os.path.join(model_dir, "config.json")))
+
+def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir, tmp_path):
+    from narm_tf import data, evaluate
+
+    model_dir = tmp_path / "run"
+    out = _run(_train_command(data_dir, model_dir, "--epochs=4"))
+    metrics, config = _json(model_dir, "metrics.json"), _json(model_dir, "config.json")
     test = data.load_split(DATASET, "test", data_dir)
-    assert metrics["test"]["count"] == len(test)
-    assert metrics["popularity_baseline"]["count"] == len(test)
-    assert 0 <= metrics["test"]["mrr@20"] <= metrics["test"]["recall@20"] <= 100
+    assert metrics["test"]["count"] == metrics["popularity_baseline"]["count"] == len(test)
+    # The synthetic log is learnable: NARM must beat popularity by a wide margin.
+    assert metrics["test"]["recall@20"] >= metrics["popularity_baseline"]["recall@20"] + 15
     assert config["hidden_units"] == 16 and config["learning_rate"] == 1e-3
-    assert len(_history(model_dir)) == 3
-    assert "Recall@20" in out
+    assert metrics["run_id"] == config["run_id"] == _json(model_dir, "best.json")["run_id"]
+    assert config["vocabulary_size"] == len(data.load_vocabulary(DATASET, data_dir))
+    assert [row["epoch"] for row in _history(model_dir)] == ["0", "1", "2", "3"]
+    assert "Recall@20" in out and "Starting run " + config["run_id"] in out
     vocabulary = data.load_vocabulary(DATASET, data_dir)
-    rows = open(os.path.join(model_dir, "vocabulary.tsv")).read().splitlines()
+    rows = (model_dir / "vocabulary.tsv").read_text().splitlines()
     assert rows[0] == "index\titem_id\ttrain_count" and len(rows) == len(vocabulary) + 1
     assert rows[1].split("\t")[1] == str(vocabulary[0])
 
-    evaluated = _run([sys.executable, "-m", "narm_tf.evaluate", f"--model_dir={model_dir}"])
-    assert f"{metrics['test']['recall@20']:6.2f}%" in evaluated
-    assert "19+" in evaluated
+    results, table = evaluate.evaluate_model_dir(str(model_dir))
+    assert f"{metrics['test']['recall@20']:6.2f}%" in evaluate.format_summary("NARM", results)
+    assert "19+" in evaluate.format_by_length(table)
 
-    # A new run in the same folder starts afresh: its own history and best model only.
-    _run(_train_command(data_dir, model_dir, "--epochs=1"))
-    assert len(_history(model_dir)) == 1
-    assert json.load(open(os.path.join(model_dir, "metrics.json")))["best_epoch"] == 1
+    # The same command again: a finished run is never silently replaced.
+    refused = _run(_train_command(data_dir, model_dir, "--epochs=4"), returncode=2)
+    assert "finished run" in refused and "--overwrite" in refused
+    assert _json(model_dir, "metrics.json") == metrics
 
 
-def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
+def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_dir, tmp_path):
+    from narm_tf import evaluate, run_dir, train
+
+    first = tmp_path / "first"
+    train.train(_config(data_dir, first, epochs=1))
+    copy = tmp_path / "copy"
+    shutil.copytree(first, copy)
+    with pytest.raises(run_dir.RunFolderError, match="--hidden_units: 16 there, 8 now"):
+        train.train(_config(data_dir, copy, epochs=1, hidden_units=8))
+    assert _json(copy, "metrics.json") == _json(first, "metrics.json")  # nothing was touched
+
+    # --overwrite clears the old results before anything else: a new run that dies in its
+    # first epoch leaves no old model for evaluate to report.
+    with pytest.raises(FileNotFoundError):  # a dataset not built: the folder is not claimed
+        train.train(_config(str(tmp_path / "nowhere"), copy, overwrite=True))
+    assert _json(copy, "metrics.json") == _json(first, "metrics.json")
+    with pytest.raises(train.Diverged):
+        train.train(_config(data_dir, copy, hidden_units=8, learning_rate=1e30,
+                            overwrite=True))
+    assert not (copy / "best.keras").exists() and not (copy / "metrics.json").exists()
+    with pytest.raises(run_dir.RunFolderError, match="has not finished an epoch"):
+        evaluate.evaluate_model_dir(str(copy))
+
+    metrics = train.train(_config(data_dir, copy, epochs=1, hidden_units=8, overwrite=True))
+    run_id = _json(copy, "config.json")["run_id"]
+    assert metrics["run_id"] == run_id != _json(first, "config.json")["run_id"]
+    assert len(_history(copy)) == 1
+
+
+def test_folder_in_use_is_refused_at_once(data_dir, tmp_path):
+    from narm_tf import run_dir, train
+
+    with run_dir.locked(str(tmp_path)):
+        with pytest.raises(run_dir.RunFolderError, match=f"pid {os.getpid()} on host"):
+            train.train(_config(data_dir, tmp_path, epochs=1))
+
+
+def test_diverging_run_exits_nonzero_and_saves_nothing(data_dir, tmp_path):
+    model_dir, export_base = tmp_path / "run", tmp_path / "exports"
+    out = _run(_train_command(data_dir, model_dir, "--learning_rate=1e30", "--epochs=3",
+                              "--steps_per_execution=1", f"--export_base={export_base}"),
+               returncode=3)
+    assert re.search(r"training diverged: loss (nan|inf) at epoch 1, batch \d+", out), out[-2000:]
+    for name in ("best.keras", "best.json", "metrics.json", "backup"):
+        assert not (model_dir / name).exists(), name
+    assert not export_base.exists()
+    assert _history(model_dir) == []
+
+
+@pytest.mark.parametrize("name, value, words", [
+    ("batch_size", 0, "--batch_size must be an integer >= 1"),
+    ("epochs", 0, "--epochs must be an integer >= 1"),
+    ("embedding_dropout", 1.5, "--embedding_dropout must be a rate in [0, 1)"),
+    ("hidden_units", 0, "--hidden_units must be an integer >= 1"),
+    ("learning_rate", -1.0, "--learning_rate must be a finite number > 0"),
+])
+def test_bad_flags_fail_before_any_work(tmp_path, name, value, words):
+    from narm_tf import train
+
+    model_dir = tmp_path / "run"
+    if name == "batch_size":  # one command line: absl refuses it while parsing
+        out = _run(_train_command("/nonexistent", model_dir, f"--{name}={value}"), returncode=1)
+        assert words in out
+        assert not model_dir.exists()
+    expected = f"--{name}={value}: must be {words.split(' be ')[1]}"
+    with pytest.raises(ValueError, match=re.escape(expected)):
+        train.train({**train.default_config(model_dir=str(model_dir)), name: value})
+    assert not model_dir.exists()
+    with pytest.raises(ValueError, match="--length_buckets="):
+        train.default_config(length_buckets=["4", "2"])
+
+
+def _backed_up(metadata) -> bool:
+    """Whether BackupAndRestore has written its epoch record (Keras writes it in place)."""
+    try:
+        return "epoch" in json.loads(metadata.read_text())
+    except (FileNotFoundError, ValueError):
+        return False
+
+
+def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
+    from narm_tf import run_dir, train
+
     model_dir = tmp_path / "run"
     command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
                              "--batch_size=16")
@@ -84,20 +183,34 @@ def test_killed_run_resumes_at_the_next_epoch(data_dir, tmp_path):
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
-    while not metadata.exists() and process.poll() is None and time.time() < deadline:
+    while not _backed_up(metadata) and process.poll() is None and time.time() < deadline:
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert metadata.exists(), "the run ended before writing its first epoch backup"
+    assert _backed_up(metadata), "the run ended before writing its first epoch backup"
     done = json.loads(metadata.read_text())["epoch"]
     assert done < 4
+    best_before = _json(model_dir, "best.json")["val_recall@20"]
+
+    # Resuming with a changed learning rate would silently keep the old optimizer: refused.
+    config = _config(data_dir, model_dir, epochs=4, steps_per_epoch=60, batch_size=16,
+                     learning_rate=0.01)
+    with pytest.raises(run_dir.RunFolderError, match="--learning_rate: 0.001 there, 0.01 now"):
+        train.train(config)
 
     out = _run(command)
     epochs_run = [int(line.split()[1].split("/")[0]) for line in out.splitlines()
                   if line.startswith("Epoch ") and "/4" in line]
     assert epochs_run and epochs_run[0] == done + 1, out[-2000:]
+    assert "Resuming run" in out
     assert not (model_dir / "backup").exists()  # removed once training completes
-    assert os.path.exists(model_dir / "metrics.json")
+    history = _history(model_dir)
+    assert [row["epoch"] for row in history] == ["0", "1", "2", "3"]
+    best = _json(model_dir, "best.json")
+    assert best["val_recall@20"] >= best_before
+    assert best["val_recall@20"] == pytest.approx(
+        max(float(row["val_recall@20"]) for row in history))
+    assert _json(model_dir, "metrics.json")["run_id"] == best["run_id"]
 
 
 def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_path):

@@ -1,0 +1,253 @@
+"""The run folder (`--model_dir`): its file names, readers and writers, its lock and identity.
+
+One module owns the folder, so training writes what evaluation and export read:
+  config.json      the resolved flags + the run's identity (run_id, dataset version, items)
+  vocabulary.tsv   index, raw item id, training-label count (popularity) of every item
+  best.keras       the model with the best validation Recall@20 (written atomically)
+  best.json        that model's epoch and validation Recall@20, with the run_id
+  metrics.json     test metrics of best.keras, with the run_id
+  history.csv      per-epoch loss and metrics;  logs/  TensorBoard;  backup/  BackupAndRestore
+  .lock            held (flock) for a training run's life: one writer per folder
+
+A folder's results belong together when best.json and metrics.json carry config.json's run_id;
+`check_complete` refuses any other folder, so a reader never scores one run's model with
+another run's dataset or vocabulary.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import csv
+import datetime
+import fcntl
+import json
+import os
+import shutil
+import socket
+import uuid
+
+import numpy as np
+
+CONFIG = "config.json"
+VOCABULARY = "vocabulary.tsv"
+BEST_MODEL = "best.keras"
+BEST_RECORD = "best.json"
+METRICS = "metrics.json"
+HISTORY = "history.csv"
+LOGS = "logs"
+BACKUP = "backup"
+LOCK = ".lock"
+MONITOR = "val_recall@20"  # The validation metric that selects best.keras (Keras' log key).
+RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, VOCABULARY, HISTORY, LOGS, BACKUP)
+
+# Flags that may differ when a killed run is resumed: they extend the run, say where things
+# are, or change how (not what) it computes. Every other flag, the dataset's version and its
+# number of items must match the run being resumed.
+RESUMABLE_CHANGES = frozenset({
+    "epochs", "patience", "export_base", "export_k", "eval_batch_size", "train_metrics",
+    "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite",
+})
+# The identity of a run besides its flags (written into config.json, compared on resume).
+IDENTITY = ("dataset_version", "vocabulary_size")
+
+
+class RunFolderError(RuntimeError):
+    """The run folder is in use, belongs to another run, or is incomplete (the message says)."""
+
+
+def path(model_dir: str, name: str) -> str:
+    return os.path.join(model_dir, name)
+
+
+# ------------------------------------------------------------------------- writers, readers
+
+
+def write_json(file_path: str, value: dict) -> None:
+    """Writes JSON atomically (temp file + rename) so a reader never sees half a file."""
+    tmp = f"{file_path}.tmp"
+    with open(tmp, "w") as f:
+        json.dump(value, f, indent=2, sort_keys=True)
+        f.write("\n")
+    os.replace(tmp, file_path)
+
+
+def read_json(model_dir: str, name: str) -> dict | None:
+    """`model_dir/name` parsed, or None when absent."""
+    try:
+        with open(path(model_dir, name)) as f:
+            return json.load(f)
+    except FileNotFoundError:
+        return None
+
+
+def write_vocabulary(model_dir: str, vocabulary, counts) -> None:
+    """vocabulary.tsv: `index, item_id, train_count` for indices 1..N, atomically."""
+    tmp = path(model_dir, VOCABULARY + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("index\titem_id\ttrain_count\n")
+        for index, (item, count) in enumerate(zip(vocabulary, counts, strict=True), start=1):
+            f.write(f"{index}\t{item}\t{count}\n")
+    os.replace(tmp, path(model_dir, VOCABULARY))
+
+
+def read_vocabulary(model_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """vocabulary.tsv -> (raw item ids int64 `[N]`, training label counts `[N]`)."""
+    file_path = path(model_dir, VOCABULARY)
+    with open(file_path, newline="") as f:
+        rows = list(csv.DictReader(f, delimiter="\t"))
+    indices = np.array([int(row["index"]) for row in rows], np.int64)
+    if not np.array_equal(indices, np.arange(1, len(rows) + 1)):
+        raise RunFolderError(f"{file_path} must list indices 1..N in order")
+    vocabulary = np.array([int(row["item_id"]) for row in rows], np.int64)
+    popularity = np.array([int(row["train_count"]) for row in rows], np.int64)
+    return vocabulary, popularity
+
+
+def truncate_history(model_dir: str, first_epoch: int) -> None:
+    """Drops history.csv rows of epochs >= `first_epoch` (0-based, CSVLogger's `epoch`), in
+    place: an open append handle (CSVLogger's) keeps writing after the kept rows."""
+    file_path = path(model_dir, HISTORY)
+    if not os.path.exists(file_path):
+        return
+    with open(file_path, "r+", newline="") as f:
+        lines = f.readlines()
+        if not lines:
+            return
+        keep = [lines[0]] + [line for line in lines[1:] if int(line.split(",")[0]) < first_epoch]
+        if len(keep) < len(lines):
+            f.seek(0)
+            f.writelines(keep)
+            f.truncate()
+
+
+# ------------------------------------------------------------------------------- the lock
+
+
+@contextlib.contextmanager
+def locked(model_dir: str):
+    """Holds `model_dir/.lock` for the block; a second holder fails at once naming the first.
+
+    An flock ends with its process, so a killed run never leaves the folder locked. When the
+    block fails before the run wrote anything, the lock file (and a folder it created) go.
+    """
+    created = not os.path.isdir(model_dir)
+    os.makedirs(model_dir, exist_ok=True)
+    lock_path = path(model_dir, LOCK)
+    handle = open(lock_path, "a+")
+    try:
+        fcntl.flock(handle, fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        handle.seek(0)
+        holder = handle.read().strip() or "another process"
+        handle.close()
+        raise RunFolderError(
+            f"{model_dir} is in use by another training run ({holder}); wait for it to "
+            "finish or use another --model_dir") from None
+    handle.seek(0)
+    handle.truncate()
+    handle.write(f"pid {os.getpid()} on host {socket.gethostname()} since "
+                 f"{datetime.datetime.now().isoformat(timespec='seconds')}\n")
+    handle.flush()
+    try:
+        yield
+    finally:
+        started = os.path.exists(path(model_dir, CONFIG))
+        if not started:
+            os.remove(lock_path)
+            if created and not os.listdir(model_dir):
+                os.rmdir(model_dir)
+        handle.close()
+
+
+# --------------------------------------------------------------------------- the identity
+
+
+def new_identity(config: dict, dataset_version: str, vocabulary_size: int) -> dict:
+    """config.json's content: the flags, a fresh run_id and the dataset's identity."""
+    return {**config, "run_id": uuid.uuid4().hex, "dataset_version": str(dataset_version),
+            "vocabulary_size": int(vocabulary_size)}
+
+
+def differences(old: dict, new: dict) -> dict:
+    """{key: (old, new)} over the flags and IDENTITY that a resumed run must keep."""
+    keys = (set(old) | set(new)) - RESUMABLE_CHANGES - {"run_id"}
+    return {key: (old.get(key), new.get(key)) for key in sorted(keys)
+            if old.get(key) != new.get(key)}
+
+
+def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
+    """Claims `model_dir` (held locked) for a run: returns (config to write, resuming).
+
+    - empty folder, or `overwrite`: a new run (old results cleared first);
+    - a killed run (backup/) with the same settings: resumed, keeping its run_id;
+    - a run killed before its first backup, same settings: restarted afresh;
+    - a finished run, or any run with other settings: RunFolderError naming the differences.
+    """
+    old = read_json(model_dir, CONFIG)
+    if overwrite:
+        clear(model_dir)
+        return identity, False
+    if old is None:
+        leftovers = [name for name in RESULTS if os.path.exists(path(model_dir, name))]
+        if leftovers:
+            raise RunFolderError(
+                f"{model_dir} holds {', '.join(leftovers)} but no {CONFIG}: not a run this "
+                "version can resume. Pass --overwrite to clear it, or use another --model_dir")
+        return identity, False
+    changed = differences(old, identity)
+    if changed:
+        listed = "; ".join(f"--{key}: {a!r} there, {b!r} now" for key, (a, b) in changed.items())
+        raise RunFolderError(
+            f"{model_dir} holds a run with other settings ({listed}). Resume it with its own "
+            f"settings (only {', '.join(sorted(RESUMABLE_CHANGES - {'overwrite'}))} may "
+            "change), use another --model_dir, or pass --overwrite to delete it and start afresh")
+    if os.path.isdir(path(model_dir, BACKUP)):
+        return {**identity, "run_id": old["run_id"]}, True
+    if read_json(model_dir, METRICS) is not None:
+        raise RunFolderError(
+            f"{model_dir} holds a finished run with these settings (see {METRICS}). Pass "
+            "--overwrite to train it again, or use another --model_dir")
+    clear(model_dir)  # killed before its first epoch's backup: nothing to resume
+    return identity, False
+
+
+def clear(model_dir: str) -> None:
+    """Removes a run's results: config.json goes first (by rename), so an interrupted clear
+    leaves files no reader takes for a run."""
+    trash = path(model_dir, f".cleared-{uuid.uuid4().hex[:8]}")
+    os.makedirs(trash)
+    for name in RESULTS:
+        if os.path.lexists(path(model_dir, name)):
+            os.rename(path(model_dir, name), os.path.join(trash, name))
+    shutil.rmtree(trash)
+
+
+def check_complete(model_dir: str, need_metrics: bool = False) -> dict:
+    """config.json of a run whose best.keras, best.json (and metrics.json) belong together.
+
+    Raises RunFolderError naming what is missing or foreign: evaluation and export read only
+    a model with the vocabulary and dataset of its own run.
+    """
+    config = read_json(model_dir, CONFIG)
+    if config is None:
+        raise RunFolderError(f"{model_dir} holds no {CONFIG}: not a narm_tf.train run folder")
+    run_id = config.get("run_id")
+    if run_id is None:
+        raise RunFolderError(f"{path(model_dir, CONFIG)} has no run_id: written by an older "
+                             "narm-tf; retrain with --overwrite")
+    best = read_json(model_dir, BEST_RECORD)
+    if best is None or not os.path.exists(path(model_dir, BEST_MODEL)):
+        raise RunFolderError(f"{model_dir} has no {BEST_MODEL} of run {run_id}: the run has not "
+                             "finished an epoch yet")
+    if best.get("run_id") != run_id:
+        raise RunFolderError(f"{path(model_dir, BEST_MODEL)} belongs to run {best.get('run_id')}"
+                             f", not to the run in {CONFIG} ({run_id}); retrain with --overwrite")
+    metrics = read_json(model_dir, METRICS)
+    if metrics is not None and metrics.get("run_id") != run_id:
+        raise RunFolderError(f"{path(model_dir, METRICS)} belongs to run {metrics.get('run_id')}"
+                             f", not to the run in {CONFIG} ({run_id}); retrain with --overwrite")
+    if need_metrics and metrics is None:
+        raise RunFolderError(f"{model_dir} has no {METRICS}: the run has not finished")
+    if not os.path.exists(path(model_dir, VOCABULARY)):
+        raise RunFolderError(f"{model_dir} has no {VOCABULARY}")
+    return config

@@ -1,0 +1,163 @@
+"""narm_tf.run_dir: the run folder's lock, identity, resume rules and consistency checks."""
+
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from narm_tf import run_dir
+from narm_tf.run_dir import RunFolderError
+
+FLAGS_ = {"dataset": "yoochoose/yoochoose_full", "learning_rate": 1e-3, "embedding_dim": 50,
+          "epochs": 30, "export_base": "", "overwrite": False}
+
+
+def _identity(**changes):
+    return run_dir.new_identity({**FLAGS_, **changes}, "2.0.0", 120)
+
+
+def _write(model_dir, name, value):
+    run_dir.write_json(os.path.join(model_dir, name), value)
+
+
+def _finished_run(model_dir, identity):
+    """A folder as a finished training run leaves it (files stand in for the model)."""
+    os.makedirs(model_dir, exist_ok=True)
+    _write(model_dir, run_dir.CONFIG, identity)
+    _write(model_dir, run_dir.BEST_RECORD, {"run_id": identity["run_id"], "epoch": 2})
+    _write(model_dir, run_dir.METRICS, {"run_id": identity["run_id"]})
+    open(os.path.join(model_dir, run_dir.BEST_MODEL), "w").close()
+    run_dir.write_vocabulary(model_dir, [11, 12], [3, 1])
+
+
+def test_new_folder_starts_a_new_run(tmp_path):
+    identity = _identity()
+    config, resuming = run_dir.start(str(tmp_path), identity, overwrite=False)
+    assert config == identity and not resuming
+    assert len(identity["run_id"]) == 32 and identity["vocabulary_size"] == 120
+
+
+def test_killed_run_with_same_settings_resumes_with_its_run_id(tmp_path):
+    old = _identity()
+    _write(tmp_path, run_dir.CONFIG, old)
+    os.makedirs(tmp_path / run_dir.BACKUP)
+    config, resuming = run_dir.start(str(tmp_path), _identity(epochs=40, export_base="e"),
+                                     overwrite=False)
+    assert resuming and config["run_id"] == old["run_id"] and config["epochs"] == 40
+
+
+def test_changed_settings_are_refused_naming_each_flag(tmp_path):
+    _write(tmp_path, run_dir.CONFIG, _identity())
+    os.makedirs(tmp_path / run_dir.BACKUP)
+    with pytest.raises(RunFolderError) as error:
+        run_dir.start(str(tmp_path), _identity(learning_rate=0.01, embedding_dim=64),
+                      overwrite=False)
+    message = str(error.value)
+    assert "--learning_rate: 0.001 there, 0.01 now" in message
+    assert "--embedding_dim: 50 there, 64 now" in message
+    assert "--overwrite" in message and "--epochs" not in message.split("(only")[0]
+
+
+def test_another_dataset_or_version_is_refused(tmp_path):
+    _write(tmp_path, run_dir.CONFIG, _identity())
+    other = run_dir.new_identity({**FLAGS_, "dataset": "diginetica"}, "2.0.0", 309)
+    with pytest.raises(RunFolderError, match="--dataset: 'yoochoose/yoochoose_full' there, "
+                                             "'diginetica' now"):
+        run_dir.start(str(tmp_path), other, overwrite=False)
+    newer = run_dir.new_identity(FLAGS_, "3.0.0", 120)
+    with pytest.raises(RunFolderError, match="--dataset_version: '2.0.0' there, '3.0.0' now"):
+        run_dir.start(str(tmp_path), newer, overwrite=False)
+
+
+def test_finished_run_is_kept_unless_overwrite_clears_it(tmp_path):
+    model_dir = str(tmp_path / "run")
+    _finished_run(model_dir, _identity())
+    (tmp_path / "run" / run_dir.HISTORY).write_text("epoch,loss\n0,1.0\n")
+    with pytest.raises(RunFolderError, match="finished run"):
+        run_dir.start(model_dir, _identity(), overwrite=False)
+    new = _identity(embedding_dim=64)
+    config, resuming = run_dir.start(model_dir, new, overwrite=True)
+    assert config == new and not resuming
+    assert sorted(os.listdir(model_dir)) == []  # results and the temporary folder are gone
+
+
+def test_run_killed_before_its_first_backup_restarts_afresh(tmp_path):
+    _write(tmp_path, run_dir.CONFIG, _identity())
+    (tmp_path / run_dir.HISTORY).write_text("epoch,loss\n")
+    new = _identity()
+    config, resuming = run_dir.start(str(tmp_path), new, overwrite=False)
+    assert not resuming and config["run_id"] == new["run_id"]
+    assert not (tmp_path / run_dir.HISTORY).exists()
+
+
+def test_results_without_config_are_not_taken_for_a_run(tmp_path):
+    open(tmp_path / run_dir.BEST_MODEL, "w").close()
+    with pytest.raises(RunFolderError, match="best.keras but no config.json"):
+        run_dir.start(str(tmp_path), _identity(), overwrite=False)
+
+
+def test_check_complete_refuses_parts_of_other_runs(tmp_path):
+    model_dir = str(tmp_path)
+    identity = _identity()
+    _finished_run(model_dir, identity)
+    assert run_dir.check_complete(model_dir, need_metrics=True)["run_id"] == identity["run_id"]
+
+    _write(model_dir, run_dir.METRICS, {"run_id": "other"})
+    with pytest.raises(RunFolderError, match="metrics.json belongs to run other"):
+        run_dir.check_complete(model_dir)
+    _write(model_dir, run_dir.METRICS, {"run_id": identity["run_id"]})
+    _write(model_dir, run_dir.BEST_RECORD, {"run_id": "old", "epoch": 3})
+    with pytest.raises(RunFolderError, match="best.keras belongs to run old"):
+        run_dir.check_complete(model_dir)
+    os.remove(os.path.join(model_dir, run_dir.BEST_RECORD))
+    with pytest.raises(RunFolderError, match="has not finished an epoch"):
+        run_dir.check_complete(model_dir)
+    _write(model_dir, run_dir.CONFIG, FLAGS_)  # an older narm-tf's config.json
+    with pytest.raises(RunFolderError, match="no run_id"):
+        run_dir.check_complete(model_dir)
+
+
+def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
+    model_dir = str(tmp_path / "run")
+    holder = subprocess.Popen(
+        [sys.executable, "-c", "import sys, time; from narm_tf import run_dir\n"
+         "with run_dir.locked(sys.argv[1]):\n"
+         "    open(sys.argv[1] + '/config.json', 'w').close(); print('held', flush=True);"
+         " time.sleep(60)", model_dir],
+        stdout=subprocess.PIPE, text=True, cwd=os.path.dirname(os.path.dirname(__file__)))
+    try:
+        assert holder.stdout.readline().strip() == "held"
+        with pytest.raises(RunFolderError, match=f"in use by another training run \\(pid "
+                                                 f"{holder.pid} on host "):
+            with run_dir.locked(model_dir):
+                pass
+    finally:
+        holder.kill()
+        holder.wait()
+    with run_dir.locked(model_dir):  # a killed holder leaves no lock behind
+        pass
+
+
+def test_lock_of_a_run_that_wrote_nothing_leaves_no_folder(tmp_path):
+    model_dir = tmp_path / "new"
+    with pytest.raises(ValueError):
+        with run_dir.locked(str(model_dir)):
+            raise ValueError("no dataset")
+    assert not model_dir.exists()
+
+
+def test_truncate_history_keeps_earlier_epochs_only(tmp_path):
+    (tmp_path / run_dir.HISTORY).write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.5\n")
+    run_dir.truncate_history(str(tmp_path), 2)
+    assert (tmp_path / run_dir.HISTORY).read_text() == "epoch,loss\n0,3.0\n1,2.0\n"
+
+
+def test_vocabulary_round_trips(tmp_path):
+    run_dir.write_vocabulary(str(tmp_path), [214536502, 7], [5, 0])
+    vocabulary, counts = run_dir.read_vocabulary(str(tmp_path))
+    np.testing.assert_array_equal(vocabulary, [214536502, 7])
+    np.testing.assert_array_equal(counts, [5, 0])
+    assert json.dumps(vocabulary.tolist()) == "[214536502, 7]"
