@@ -51,6 +51,11 @@ def _parse_args(argv=None) -> argparse.Namespace:
     parser.add_argument("--warmup", type=int, default=16, help="untimed steps (tracing, XLA)")
     parser.add_argument("--jit", choices=("default", "true", "false", "both"), default="default")
     parser.add_argument("--rounds", type=int, default=3, help="repetitions of every setting")
+    parser.add_argument("--lengths", choices=("uniform", "geometric"), default="uniform",
+                        help="prefix lengths: uniform 1..max_len, or geometric (mean 4.5)")
+    parser.add_argument("--settings", default="",
+                        help="comma-separated training settings to time (default: all), "
+                             "e.g. fit,fit_keras_gru")
     parser.add_argument("--run", default=None, help=argparse.SUPPRESS)  # child: one setting
     return parser.parse_args(argv)
 
@@ -59,11 +64,19 @@ def _peak_rss_mb() -> float:
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0
 
 
-def random_prefixes(rng, num_items: int, batch_size: int, max_len: int):
-    """Right-padded item ids `[batch, max_len]` (lengths 1..max_len) and targets `[batch]`."""
+GEOMETRIC_P = 0.22  # lengths min(Geometric(p), max_len): mean 4.5, as real logs' prefixes
+
+
+def random_prefixes(rng, num_items: int, batch_size: int, max_len: int,
+                    lengths: str = "uniform"):
+    """Right-padded item ids `[batch, max_len]` and targets `[batch]`; prefix lengths uniform
+    in 1..max_len, or `geometric` (most prefixes short, mean about 4.5, as in real logs)."""
     import numpy as np
 
-    lengths = rng.integers(1, max_len + 1, size=batch_size)
+    if lengths == "geometric":
+        lengths = np.minimum(rng.geometric(GEOMETRIC_P, size=batch_size), max_len)
+    else:
+        lengths = rng.integers(1, max_len + 1, size=batch_size)
     items = rng.integers(1, num_items + 1, size=(batch_size, max_len))
     items = np.where(np.arange(max_len)[None, :] < lengths[:, None], items, 0).astype("int32")
     return items, rng.integers(1, num_items + 1, size=batch_size).astype("int32")
@@ -119,7 +132,7 @@ def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = Fal
     import tensorflow as tf
 
     rng = np.random.default_rng(0)
-    batches = [random_prefixes(rng, args.num_items, args.batch_size, args.max_len)
+    batches = [random_prefixes(rng, args.num_items, args.batch_size, args.max_len, args.lengths)
                for _ in range(8)]
     x = np.concatenate([b[0] for b in batches])
     y = np.concatenate([b[1] for b in batches])
@@ -145,7 +158,8 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
 
     rng = np.random.default_rng(0)
     steps = data.GROUP_POOL  # one pool: every width in its usual share
-    items, labels = random_prefixes(rng, args.num_items, args.batch_size * steps, args.max_len)
+    items, labels = random_prefixes(rng, args.num_items, args.batch_size * steps, args.max_len,
+                                    args.lengths)
     n = len(labels)
     prefixes = Prefixes(items, labels.astype(np.int64), np.count_nonzero(items, axis=1),
                         np.arange(n))
@@ -205,7 +219,7 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
 def _run_child(args: argparse.Namespace, setting: str) -> dict:
     argv = [sys.executable, os.path.abspath(__file__), f"--run={setting}"]
     for name in ("num_items", "batch_size", "embedding_dim", "hidden_units", "max_len",
-                 "steps", "warmup"):
+                 "steps", "warmup", "lengths"):
         argv.append(f"--{name}={getattr(args, name)}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
@@ -231,11 +245,12 @@ def main(argv=None) -> None:
     floor_settings = ["floor:true", "floor_logsumexp:true", "floor_model:true"]
     if args.jit in ("false", "both"):
         floor_settings.append("floor:false")
-    fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit]
-                    for kind in ("fit", "fit_keras_gru", "fit_train_metrics", "fit_per_batch",
-                                 "grouped")]
+    kinds = [kind for kind in ("fit", "fit_keras_gru", "fit_train_metrics", "fit_per_batch",
+                               "grouped") if not args.settings or kind in args.settings.split(",")]
+    fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit] for kind in kinds]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
-          f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len}, "
+          f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len} "
+          f"({args.lengths}), "
           f"{args.steps} timed steps after {args.warmup}, {args.rounds} round(s); "
           f"cores={os.cpu_count()}, load average at start={os.getloadavg()[0]:.2f}")
     rounds = []  # per round: setting name -> result, plus the round's floor
