@@ -36,7 +36,7 @@ What happens in the graph, in order (no Python, no custom ops):
    to raw ids by the same asset. With `exclude_seen`, every known item of the request is left
    out, however long the session (not only the 19 the model read);
 4. a session with no known click gets the k most popular training items, scored by their share
-   of training labels, and zero attention weights.
+   of training labels, and zero attention weights and shares.
 """
 
 from __future__ import annotations
@@ -231,7 +231,7 @@ class ServingModule(tf.Module):
         holds more than `max_len` known clicks (the usual request), its compacted `session`
         holds all of them and the `[b, N+1]` logits are not touched: the top `k + max_len`
         minus the session's items keeps the best k. Otherwise the known items' logits are set
-        to -inf in a copy of the row (one scatter of `[b, L]`) before the top k.
+        to -inf in a copy of the logits (one scatter of `[b, L]`) before the top k.
         """
         if exclude_seen is None and not self._exclude_seen:
             return blockwise_top_k(logits, self._k)
