@@ -5,7 +5,9 @@ r"""Export a trained NARM model as a TF Serving SavedModel that speaks raw catal
 
 writes `exports/narm/<version>/` (TF Serving's layout; the version defaults to the next integer)
 atomically: everything is written to a hidden temporary folder beside it (`.tmp-<version>-*`, a
-name TF Serving ignores) that is renamed to `<version>` only once complete.
+name TF Serving ignores) that is renamed to `<version>` only once complete, with the modes a
+plain `mkdir`/`open` would give under the umask (0755 folders, 0644 files under umask 022), so a
+server running as another user can read it.
 
 Signatures (all outputs best first; `k` and the max session length 19 are fixed at export):
 
@@ -17,8 +19,12 @@ Signatures (all outputs best first; `k` and the max session length 19 are fixed 
 | `int64_ids_with_options` | `item_ids [batch, None]`, `exclude_seen [batch]` bool | int64, `0` |
 
 Outputs: `top_k_item_ids [batch, k]` (raw ids, the input's dtype), `top_k_scores [batch, k]`
-(softmax probabilities over all items), `attention_weights [batch, 19]` (eq. 7's alpha over the
-clicks the model read) and `session_item_ids [batch, 19]` (those clicks, raw ids, right-padded).
+(softmax probabilities over all items), `attention_weights [batch, 19]` (eq. 7's raw alpha over
+the clicks the model read), `attention_share [batch, 19]` (each of those clicks' share of the
+local representation, `|alpha_j| ||h_j|| / sum_i |alpha_i| ||h_i||`: >= 0, summing to 1 over
+the clicks; all 0 for the `global` variant and empty sessions; `narm_tf.layers.attention_share`)
+and `session_item_ids [batch, 19]` (those clicks, raw ids, right-padded). `exclude_seen` must
+hold one flag per row of `item_ids`; any other shape fails the request, naming both sizes.
 
 What happens in the graph, in order (no Python, no custom ops):
 1. raw ids -> vocabulary indices with a hash table built from the `vocabulary.txt` asset; padding
@@ -26,10 +32,11 @@ What happens in the graph, in order (no Python, no custom ops):
 2. the known clicks are compacted to the right-padded `[batch, 19]` model input, keeping their
    order and, for longer sessions, the most recent 19;
 3. the model scores all items (`export/inference.py`: the Keras model's variables in a leaner
-   graph; the Keras graph itself for a model it does not reproduce); the top k (without the
-   session's own items when `exclude_seen`) are mapped back to raw ids by the same asset;
+   graph; the Keras graph itself for a model it does not reproduce); the top k are mapped back
+   to raw ids by the same asset. With `exclude_seen`, every known item of the request is left
+   out, however long the session (not only the 19 the model read);
 4. a session with no known click gets the k most popular training items, scored by their share
-   of training labels, and zero attention weights.
+   of training labels, and zero attention weights and shares.
 """
 
 from __future__ import annotations
@@ -47,6 +54,7 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from export.inference import NarmInference, UnsupportedModel
+from narm_tf.layers import attention_share
 
 MAX_LEN = 19
 VOCABULARY_ASSET = "vocabulary.txt"
@@ -56,7 +64,8 @@ SIGNATURE_INT64 = "int64_ids"
 SIGNATURE_STRING_OPTIONS = "string_ids_with_options"
 SIGNATURE_INT64_OPTIONS = "int64_ids_with_options"
 SIGNATURES = (SIGNATURE_STRING, SIGNATURE_INT64, SIGNATURE_STRING_OPTIONS, SIGNATURE_INT64_OPTIONS)
-OUTPUTS = ("top_k_item_ids", "top_k_scores", "attention_weights", "session_item_ids")
+OUTPUTS = ("top_k_item_ids", "top_k_scores", "attention_weights", "attention_share",
+           "session_item_ids")
 _BLOCKWISE_MIN_WIDTH = 4096  # narrower score rows use one TopKV2
 
 
@@ -112,6 +121,17 @@ def blockwise_top_k(scores: tf.Tensor, k: int) -> tuple[tf.Tensor, tf.Tensor]:
         positions = tf.concat([positions, tail], axis=1)
     values, order = tf.math.top_k(candidates, k, sorted=True)
     return values, tf.cast(tf.gather(positions, order, batch_dims=1), tf.int64)
+
+
+def check_flags(exclude_seen: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
+    """`exclude_seen`, after a check that it holds one flag per session (`[batch]`); a request
+    with another shape fails with an error naming both sizes (no silent broadcast)."""
+    valid = tf.equal(tf.rank(exclude_seen), 1) & tf.equal(tf.size(exclude_seen), batch)
+    check = tf.debugging.Assert(valid, [
+        "exclude_seen must hold one flag per session (shape [batch]): got shape",
+        tf.shape(exclude_seen), "for a batch of", batch, "sessions (rows of item_ids)"])
+    with tf.control_dependencies([check]):
+        return tf.identity(exclude_seen)
 
 
 class ServingModule(tf.Module):
@@ -170,12 +190,15 @@ class ServingModule(tf.Module):
 
     def recommend(self, item_ids: tf.Tensor, exclude_seen: tf.Tensor | None) -> dict:
         """Raw sessions `[batch, L]` -> the signature outputs (see the module docstring)."""
-        session = compact_sessions(self.to_indices(item_ids), self._max_len)  # [b, max_len]
+        indices = self.to_indices(item_ids)                                  # [b, L]
+        session = compact_sessions(indices, self._max_len)                   # [b, max_len]
         has_items = session[:, 0] > 0
         placeholder = tf.one_hot(0, self._max_len, dtype=tf.int64)  # item 1: scored, then replaced
         model_input = tf.where(has_items[:, None], session, placeholder[None, :])
-        logits, attention = self._score(tf.cast(model_input, tf.int32))  # column 0: padding
-        top_logits, top_indices = self._top_k(logits, session, exclude_seen)
+        logits, attention, share = self._score(tf.cast(model_input, tf.int32))  # col 0: padding
+        if exclude_seen is not None:
+            exclude_seen = check_flags(exclude_seen, tf.shape(item_ids)[0])
+        top_logits, top_indices = self._top_k(logits, indices, session, exclude_seen)
         # One fused softmax pass over [b, N+1], then k gathers (not exp/sum/div as three ops).
         scores = tf.gather(tf.nn.softmax(logits), top_indices, batch_dims=1)
         returned = (top_indices > 0) & (top_logits > -np.inf)  # not padding, not excluded
@@ -187,32 +210,57 @@ class ServingModule(tf.Module):
             "top_k_item_ids": self.to_raw(top_indices, item_ids.dtype),
             "top_k_scores": scores,
             "attention_weights": tf.where(has_items[:, None], attention, 0.0),
+            "attention_share": tf.where(has_items[:, None], share, 0.0),
             "session_item_ids": self.to_raw(session, item_ids.dtype),
         }
 
     def _score(self, model_input):
-        """`(logits [b, N + 1], attention weights [b, max_len])`, float32."""
+        """`(logits [b, N + 1], attention weights [b, max_len], attention share
+        [b, max_len])`, float32."""
         if self._inference is not None:
             return self._inference(model_input)
         outputs = self._scoring_model(model_input, training=False)
-        return (tf.cast(outputs["scores"], tf.float32),
-                tf.cast(outputs["attention_weights"], tf.float32))
+        return tuple(tf.cast(outputs[name], tf.float32)
+                     for name in ("scores", "attention_weights", "attention_share"))
 
-    def _top_k(self, logits, session, exclude_seen):
-        """`(top-k logits [b, k], their indices [b, k])` of logits `[b, N+1]`.
+    def _top_k(self, logits, indices, session, exclude_seen):
+        """`(top-k logits [b, k], their indices [b, k])` of logits `[b, N+1]`, without the
+        known items (`indices [b, L]`, 0 = none) of the rows that exclude them.
 
-        Exclusion never touches the `[b, N+1]` logits: it takes the top `k + max_len`, drops
-        the session's own items there (at most `max_len` of them) and keeps the best k.
+        Every known item a row sent is excluded, however long the row. When no excluding row
+        holds more than `max_len` known clicks (the usual request), its compacted `session`
+        holds all of them and the `[b, N+1]` logits are not touched: the top `k + max_len`
+        minus the session's items keeps the best k. Otherwise the known items' logits are set
+        to -inf in a copy of the logits (one scatter of `[b, L]`) before the top k.
         """
         if exclude_seen is None and not self._exclude_seen:
             return blockwise_top_k(logits, self._k)
+        excluding = (tf.ones_like(session[:, 0], tf.bool) if exclude_seen is None
+                     else exclude_seen)
+        clicks = tf.reduce_sum(tf.cast(indices > 0, tf.int32), axis=1)
+        return tf.cond(tf.reduce_any(excluding & (clicks > self._max_len)),
+                       lambda: self._top_k_masked(logits, indices, excluding),
+                       lambda: self._top_k_candidates(logits, session, excluding))
+
+    def _top_k_candidates(self, logits, session, excluding):
+        """Top k of the top `k + max_len`, without each excluding row's `session` items."""
         wide_logits, wide_indices = blockwise_top_k(logits, self._k + self._max_len)
         seen = tf.reduce_any(tf.equal(wide_indices[:, :, None], session[:, None, :]), axis=2)
-        if exclude_seen is not None:
-            seen &= exclude_seen[:, None]
+        seen &= excluding[:, None]
         kept_logits = tf.where(seen, tf.constant(-np.inf, logits.dtype), wide_logits)
         top_logits, order = tf.math.top_k(kept_logits, self._k, sorted=True)
         return top_logits, tf.gather(wide_indices, order, batch_dims=1)
+
+    def _top_k_masked(self, logits, indices, excluding):
+        """Top k of the logits with every known item of the excluding rows at -inf."""
+        rows = tf.broadcast_to(tf.range(tf.shape(indices, out_type=tf.int64)[0])[:, None],
+                               tf.shape(indices, out_type=tf.int64))
+        # Entries kept (padding, unknown, rows not excluding) hit column 0, which never scores.
+        columns = tf.where((indices > 0) & excluding[:, None], indices, 0)
+        positions = tf.reshape(tf.stack([rows, columns], axis=-1), [-1, 2])
+        masked = tf.tensor_scatter_nd_update(
+            logits, positions, tf.fill(tf.shape(positions)[:1], tf.constant(-np.inf, logits.dtype)))
+        return blockwise_top_k(masked, self._k)
 
     def signatures(self) -> dict:
         """The four serving signatures as concrete functions."""
@@ -284,6 +332,10 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
         exclude_seen: whether the two single-input signatures drop the session's own items.
         max_len: the model's session length.
     """
+    if k < 1:
+        raise ValueError(f"k (--k), the number of recommended items, must be >= 1, got {k}")
+    if max_len < 1:
+        raise ValueError(f"max_len, the model's session length, must be >= 1, got {max_len}")
     vocabulary = np.asarray(vocabulary, np.int64)
     popularity = np.asarray(popularity)
     _check_vocabulary(vocabulary, popularity)
@@ -297,6 +349,7 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     temp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
         _write_export(temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len)
+        make_readable(temp_dir)  # mkdtemp's 0700 would hide it from a server run as another user
         os.rename(temp_dir, final_dir)  # atomic: TF Serving sees no version or a complete one
     except BaseException:
         shutil.rmtree(temp_dir, ignore_errors=True)
@@ -304,9 +357,29 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     return final_dir
 
 
+def current_umask() -> int:
+    """The process umask (Python can only read it by setting it: 0o077 meanwhile, so a file
+    another thread creates in between is never more open than it should be)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def make_readable(root: str, umask: int | None = None) -> None:
+    """Gives `root` and everything below it the modes a plain `mkdir` / `open` would:
+    folders `0o777 & ~umask`, files `0o666 & ~umask` (0755 / 0644 under umask 022)."""
+    umask = current_umask() if umask is None else umask
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~umask)
+
+
 def _check_vocabulary(vocabulary, popularity) -> None:
     if len(popularity) != len(vocabulary):
         raise ValueError(f"popularity has {len(popularity)} counts for {len(vocabulary)} items")
+    if len(popularity) and np.min(popularity) < 0:
+        raise ValueError(f"popularity holds a negative count ({np.min(popularity)})")
     if len(np.unique(vocabulary)) != len(vocabulary):
         raise ValueError("the vocabulary has duplicate raw ids")
     if np.any(vocabulary == 0):
@@ -314,21 +387,35 @@ def _check_vocabulary(vocabulary, popularity) -> None:
                         "padding, so only the string signatures can ask for it")
 
 
-def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
+def scoring_model(model: keras.Model) -> keras.Model:
+    """Same input -> `{"scores" [b, N + 1], "attention_weights" [b, max_len],
+    "attention_share" [b, max_len]}` on the weights of `model` (`narm_tf.model.attention_model`
+    plus `narm_tf.layers.attention_share` over the GRU's states; zeros for `global`)."""
     from narm_tf.model import attention_model
 
+    explained = attention_model(model)
+    outputs = dict(explained.output)
+    if "attention_share" not in outputs:
+        item_ids = model.inputs[0]
+        hidden_states = model.get_layer("gru").output[0]
+        outputs["attention_share"] = attention_share(
+            outputs["attention_weights"], hidden_states, keras.ops.not_equal(item_ids, 0))
+    return keras.Model(model.inputs[0], outputs, name=explained.name)
+
+
+def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
     with tempfile.TemporaryDirectory() as staging:
         vocabulary_file = os.path.join(staging, VOCABULARY_ASSET)
         with open(vocabulary_file, "w") as f:
             f.writelines(f"{item_id}\n" for item_id in vocabulary)
-        scoring_model = attention_model(model)
-        num_scores = scoring_model(np.ones((1, max_len), np.int32))["scores"].shape[-1]
+        scoring = scoring_model(model)
+        num_scores = scoring(np.ones((1, max_len), np.int32))["scores"].shape[-1]
         if num_scores != len(vocabulary) + 1:
             raise ValueError(f"the model scores {num_scores - 1} items, the vocabulary has "
                              f"{len(vocabulary)}: export with the model_dir's own vocabulary.tsv")
-        module = ServingModule(scoring_model, vocabulary, popularity, vocabulary_file,
+        module = ServingModule(scoring, vocabulary, popularity, vocabulary_file,
                                k, exclude_seen, max_len)
-        with unrolled_rnns(scoring_model):
+        with unrolled_rnns(scoring):
             signatures = module.signatures()
         tf.saved_model.save(module, export_dir, signatures=signatures)
     write_warmup_requests(export_dir, vocabulary, popularity)
@@ -382,6 +469,10 @@ def export_from_model_dir(model_dir: str, export_base: str, version: int | None 
     """Exports `model_dir/best.keras` with `model_dir/vocabulary.tsv`; returns the version dir."""
     import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
 
+    for name in ("best.keras", "vocabulary.tsv"):
+        if not os.path.isfile(os.path.join(model_dir, name)):
+            raise FileNotFoundError(f"{os.path.join(model_dir, name)} does not exist: "
+                                    "--model_dir must be a narm_tf.train output folder")
     model = keras.models.load_model(os.path.join(model_dir, "best.keras"), compile=False)
     vocabulary, popularity = read_model_dir_vocabulary(model_dir)
     max_len = MAX_LEN
@@ -396,14 +487,18 @@ def export_from_model_dir(model_dir: str, export_base: str, version: int | None 
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
-    """The command line's flags (defined on demand: other modules import this one)."""
-    flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).")
-    flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.")
-    flags.DEFINE_integer("version", None, "Version folder; default: the next integer.")
-    flags.DEFINE_integer("k", 20, "Number of recommended items.")
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """The command line's flags (defined on demand: other modules import this one). Bounds are
+    checked when the command line is parsed, before any work: `--k=0` fails naming the flag."""
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).",
+                        **fv)
+    flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.", **fv)
+    flags.DEFINE_integer("version", None, "Version folder; default: the next integer.",
+                         lower_bound=0, **fv)
+    flags.DEFINE_integer("k", 20, "Number of recommended items.", lower_bound=1, **fv)
     flags.DEFINE_bool("exclude_seen", False,
-                      "Drop the session's own items from serving_default and int64_ids.")
+                      "Drop the session's own items from serving_default and int64_ids.", **fv)
 
 
 def main(argv):

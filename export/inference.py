@@ -13,7 +13,7 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from narm_tf.layers import PADDING_SCORE
+from narm_tf.layers import PADDING_SCORE, attention_share
 
 
 class UnsupportedModel(ValueError):
@@ -22,7 +22,8 @@ class UnsupportedModel(ValueError):
 
 class NarmInference:
     """`__call__(item_ids [b, T] int32, right-padded, >= 1 item per row)` ->
-    `(scores [b, N + 1] logits with column 0 at PADDING_SCORE, attention_weights [b, T])`.
+    `(scores [b, N + 1] logits with column 0 at PADDING_SCORE, attention_weights [b, T],
+    attention_share [b, T])` (`narm_tf.layers.attention_share`; zeros for `global`).
 
     Holds the `tf.Variable`s of a `narm_tf.model.build_narm` model (no copies: a SavedModel
     holding this object restores the trained weights).
@@ -67,7 +68,7 @@ class NarmInference:
         num_scores = self.embeddings.shape[0]
         self.padding_bias = tf.constant([PADDING_SCORE] + [0.0] * (num_scores - 1), tf.float32)
 
-    def __call__(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor]:
+    def __call__(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         units = self.units
         max_len = item_ids.shape[1]
         batch = tf.shape(item_ids)[0]
@@ -95,7 +96,7 @@ class NarmInference:
         states = tf.stack(states, axis=1)                                   # [b, T, H]
         final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)  # [b, H]
         mask = tf.cast(valid, tf.float32)
-        weights = tf.zeros_like(mask)
+        weights = share = tf.zeros_like(mask)
         if self.variant == "global":
             session = final
         else:
@@ -107,6 +108,7 @@ class NarmInference:
             if self.normalize == "softmax":
                 alpha = tf.nn.softmax(tf.where(valid, alpha, PADDING_SCORE), axis=-1)
             weights = alpha * mask
+            share = attention_share(weights, states, valid)
             local = tf.squeeze(tf.matmul(weights[:, None, :], states), 1)  # [b, H]
             session = local if self.variant == "local" else tf.concat([final, local], 1)
         if self.decoder == "bilinear":
@@ -114,4 +116,4 @@ class NarmInference:
             scores = tf.matmul(query, embeddings, transpose_b=True)
         else:
             scores = tf.matmul(session, self.decoder_kernel) + self.decoder_bias
-        return scores + self.padding_bias, weights
+        return scores + self.padding_bias, weights, share

@@ -1,4 +1,5 @@
-"""NARM layers: the shared item embedding with its bilinear decoder (eq. 10), attention (eq. 6-8).
+"""NARM layers: the shared item embedding with its bilinear decoder (eq. 10), attention (eq. 6-8)
+and each click's share of the attended representation (`attention_share`).
 
 Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
 item ids, `[batch, max_len, hidden]` GRU states, `[batch, num_items + 1]` scores (column 0 is
@@ -173,6 +174,34 @@ class NarmAttention(keras.layers.Layer):
 
     def get_config(self):
         return {**super().get_config(), "units": self.units, "normalize": self.normalize}
+
+
+def attention_share(alpha, hidden_states, mask=None):
+    """Each click's share of the local representation `c_l = sum_j alpha_j h_j` (eq. 8):
+    `share_j = |alpha_j| ||h_j|| / sum_i |alpha_i| ||h_i||` over valid clicks, `[batch, max_len]`.
+
+    Raw alpha (eq. 7) has a per-session offset and is often negative, so it does not read as
+    importance; the shares are >= 0 and sum to 1 over a session's clicks. 0 at padding; a row
+    whose alpha is all 0 (the `global` variant, an empty session) is all 0.
+
+    Args:
+        alpha: attention weights `[batch, max_len]` (`NarmAttention`'s second output).
+        hidden_states: GRU states `h_j`, `[batch, max_len, H]`.
+        mask: `[batch, max_len]`, true at clicks (default: every position).
+
+    Example:
+    ```python
+    local, alpha = attention(hidden_states, final_state, mask=mask)
+    share = attention_share(alpha, hidden_states, mask)   # [batch, max_len], rows sum to 1
+    ```
+    """
+    norms = ops.sqrt(ops.sum(ops.square(hidden_states), axis=-1))        # [b, T]
+    contribution = ops.abs(alpha) * ops.cast(norms, alpha.dtype)
+    if mask is not None:
+        contribution = ops.where(ops.cast(mask, "bool"), contribution,
+                                 ops.zeros_like(contribution))
+    total = ops.sum(contribution, axis=-1, keepdims=True)
+    return ops.divide_no_nan(contribution, total)
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")

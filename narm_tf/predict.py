@@ -39,7 +39,8 @@ def resolve_export_dir(path: str) -> str:
 def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = None) -> dict:
     """One session of raw ids (strings) -> the signature's outputs for it, as numpy rows.
 
-    Returns `top_k_item_ids [k]` (str), `top_k_scores [k]`, `attention_weights [19]` and
+    Returns `top_k_item_ids [k]` (str), `top_k_scores [k]`, `attention_weights [19]` (raw
+    alpha), `attention_share [19]` (each click's share of the local representation) and
     `session_item_ids [19]` (str, `""` padding).
     """
     loaded = tf.saved_model.load(resolve_export_dir(export_dir))
@@ -56,17 +57,21 @@ def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = Non
 
 
 def format_recommendations(result: dict) -> str:
-    """The top-k table, then the attention the model paid to each click it read."""
+    """The top-k table, then the attention on each click the model read: its share of the
+    local representation (what to read) and the raw alpha of eq. 7 (the paper's)."""
     lines = [f"{'rank':>4}  {'item_id':>20}  score"]
     for rank, (item, score) in enumerate(
             zip(result["top_k_item_ids"], result["top_k_scores"], strict=True), start=1):
         if item:  # an export with fewer than k rankable items pads with ""
             lines.append(f"{rank:>4}  {item:>20}  {score:.6f}")
-    clicks = [(item, weight) for item, weight in zip(
-        result["session_item_ids"], result["attention_weights"], strict=True) if item]
+    clicks = [(item, share, alpha) for item, share, alpha in zip(
+        result["session_item_ids"], result["attention_share"], result["attention_weights"],
+        strict=True) if item]
     if clicks:
         lines.append("attention over the session's known clicks (oldest first):")
-        lines.extend(f"      {item:>20}  {weight:+.4f}" for item, weight in clicks)
+        lines.append(f"      {'item_id':>20}  {'share':>6}  alpha")
+        lines.extend(f"      {item:>20}  {share:>6.1%}  {alpha:+.4f}"
+                     for item, share, alpha in clicks)
     else:
         lines.append("no known item in the session: the most popular training items")
     return "\n".join(lines)

@@ -1,9 +1,10 @@
 """export/export_saved_model.py: the TF Serving export, checked the way TF Serving loads it.
 
-A small NARM is trained for a few steps and exported twice (exclusion off and on). A fresh Python
-process that cannot import this project loads each export with the TF1 loader TF Serving uses and
-runs every signature on the signature_def's tensor names only; its top-k must match the Keras
-model's (ids exactly, scores within 1e-5) for known, unknown, empty, padded and over-long sessions.
+A small NARM is trained for a few steps and exported twice, under umask 022: from memory with
+exclusion off, and from a saved model_dir with exclusion on. A fresh Python process that cannot
+import this project loads each export with the TF1 loader TF Serving uses and runs every signature
+on the signature_def's tensor names only; its top-k must match the Keras model's (ids exactly,
+scores within 1e-5) for known, unknown, empty, padded and over-long sessions.
 """
 
 import os
@@ -13,6 +14,7 @@ import re
 import signal
 import subprocess
 import sys
+import tempfile
 import textwrap
 
 import keras
@@ -24,7 +26,8 @@ from export import export_saved_model as ex
 from narm_tf.model import attention_model, build_narm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
-NUM_ITEMS, K, MAX_LEN = 60, 20, 19
+NUM_ITEMS, K, MAX_LEN = 194, 20, 19
+LONG = 184  # a session of 184 distinct items: 10 of the 194 are left to recommend
 UNKNOWN = (7, 8, 999_999_999_999)  # raw ids outside the vocabulary
 
 
@@ -46,14 +49,32 @@ def trained():
     return model, vocabulary.astype(np.int64), popularity
 
 
+def write_model_dir(model_dir, model, vocabulary, popularity):
+    """A narm_tf.train-shaped output folder: best.keras, vocabulary.tsv, config.json."""
+    model_dir.mkdir()
+    model.save(model_dir / "best.keras")
+    lines = ["index\titem_id\ttrain_count"] + [
+        f"{i + 1}\t{raw}\t{count}" for i, (raw, count) in enumerate(zip(vocabulary, popularity,
+                                                                          strict=True))]
+    (model_dir / "vocabulary.tsv").write_text("\n".join(lines) + "\n")
+    (model_dir / "config.json").write_text('{"max_len": 19}')
+
+
 @pytest.fixture(scope="module")
 def exports(trained, tmp_path_factory):
-    """{"plain": version dir with exclude_seen=False, "exclude": one with exclude_seen=True}."""
+    """{"plain": version 1, exclude_seen=False, from the model in memory; "exclude": version 2,
+    exclude_seen=True, from a model_dir (a saved and reloaded model)}; both under umask 022."""
     model, vocabulary, popularity = trained
+    model_dir = tmp_path_factory.mktemp("runs") / "run"
+    write_model_dir(model_dir, model, vocabulary, popularity)
     base = str(tmp_path_factory.mktemp("exports") / "narm")
-    plain = ex.export_model(model, vocabulary, popularity, base, k=K)
-    excluding = ex.export_model(model, vocabulary, popularity, base, k=K, exclude_seen=True)
-    return {"base": base, "plain": plain, "exclude": excluding}
+    umask = os.umask(0o022)
+    try:
+        plain = ex.export_model(model, vocabulary, popularity, base, k=K)
+        excluding = ex.export_from_model_dir(str(model_dir), base, k=K, exclude_seen=True)
+    finally:
+        os.umask(umask)
+    return {"base": base, "plain": plain, "exclude": excluding, "model_dir": model_dir}
 
 
 def session_rows(vocabulary):
@@ -84,34 +105,43 @@ def encode(rows, dtype):
 
 
 def reference(trained, rows, exclude):
-    """The Keras model's top-k raw ids, softmax scores and attention per row (numpy)."""
+    """The Keras model's top-k raw ids, softmax scores, attention and attention share per row
+    (numpy), excluding every known item of a row whose `exclude` is set."""
     model, vocabulary, popularity = trained
     index_of = {int(raw): i + 1 for i, raw in enumerate(vocabulary)}
-    sessions = [[index_of[x] for x in row if x in index_of][-MAX_LEN:] for row in rows]
+    known = [[index_of[x] for x in row if x in index_of] for row in rows]
+    sessions = [items[-MAX_LEN:] for items in known]
     x = np.zeros((len(rows), MAX_LEN), np.int32)
     for r, session in enumerate(sessions):
-        x[r, : len(session)] = session or [1]
-    outputs = attention_model(model).predict(x, verbose=0)
+        x[r, : max(len(session), 1)] = session or [1]  # an empty one: item 1, then replaced
+    outputs = {name: np.asarray(value)
+               for name, value in attention_model(model)(x, training=False).items()}
+    states = np.asarray(keras.Model(model.inputs[0], model.get_layer("gru").output[0])(x))
     logits = outputs["scores"].astype(np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
+    # Each click's share of c_l: |alpha_j| ||h_j|| over the row's total (issue 11.5).
+    contribution = np.abs(outputs["attention_weights"]) * np.linalg.norm(states, axis=-1) * (x > 0)
+    shares = contribution / contribution.sum(1, keepdims=True)
     popular = np.argsort(-popularity, kind="stable")[:K] + 1
-    ids, scores, attention = [], [], []
+    ids, scores, attention, share = [], [], [], []
     for r, session in enumerate(sessions):
         if not session:
             ids.append(vocabulary[popular - 1])
             scores.append(popularity[popular - 1] / popularity.sum())
             attention.append(np.zeros(MAX_LEN))
+            share.append(np.zeros(MAX_LEN))
             continue
         ranking = probs[r].copy()
         ranking[0] = -1
         if exclude[r]:
-            ranking[session] = -1
+            ranking[known[r]] = -1  # all of them, not only the 19 the model read
         top = np.argsort(-ranking, kind="stable")[:K]
         ids.append(vocabulary[top - 1])
         scores.append(probs[r, top])
         attention.append(outputs["attention_weights"][r])
-    return np.array(ids), np.array(scores), np.array(attention), sessions
+        share.append(shares[r])
+    return np.array(ids), np.array(scores), np.array(attention), np.array(share), sessions
 
 
 SERVE_SCRIPT = textwrap.dedent('''
@@ -136,7 +166,10 @@ SERVE_SCRIPT = textwrap.dedent('''
                 sig = meta.signature_def[signature]
                 feed = {sig.inputs[name].name: value for name, value in inputs.items()}
                 fetch = {name: info.name for name, info in sig.outputs.items()}
-                results[key] = sess.run(fetch, feed)
+                try:
+                    results[key] = sess.run(fetch, feed)
+                except tf.errors.InvalidArgumentError as error:
+                    results[key] = {"error": error.message}
             warmup = export_dir + "/assets.extra/tf_serving_warmup_requests"
             signatures = []
             for record in tf.compat.v1.io.tf_record_iterator(warmup):
@@ -166,36 +199,60 @@ def serve_in_fresh_process(jobs, tmp_path):
         return pickle.load(f)
 
 
+def long_rows(vocabulary):
+    """A session of LONG distinct known items (and unknown ids), and a short one."""
+    v = [int(x) for x in vocabulary]
+    return [v[:LONG // 2] + [UNKNOWN[0]] + v[LONG // 2: LONG], [v[0], v[LONG]]]
+
+
 @pytest.fixture(scope="module")
 def served(exports, trained, tmp_path_factory):
-    """Every signature of both exports on the test sessions, from the isolated process."""
-    rows = session_rows(trained[1])
-    flags = np.arange(len(rows)) % 2 == 0
+    """`(cases, results)`: every signature of both exports on the test sessions, from the
+    isolated process; `cases[case] = (rows, exclude_seen per row)`. Batches whose rows hold at
+    most 19 known clicks ("... short") take the serving graph's cheap exclusion path, the
+    others its general one. Also the long sessions (`long_rows`), and `exclude_seen` flags
+    that do not match the batch."""
+    all_rows, long = session_rows(trained[1]), long_rows(trained[1])
+    short_rows = [row for row in all_rows if len(row) <= MAX_LEN]
+    cases = {"plain": (all_rows, np.zeros(len(all_rows), bool))}
+    for suffix, rows in (("", all_rows), (" short", short_rows)):
+        cases.update({"exclude" + suffix: (rows, np.ones(len(rows), bool)),
+                      "options" + suffix: (rows, np.arange(len(rows)) % 2 == 0)})
     jobs = {exports["plain"]: {}, exports["exclude"]: {}}
     for dtype in ("string", "int64"):
-        ids = encode(rows, dtype)
+        long_ids = encode(long, dtype)
         single = ex.SIGNATURE_STRING if dtype == "string" else ex.SIGNATURE_INT64
         options = (ex.SIGNATURE_STRING_OPTIONS if dtype == "string"
                    else ex.SIGNATURE_INT64_OPTIONS)
-        for name in ("plain", "exclude"):
-            jobs[exports[name]][(name, dtype)] = (single, {"item_ids": ids})
-        jobs[exports["plain"]][("options", dtype)] = (
-            options, {"item_ids": ids, "exclude_seen": flags})
-    return rows, flags, serve_in_fresh_process(jobs, tmp_path_factory.mktemp("serve"))
+        for case, (rows, flags) in cases.items():
+            inputs = {"item_ids": encode(rows, dtype)}
+            if case.startswith("options"):
+                inputs["exclude_seen"] = flags
+            name = "plain" if case.startswith(("plain", "options")) else "exclude"
+            jobs[exports[name]][(case, dtype)] = (
+                options if case.startswith("options") else single, inputs)
+        jobs[exports["exclude"]][("long", dtype)] = (single, {"item_ids": long_ids})
+        jobs[exports["plain"]][("long options", dtype)] = (
+            options, {"item_ids": long_ids, "exclude_seen": np.array([True, False])})
+        for size in (1, 3):
+            jobs[exports["plain"]][("mismatch", dtype, size)] = (
+                options, {"item_ids": long_ids, "exclude_seen": np.ones(size, bool)})
+    return cases, serve_in_fresh_process(jobs, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.mark.parametrize("dtype", ["string", "int64"])
-@pytest.mark.parametrize("case", ["plain", "exclude", "options"])
+@pytest.mark.parametrize("case", ["plain", "exclude", "options", "exclude short",
+                                  "options short"])
 def test_served_top_k_matches_keras(served, trained, case, dtype):
-    rows, flags, results = served
-    exclude = {"plain": np.zeros(len(rows), bool), "exclude": np.ones(len(rows), bool),
-               "options": flags}[case]
-    ids, scores, attention, sessions = reference(trained, rows, exclude)
+    cases, results = served
+    rows, exclude = cases[case]
+    ids, scores, attention, share, sessions = reference(trained, rows, exclude)
     out = results[(case, dtype)]
     expected_ids = ids.astype(str).astype(bytes) if dtype == "string" else ids
     np.testing.assert_array_equal(out["top_k_item_ids"], expected_ids)
     np.testing.assert_allclose(out["top_k_scores"], scores, atol=1e-5, rtol=0)
     np.testing.assert_allclose(out["attention_weights"], attention, atol=1e-5, rtol=0)
+    np.testing.assert_allclose(out["attention_share"], share, atol=1e-5, rtol=0)
     assert out["top_k_item_ids"].dtype == (object if dtype == "string" else np.int64)
     vocabulary = trained[1]
     for r, session in enumerate(sessions):
@@ -208,13 +265,51 @@ def test_served_top_k_matches_keras(served, trained, case, dtype):
 
 def test_exclusion_changes_results(served):
     """Guards the exclusion tests against sessions that never meet their own top-k."""
-    _, _, results = served
+    _, results = served
     plain, excluding = results[("plain", "int64")], results[("exclude", "int64")]
     assert not np.array_equal(plain["top_k_item_ids"], excluding["top_k_item_ids"])
 
 
+@pytest.mark.parametrize("dtype", ["string", "int64"])
+@pytest.mark.parametrize("case", ["long", "long options"])
+def test_exclusion_covers_every_known_item_of_a_long_session(served, trained, case, dtype):
+    """184 known items on a 194-item catalogue, k=20: the 10 others, then padding (issue 17.4).
+    Only the row that asks for exclusion is affected."""
+    _, vocabulary, _ = trained
+    out = results_as_int(served[1][(case, dtype)])
+    session = set(vocabulary[:LONG].tolist())
+    returned = out["top_k_item_ids"][0]
+    assert not set(returned.tolist()) & session
+    assert sorted(returned[:10].tolist()) == sorted(vocabulary[LONG:].tolist())
+    assert returned[10:].tolist() == [0] * 10
+    assert np.all(out["top_k_scores"][0, :10] > 0) and np.all(out["top_k_scores"][0, 10:] == 0)
+    assert np.all(np.diff(out["top_k_scores"][0, :10]) <= 0)
+    # The second row (2 known items) excludes them only with the export-time setting.
+    ids, scores, _, _, _ = reference(trained, long_rows(vocabulary), [True, case == "long"])
+    np.testing.assert_array_equal(out["top_k_item_ids"][1], ids[1])
+    np.testing.assert_allclose(out["top_k_scores"][1], scores[1], atol=1e-5, rtol=0)
+
+
+def results_as_int(out):
+    """A signature's outputs with string raw ids as int64 (`""` -> 0)."""
+    converted = dict(out)
+    for name in ("top_k_item_ids", "session_item_ids"):
+        if out[name].dtype == object:
+            converted[name] = np.array([[int(x or 0) for x in row] for row in out[name]])
+    return converted
+
+
+@pytest.mark.parametrize("dtype", ["string", "int64"])
+@pytest.mark.parametrize("size", [1, 3])
+def test_exclude_seen_must_match_the_batch(served, dtype, size):
+    """A batch of 2 with 1 or 3 flags fails, naming both sizes (not broadcast silently)."""
+    error = served[1][("mismatch", dtype, size)]["error"]
+    assert "exclude_seen must hold one flag per session" in error
+    assert f"got shape] [{size}] [for a batch of] [2]" in error
+
+
 def test_warmup_requests_replay(served, exports):
-    _, _, results = served
+    _, results = served
     for name in ("plain", "exclude"):
         assert set(results[("warmup", exports[name])]) == set(ex.SIGNATURES)
 
@@ -229,6 +324,39 @@ def test_layout_and_versions(exports):
         assert (base / version / "assets" / ex.VOCABULARY_ASSET).is_file()
         assert (base / version / "assets.extra" / ex.WARMUP_FILE).is_file()
     assert ex.next_version(str(base)) == 3
+
+
+def modes(root):
+    """{path relative to root: permission bits} of root and everything below it."""
+    root = pathlib.Path(root)
+    return {str(p.relative_to(root)): p.stat().st_mode & 0o777
+            for p in [root, *root.rglob("*")]}
+
+
+def test_exports_are_readable_by_other_users(exports):
+    """Under umask 022 every folder is 0755 and every file 0644 (issue 17.5; mkdtemp: 0700)."""
+    for version in ("plain", "exclude"):
+        found = modes(exports[version])
+        assert len(found) >= 10  # the version folder, 4 folders, 5 files at least
+        for path, mode in found.items():
+            is_dir = (pathlib.Path(exports[version]) / path).is_dir()
+            assert mode == (0o755 if is_dir else 0o644), (version, path, oct(mode))
+
+
+def test_make_readable_follows_the_umask(tmp_path):
+    root = pathlib.Path(tempfile.mkdtemp(dir=tmp_path))  # 0700
+    (root / "sub").mkdir(mode=0o700)
+    (root / "sub" / "file").write_text("x")
+    (root / "sub" / "file").chmod(0o600)
+    ex.make_readable(str(root), umask=0o027)
+    assert modes(root) == {".": 0o750, "sub": 0o750, "sub/file": 0o640}
+    umask = os.umask(0o002)
+    try:
+        assert ex.current_umask() == 0o002
+        ex.make_readable(str(root))
+    finally:
+        os.umask(umask)
+    assert modes(root) == {".": 0o775, "sub": 0o775, "sub/file": 0o664}
 
 
 def test_vocabulary_asset_is_the_vocabulary(exports, trained):
@@ -252,6 +380,7 @@ def test_saved_model_cli_lists_signatures(exports):
         outputs = {"top_k_item_ids": (raw, f"(-1, {K})"),
                    "top_k_scores": ("DT_FLOAT", f"(-1, {K})"),
                    "attention_weights": ("DT_FLOAT", f"(-1, {MAX_LEN})"),
+                   "attention_share": ("DT_FLOAT", f"(-1, {MAX_LEN})"),
                    "session_item_ids": (raw, f"(-1, {MAX_LEN})")}
         assert "Method name is: tensorflow/serving/predict" in signatures[name]
         given, returned = signatures[name].split("following output(s):")
@@ -339,24 +468,38 @@ def test_compact_sessions_keeps_last_known_clicks_in_order():
     assert ex.compact_sessions(empty, max_len=3).numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
 
 
-def test_export_from_model_dir(trained, tmp_path):
-    model, vocabulary, popularity = trained
-    model_dir = tmp_path / "run"
-    model_dir.mkdir()
-    model.save(model_dir / "best.keras")
-    lines = ["index\titem_id\ttrain_count"] + [
-        f"{i + 1}\t{raw}\t{count}" for i, (raw, count) in enumerate(zip(vocabulary, popularity,
-                                                                          strict=True))]
-    (model_dir / "vocabulary.tsv").write_text("\n".join(lines) + "\n")
-    (model_dir / "config.json").write_text('{"max_len": 19}')
-    read_vocabulary, read_popularity = ex.read_model_dir_vocabulary(str(model_dir))
+def test_export_from_model_dir(trained, exports, tmp_path):
+    """The model_dir's files read back as written; its export ("exclude", checked against the
+    model in memory above) is the next version. A folder without them is refused."""
+    _, vocabulary, popularity = trained
+    read_vocabulary, read_popularity = ex.read_model_dir_vocabulary(str(exports["model_dir"]))
     np.testing.assert_array_equal(read_vocabulary, vocabulary)
     np.testing.assert_array_equal(read_popularity, popularity)
-    path = ex.export_from_model_dir(str(model_dir), str(tmp_path / "narm"), version=5, k=3)
-    assert path == str(tmp_path / "narm" / "5")
-    loaded = tf.saved_model.load(path)
-    out = loaded.signatures["serving_default"](item_ids=tf.constant([[str(vocabulary[0])]]))
-    assert out["top_k_item_ids"].shape == (1, 3)
+    assert exports["exclude"] == os.path.join(exports["base"], "2")
+    with pytest.raises(FileNotFoundError, match="best.keras"):
+        ex.export_from_model_dir(str(tmp_path), str(tmp_path / "narm"))
+    assert not (tmp_path / "narm").exists()
+
+
+@pytest.mark.parametrize("k", [0, -3])
+def test_k_below_one_is_refused_up_front(trained, tmp_path, k):
+    model, vocabulary, popularity = trained
+    with pytest.raises(ValueError, match=rf"k \(--k\).* must be >= 1, got {k}"):
+        ex.export_model(model, vocabulary, popularity, str(tmp_path / "narm"), k=k)
+    assert not (tmp_path / "narm").exists()
+
+
+@pytest.mark.parametrize("argument,message", [
+    ("--k=0", "flag --k=0: 0 is not a positive integer"),
+    ("--version=-1", "flag --version=-1: -1 is not a non-negative integer")])
+def test_command_line_bounds(argument, message):
+    from absl import flags
+
+    flag_values = flags.FlagValues()
+    ex.define_flags(flag_values)
+    with pytest.raises(flags.IllegalFlagValueError) as raised:
+        flag_values(["export_saved_model", "--model_dir=run", argument])
+    assert str(raised.value) == message
 
 
 def test_mismatched_vocabulary_is_refused(trained, tmp_path):
@@ -416,7 +559,7 @@ def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
         outputs = client.parse_response(client.predict(f"localhost:{port}", request))
     finally:
         server.stop(None)
-    ids, scores, _, _ = reference(trained, [[int(x) for x in session]], [True])
+    ids, scores, _, _, _ = reference(trained, [[int(x) for x in session]], [True])
     np.testing.assert_array_equal(outputs["top_k_item_ids"], ids.astype(str))
     np.testing.assert_allclose(outputs["top_k_scores"], scores, atol=1e-5, rtol=0)
 

@@ -1,4 +1,6 @@
-"""export/inference.py: the lean serving pass equals the Keras model for every model setting."""
+"""export/inference.py: the lean serving pass equals the Keras model for every model setting
+(scores, attention weights and their share, which the Keras fallback's `scoring_model` gives too).
+"""
 
 import itertools
 
@@ -7,6 +9,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from export.export_saved_model import scoring_model
 from export.inference import NarmInference, UnsupportedModel
 from narm_tf.layers import PADDING_SCORE
 from narm_tf.model import ATTENTIONS, DECODERS, VARIANTS, attention_model, build_narm
@@ -32,13 +35,24 @@ def test_matches_keras_model(variant, decoder, attention):
     rng = np.random.default_rng(1)
     x = right_padded(rng, 40, lengths=np.r_[1, MAX_LEN, rng.integers(1, MAX_LEN + 1, 38)])
     expected = attention_model(model)(x, training=False)
-    scores, weights = NarmInference(model)(tf.constant(x))
+    keras_share = scoring_model(model)(x, training=False)["attention_share"].numpy()
+    scores, weights, share = NarmInference(model)(tf.constant(x))
     np.testing.assert_allclose(scores.numpy()[:, 1:], expected["scores"].numpy()[:, 1:],
                                atol=1e-5, rtol=1e-5)
     assert np.all(scores.numpy()[:, 0] < PADDING_SCORE / 2)
     np.testing.assert_allclose(weights.numpy(), expected["attention_weights"].numpy(),
                                atol=1e-6)
     assert np.all(weights.numpy()[x == 0] == 0)
+    # The share of c_l per click (issue 11.5), from the Keras model's GRU states in NumPy.
+    states = np.asarray(keras.Model(model.inputs[0], model.get_layer("gru").output[0])(x))
+    contribution = np.abs(weights.numpy()) * np.linalg.norm(states, axis=-1) * (x > 0)
+    for found in (share.numpy(), keras_share):  # the lean pass, the Keras graph's fallback
+        if variant == "global":
+            np.testing.assert_array_equal(found, 0.0)
+        else:
+            np.testing.assert_allclose(found, contribution / contribution.sum(1)[:, None],
+                                       atol=1e-6)
+            np.testing.assert_allclose(found.sum(1), 1.0, rtol=1e-5)
 
 
 def test_holds_the_models_variables_not_copies():

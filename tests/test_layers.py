@@ -12,6 +12,7 @@ from narm_tf.layers import (
     NarmGRU,
     PaddingScoreMask,
     PhiloxDropout,
+    attention_share,
 )
 
 
@@ -110,6 +111,39 @@ def test_attention_config_round_trip():
     assert (clone.units, clone.normalize, clone.name) == (7, "softmax", "attention")
     with pytest.raises(ValueError, match="normalize"):
         NarmAttention(normalize="sparsemax")
+
+
+def test_attention_share_by_hand():
+    """|alpha_j| ||h_j|| normalized over clicks: hand-computed on a 2-session batch."""
+    alpha = np.array([[0.5, -1.0, 2.0], [0.0, 0.0, 0.0]], "float32")
+    h = np.array([[[3.0, 4.0], [0.0, 1.0], [9.0, 9.0]],            # norms 5, 1, (padding)
+                  [[1.0, 0.0], [0.0, 0.0], [0.0, 0.0]]], "float32")
+    mask = np.array([[True, True, False], [True, False, False]])
+    share = keras.ops.convert_to_numpy(attention_share(alpha, h, mask))
+    # Row 0: |0.5| * 5 = 2.5 and |-1| * 1 = 1 of 3.5; padding 0. Row 1: alpha all 0 -> zeros.
+    np.testing.assert_allclose(share, [[2.5 / 3.5, 1 / 3.5, 0.0], [0.0, 0.0, 0.0]], rtol=1e-6)
+
+
+@pytest.mark.parametrize("normalize", [None, "softmax"])
+def test_attention_share_equals_numpy(normalize):
+    rng = np.random.default_rng(5)
+    batch, max_len, hidden = 4, 6, 3
+    h = rng.normal(size=(batch, max_len, hidden)).astype("float32")
+    mask = np.arange(max_len)[None, :] < np.array([[6], [3], [1], [2]])
+    layer = NarmAttention(normalize=normalize)
+    _, alpha = layer(h, h[np.arange(batch), mask.sum(1) - 1], mask=mask)
+    alpha = keras.ops.convert_to_numpy(alpha)
+    contribution = np.abs(alpha) * np.linalg.norm(h, axis=-1) * mask
+    expected = contribution / contribution.sum(1, keepdims=True)
+    share = keras.ops.convert_to_numpy(attention_share(alpha, h, mask))
+    np.testing.assert_allclose(share, expected, rtol=1e-5, atol=1e-7)
+    np.testing.assert_allclose(share.sum(1), 1.0, rtol=1e-5)
+    assert np.all(share[~mask] == 0) and np.all(share >= 0)
+    # In a Keras functional graph (symbolic tensors) it gives the same.
+    inputs = [keras.Input((max_len,)), keras.Input((max_len, hidden)), keras.Input((max_len,))]
+    symbolic = keras.Model(inputs, attention_share(inputs[0], inputs[1], inputs[2] > 0))
+    np.testing.assert_allclose(symbolic([alpha, h, mask.astype("float32")]), expected,
+                               rtol=1e-5, atol=1e-7)
 
 
 def test_philox_dropout_is_inverted_dropout():

@@ -61,6 +61,27 @@ def test_recommend_empty_session_returns_popular_items(export):
     assert "most popular" in predict.format_recommendations(result)
 
 
+def test_recommend_returns_the_attention_share(export):
+    """Each known click's share of the local representation: >= 0, summing to 1 (0 at padding
+    and for an empty session), ordered as the clicks, beside the raw alpha."""
+    base, vocabulary, _ = export
+    result = predict.recommend(str(base), [str(vocabulary[4]), str(vocabulary[2]), "424242"])
+    share = result["attention_share"]
+    assert share.shape == (19,) and np.all(share[:2] > 0) and np.all(share[2:] == 0)
+    np.testing.assert_allclose(share.sum(), 1.0, rtol=1e-5)
+    assert np.all(result["attention_weights"][:2] != 0)
+    empty = predict.recommend(str(base), [])
+    assert np.all(empty["attention_share"] == 0)
+    lines = predict.format_recommendations(result).splitlines()
+    rows = [line.split() for line in lines[lines.index(
+        "attention over the session's known clicks (oldest first):") + 2:]]
+    assert [row[0] for row in rows] == [str(vocabulary[4]), str(vocabulary[2])]
+    np.testing.assert_allclose([float(row[1].rstrip("%")) for row in rows], share[:2] * 100,
+                               atol=0.051)
+    np.testing.assert_allclose([float(row[2]) for row in rows],
+                               result["attention_weights"][:2], atol=5.1e-5)
+
+
 def test_command_line_prints_top_k(export):
     base, vocabulary, _ = export
     items = f"{vocabulary[2]},{vocabulary[5]}"
