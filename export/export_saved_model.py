@@ -42,8 +42,6 @@ What happens in the graph, in order (no Python, no custom ops):
 from __future__ import annotations
 
 import contextlib
-import csv
-import json
 import os
 import shutil
 import tempfile
@@ -54,9 +52,9 @@ import tensorflow as tf
 from absl import app, flags, logging
 
 from export.inference import NarmInference, UnsupportedModel
-from narm_tf.layers import attention_share
+from narm_tf import run_dir
+from narm_tf.preprocessing import MAX_LEN
 
-MAX_LEN = 19
 VOCABULARY_ASSET = "vocabulary.txt"
 WARMUP_FILE = "tf_serving_warmup_requests"
 SIGNATURE_STRING = "serving_default"
@@ -389,18 +387,11 @@ def _check_vocabulary(vocabulary, popularity) -> None:
 
 def scoring_model(model: keras.Model) -> keras.Model:
     """Same input -> `{"scores" [b, N + 1], "attention_weights" [b, max_len],
-    "attention_share" [b, max_len]}` on the weights of `model` (`narm_tf.model.attention_model`
-    plus `narm_tf.layers.attention_share` over the GRU's states; zeros for `global`)."""
+    "attention_share" [b, max_len]}` on the weights of `model`
+    (`narm_tf.model.attention_model`)."""
     from narm_tf.model import attention_model
 
-    explained = attention_model(model)
-    outputs = dict(explained.output)
-    if "attention_share" not in outputs:
-        item_ids = model.inputs[0]
-        hidden_states = model.get_layer("gru").output[0]
-        outputs["attention_share"] = attention_share(
-            outputs["attention_weights"], hidden_states, keras.ops.not_equal(item_ids, 0))
-    return keras.Model(model.inputs[0], outputs, name=explained.name)
+    return attention_model(model)
 
 
 def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
@@ -452,36 +443,18 @@ def write_warmup_requests(export_dir: str, vocabulary: np.ndarray, popularity: n
     return path
 
 
-def read_model_dir_vocabulary(model_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """`model_dir/vocabulary.tsv` -> (raw item ids int64 `[N]`, training label counts `[N]`)."""
-    with open(os.path.join(model_dir, "vocabulary.tsv"), newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
-    indices = np.array([int(row["index"]) for row in rows], np.int64)
-    if not np.array_equal(indices, np.arange(1, len(rows) + 1)):
-        raise ValueError(f"{model_dir}/vocabulary.tsv must list indices 1..N in order")
-    vocabulary = np.array([int(row["item_id"]) for row in rows], np.int64)
-    popularity = np.array([int(row["train_count"]) for row in rows], np.int64)
-    return vocabulary, popularity
-
-
 def export_from_model_dir(model_dir: str, export_base: str, version: int | None = None,
                           k: int = 20, exclude_seen: bool = False) -> str:
-    """Exports `model_dir/best.keras` with `model_dir/vocabulary.tsv`; returns the version dir."""
+    """Exports a training run's `best.keras` with its own `vocabulary.tsv`; returns the version
+    dir. Refuses (`run_dir.RunFolderError`) a folder whose model, metrics and config do not
+    belong to one run."""
     import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
 
-    for name in ("best.keras", "vocabulary.tsv"):
-        if not os.path.isfile(os.path.join(model_dir, name)):
-            raise FileNotFoundError(f"{os.path.join(model_dir, name)} does not exist: "
-                                    "--model_dir must be a narm_tf.train output folder")
-    model = keras.models.load_model(os.path.join(model_dir, "best.keras"), compile=False)
-    vocabulary, popularity = read_model_dir_vocabulary(model_dir)
-    max_len = MAX_LEN
-    config_path = os.path.join(model_dir, "config.json")
-    if os.path.exists(config_path):
-        with open(config_path) as f:
-            max_len = int(json.load(f).get("max_len", MAX_LEN))
+    run_dir.check_complete(model_dir)
+    model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL), compile=False)
+    vocabulary, popularity = run_dir.read_vocabulary(model_dir)
     return export_model(model, vocabulary, popularity, export_base, version=version, k=k,
-                        exclude_seen=exclude_seen, max_len=max_len)
+                        exclude_seen=exclude_seen)
 
 
 FLAGS = flags.FLAGS

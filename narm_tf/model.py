@@ -19,7 +19,14 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from narm_tf.layers import ItemEmbedding, NarmAttention, NarmGRU, PaddingScoreMask, PhiloxDropout
+from narm_tf.layers import (
+    ItemEmbedding,
+    NarmAttention,
+    NarmGRU,
+    PaddingScoreMask,
+    PhiloxDropout,
+    attention_share,
+)
 from narm_tf.metrics import MrrAtK, RecallAtK
 
 VARIANTS = ("global", "local", "hybrid")
@@ -122,17 +129,23 @@ class NarmModel(keras.Model):
 
 
 def attention_model(model: keras.Model) -> keras.Model:
-    """Same input -> {"scores": [batch, num_items + 1], "attention_weights": [batch, max_len]}.
+    """Same input -> {"scores": [batch, num_items + 1], "attention_weights": [batch, max_len],
+    "attention_share": [batch, max_len]}: the raw alpha of eq. 7 and each click's share of the
+    local representation (`layers.attention_share`), what export and Figure 6 show.
 
-    Shares the weights of `model` (for export and the paper's Figure 6). The `global` variant has
-    no attention: its `attention_weights` are zeros.
+    Shares the weights of `model`. The `global` variant has no attention: both are zeros.
     """
     item_ids = model.inputs[0]
     try:
         weights = model.get_layer("attention").output[1]
     except ValueError:
-        weights = ops.zeros_like(ops.cast(item_ids, "float32"))
-    return keras.Model(item_ids, {"scores": model.outputs[0], "attention_weights": weights},
+        zeros = ops.zeros_like(ops.cast(item_ids, "float32"))
+        weights, share = zeros, zeros
+    else:
+        hidden_states = model.get_layer("gru").output[0]
+        share = attention_share(weights, hidden_states, ops.not_equal(item_ids, 0))
+    return keras.Model(item_ids, {"scores": model.outputs[0], "attention_weights": weights,
+                                  "attention_share": share},
                        name=f"{model.name}_with_attention")
 
 

@@ -11,6 +11,7 @@ import os
 import pathlib
 import pickle
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -23,6 +24,7 @@ import pytest
 import tensorflow as tf
 
 from export import export_saved_model as ex
+from narm_tf import run_dir
 from narm_tf.model import attention_model, build_narm
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -50,14 +52,15 @@ def trained():
 
 
 def write_model_dir(model_dir, model, vocabulary, popularity):
-    """A narm_tf.train-shaped output folder: best.keras, vocabulary.tsv, config.json."""
+    """A narm_tf.train-shaped output folder: best.keras, vocabulary.tsv, config.json and
+    best.json of one run (narm_tf.run_dir's writers)."""
     model_dir.mkdir()
-    model.save(model_dir / "best.keras")
-    lines = ["index\titem_id\ttrain_count"] + [
-        f"{i + 1}\t{raw}\t{count}" for i, (raw, count) in enumerate(zip(vocabulary, popularity,
-                                                                          strict=True))]
-    (model_dir / "vocabulary.tsv").write_text("\n".join(lines) + "\n")
-    (model_dir / "config.json").write_text('{"max_len": 19}')
+    model.save(model_dir / run_dir.BEST_MODEL)
+    run_dir.write_vocabulary(str(model_dir), vocabulary, popularity)
+    identity = run_dir.new_identity({"dataset": "test"}, "2.0.0", len(vocabulary))
+    run_dir.write_json(run_dir.path(str(model_dir), run_dir.CONFIG), identity)
+    run_dir.write_json(run_dir.path(str(model_dir), run_dir.BEST_RECORD),
+                       {"run_id": identity["run_id"], "epoch": 2})
 
 
 @pytest.fixture(scope="module")
@@ -471,13 +474,15 @@ def test_compact_sessions_keeps_last_known_clicks_in_order():
 def test_export_from_model_dir(trained, exports, tmp_path):
     """The model_dir's files read back as written; its export ("exclude", checked against the
     model in memory above) is the next version. A folder without them is refused."""
-    _, vocabulary, popularity = trained
-    read_vocabulary, read_popularity = ex.read_model_dir_vocabulary(str(exports["model_dir"]))
-    np.testing.assert_array_equal(read_vocabulary, vocabulary)
-    np.testing.assert_array_equal(read_popularity, popularity)
     assert exports["exclude"] == os.path.join(exports["base"], "2")
-    with pytest.raises(FileNotFoundError, match="best.keras"):
+    with pytest.raises(run_dir.RunFolderError, match="no config.json"):
         ex.export_from_model_dir(str(tmp_path), str(tmp_path / "narm"))
+    # A model of another run beside this run's vocabulary (a reused folder) is refused.
+    foreign = tmp_path / "foreign"
+    shutil.copytree(exports["model_dir"], foreign)
+    run_dir.write_json(run_dir.path(str(foreign), run_dir.BEST_RECORD), {"run_id": "older"})
+    with pytest.raises(run_dir.RunFolderError, match="best.keras belongs to run older"):
+        ex.export_from_model_dir(str(foreign), str(tmp_path / "narm"))
     assert not (tmp_path / "narm").exists()
 
 
