@@ -373,8 +373,8 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
     """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
 
     Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
-    preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks_kept"]`
-    counts them. Validation: see `hold_out_validation`.
+    preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks"]`
+    counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`.
 
     Args:
       clicks: frame with columns session_id, item_id, time, date.
@@ -404,7 +404,7 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
     train, validation = hold_out_validation(all_train, seed)
     statistics = {
         "clicks": int(len(clicks)),
-        "duplicate_clicks_kept": duplicates,
+        "duplicate_clicks": duplicates,
         "train_sessions": int(len(train_sessions)),
         "test_sessions": int(len(test_sessions)),
         "vocabulary_size": int(len(vocabulary)),
@@ -423,8 +423,9 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
 
 def duplicates_note(statistics: dict) -> str:
     """One line for the build output: how many exact duplicate clicks were kept, and why."""
-    return (f"{statistics['duplicate_clicks_kept']:,} exact duplicate clicks (same session, item "
-            f"and time) were kept, as in the reference preprocessing (SPEC section 1 counts).")
+    return (f"Exact duplicate clicks (same session, item and time): "
+            f"{statistics['duplicate_clicks']:,}, kept, as the reference preprocessing whose "
+            f"counts SPEC section 1 reproduces keeps them.")
 
 
 def _distinct(values: np.ndarray) -> int:

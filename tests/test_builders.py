@@ -92,7 +92,7 @@ def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path, target, name, extr
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"Statistics of {name}" in run.stdout
     # Printed by this clone's builder: `tfds build` imported the repository's narm_tf.
-    assert "exact duplicate clicks (same session, item and time) were kept" in run.stdout
+    assert "Exact duplicate clicks (same session, item and time): 0, kept" in run.stdout
     assert_loads(name, tmp_path, data.load_statistics(name, str(tmp_path)))
 
 
@@ -131,6 +131,8 @@ def test_yoochoose_sample_fractions(yoochoose_sample_dir, fraction, train_prefix
     kept = set(result.train.session_ids.tolist())
     held = set(result.validation.session_ids.tolist())
     assert not kept & held and len(held) == len(kept | held) // 10
+    exact = clicks.duplicated(["session_id", "item_id", "time"]).sum()  # 1 on this sample
+    assert result.statistics["duplicate_clicks"] == exact
 
 
 def test_diginetica_sample_counts(tmp_path):

@@ -246,10 +246,11 @@ def test_exact_duplicate_clicks_are_counted_and_kept(tmp_path):
                      (ts(1, 21), 10)],  # same item, later: not a duplicate
                 71: [(ts(1, 20), 10), (ts(1, 22), 20)]}  # same click, other session: not one
     result = build_yoochoose(tmp_path, sessions)
-    assert result.statistics["duplicate_clicks_kept"] == 2
+    assert result.statistics["duplicate_clicks"] == 2
     # Kept: sessions 1-5 give 1 prefix each, session 70 (5 clicks) 4, session 71 1.
     assert result.statistics["train_prefixes"] == 10
-    assert "2 exact duplicate clicks" in pp.duplicates_note(result.statistics)
+    assert "Exact duplicate clicks (same session, item and time): 2, kept" \
+        in pp.duplicates_note(result.statistics)
 
 
 def test_a_log_with_every_row_twice_reports_every_copy(tmp_path):
@@ -257,7 +258,7 @@ def test_a_log_with_every_row_twice_reports_every_copy(tmp_path):
     path = tmp_path / "yoochoose-clicks.dat"
     path.write_text(yoochoose_text(sessions) * 2)
     result = pp.preprocess(pp.read_yoochoose_clicks(str(path)), 1, 1)
-    assert result.statistics["duplicate_clicks_kept"] == 20
+    assert result.statistics["duplicate_clicks"] == 20
     assert result.statistics["train_prefixes"] == 15  # 5 sessions of [10, 10, 20, 20]
 
 
@@ -268,7 +269,7 @@ def test_diginetica_duplicates_share_session_item_and_timeframe(tmp_path):
         "1;NA;30;102;2016-01-01\n"
         + "".join(f"{s};NA;{item};{t};2016-01-10\n" for s in (2, 3, 4, 5)
                   for item, t in ((20, 60), (10, 50), (30, 70)))))
-    assert result.statistics["duplicate_clicks_kept"] == 1
+    assert result.statistics["duplicate_clicks"] == 1
     assert rows(result.train) + rows(result.validation) == [[1, 1, 2, 2], [1, 1, 2], [1, 1], [1]]
 
 

@@ -47,7 +47,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
                  "validation, so early stopping saw near-copies of training examples. Same "
                  "example format; train and validation differ, test is unchanged. Statistics "
-                 "add validation_sessions, kept_train_sessions and duplicate_clicks_kept.",
+                 "add validation_sessions, kept_train_sessions and duplicate_clicks.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
     Download the CIKM Cup 2016 Track 2 (DIGINETICA) data and extract `{VIEWS_FILE}`

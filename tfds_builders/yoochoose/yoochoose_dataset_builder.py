@@ -56,7 +56,7 @@ class Builder(tfds.core.GeneratorBasedBuilder):
                  "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
                  "validation, so early stopping saw near-copies of training examples. Same "
                  "example format; train and validation differ, test is unchanged. Statistics "
-                 "add validation_sessions, kept_train_sessions and duplicate_clicks_kept.",
+                 "add validation_sessions, kept_train_sessions and duplicate_clicks.",
     }
     MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
     Download `yoochoose-data.7z` of the RecSys Challenge 2015 (YOOCHOOSE) and extract
