@@ -11,7 +11,7 @@ The path, in the SPEC's order:
     _filter_sessions         step 2-3 length-1 sessions, item support >= 5
     _split_by_date           step 4   test after max_date - split, train before, boundary dropped
     _number_items            step 5   vocabulary 1..N in order of first appearance in train
-    _prefix_examples         step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19 kept
+    _prefix_positions, _materialize  step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19
     prefix_examples          step 8   YOOCHOOSE fractions: the most recent floor(n/fraction)
     hold_out_validation      step 9   floor(0.1 * sessions) whole sessions to validation
 """
@@ -272,8 +272,11 @@ def _duplicate_clicks(codes, times, dates, items) -> int:
     in_tie = np.zeros(len(codes), bool)
     in_tie[1:] |= tied
     in_tie[:-1] |= tied
-    run = np.concatenate([[0], np.cumsum(~tied)])
-    return int(pd.DataFrame({"run": run[in_tie], "item": items[in_tie]}).duplicated().sum())
+    index = np.flatnonzero(in_tie)  # few clicks: the arrays below stay small
+    new_run = np.ones(len(index), bool)
+    new_run[1:] = ~tied[index[1:] - 1]
+    run = np.cumsum(new_run)
+    return int(pd.DataFrame({"run": run, "item": items[index]}).duplicated().sum())
 
 
 def _keep_clicks(sessions: Sessions, keep: np.ndarray) -> Sessions:
@@ -374,7 +377,9 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
 
     Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
     preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks"]`
-    counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`.
+    counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`;
+    `statistics["kept_train_sessions"]` counts the sessions of the kept training prefixes and
+    `statistics["validation_sessions"]` the floor(0.1 * kept_train_sessions) held out.
 
     Args:
       clicks: frame with columns session_id, item_id, time, date.

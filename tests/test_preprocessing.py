@@ -5,6 +5,7 @@ import re
 import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from narm_tf import preprocessing as pp
@@ -260,6 +261,18 @@ def test_a_log_with_every_row_twice_reports_every_copy(tmp_path):
     result = pp.preprocess(pp.read_yoochoose_clicks(str(path)), 1, 1)
     assert result.statistics["duplicate_clicks"] == 20
     assert result.statistics["train_prefixes"] == 15  # 5 sessions of [10, 10, 20, 20]
+
+
+def test_duplicate_count_agrees_with_pandas_on_random_tied_logs():
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # few sessions, times, dates and items: many ties and repeats
+        n = int(rng.integers(1, 60))
+        frame = pd.DataFrame({"session": rng.integers(0, 4, n), "time": rng.integers(0, 3, n),
+                              "item": rng.integers(0, 3, n)})
+        frame["date"] = frame["time"] // 2
+        order = np.lexsort((np.arange(n), frame["time"], frame["session"]))
+        columns = (frame[c].to_numpy()[order] for c in ("session", "time", "date", "item"))
+        assert pp._duplicate_clicks(*columns) == frame.duplicated().sum()
 
 
 def test_diginetica_duplicates_share_session_item_and_timeframe(tmp_path):
