@@ -6,12 +6,14 @@ returns. Every step is vectorized over clicks; nothing loops over clicks in Pyth
 The path, in the SPEC's order:
   read_yoochoose_clicks / read_diginetica_views   raw file -> clicks frame
   preprocess(clicks, ...)                         clicks -> Preprocessed (train/test prefixes)
-    _sessions_in_time_order  step 1   group by session, order clicks, session date
+    _sessions_in_time_order  step 1   group by session, order clicks, session date; count
+                                      exact duplicate clicks (kept, as the reference does)
     _filter_sessions         step 2-3 length-1 sessions, item support >= 5
     _split_by_date           step 4   test after max_date - split, train before, boundary dropped
     _number_items            step 5   vocabulary 1..N in order of first appearance in train
-    _prefix_examples         step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19 kept
-    fraction / validation    step 8-9
+    _prefix_positions, _materialize  step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19
+    prefix_examples          step 8   YOOCHOOSE fractions: the most recent floor(n/fraction)
+    hold_out_validation      step 9   floor(0.1 * sessions) whole sessions to validation
 """
 
 from __future__ import annotations
@@ -20,6 +22,7 @@ import csv
 import dataclasses
 import datetime
 import os
+import re
 
 import numpy as np
 import pandas as pd
@@ -35,6 +38,10 @@ SECONDS_PER_DAY = 86_400
 
 YOOCHOOSE_COLUMNS = ("SessionId", "Timestamp", "ItemId", "Category")
 DIGINETICA_COLUMNS = ("session_id", "user_id", "item_id", "timeframe", "eventdate")
+INT64_RANGE = (-(2**63), 2**63 - 1)
+# Leading bytes of the archives the raw files ship in (or get recompressed into).
+COMPRESSED_MAGIC = {b"\x1f\x8b": "gzip", b"7z\xbc\xaf\x27\x1c": "7z", b"PK\x03\x04": "zip",
+                    b"BZh": "bzip2", b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zstd"}
 
 
 class InputError(ValueError):
@@ -44,11 +51,23 @@ class InputError(ValueError):
 # ----------------------------------------------------------------------------- reading
 
 
-def _check_nonempty(path: str) -> None:
+def _check_readable(path: str) -> None:
+    """Exists, is not empty and is not an archive (the readers take the extracted text file).
+
+    Compressed input is refused rather than decompressed on the fly: the builders expect the
+    extracted file under its documented name, so an archive there is a mistake to name, and one
+    plain-text path keeps the multi-threaded reader and the line-numbered errors.
+    """
     if not os.path.exists(path):
         raise FileNotFoundError(f"Click file not found: {path}")
     if os.path.getsize(path) == 0:
         raise InputError(f"{path}: the file is empty (no clicks).")
+    with open(path, "rb") as f:
+        head = f.read(8)
+    for magic, kind in COMPRESSED_MAGIC.items():
+        if head.startswith(magic):
+            raise InputError(f"{path}: the file is {kind}-compressed: decompress it first "
+                             f"(the reader takes the extracted text file).")
 
 
 def _first_bad_line(path, delimiter, n_fields, parsers, skip_header):
@@ -66,7 +85,10 @@ def _first_bad_line(path, delimiter, n_fields, parsers, skip_header):
             for index, parse in parsers.items():
                 try:
                     parse(row[index])
-                except (ValueError, OverflowError):
+                except OverflowError:
+                    return lineno, (f"field {index + 1} value {row[index]!r} is outside the "
+                                    f"int64 range [{INT64_RANGE[0]}, {INT64_RANGE[1]}]")
+                except ValueError:
                     return lineno, f"field {index + 1} has an unparsable value {row[index]!r}"
     return None
 
@@ -77,6 +99,15 @@ def _raise_located(path, delimiter, n_fields, parsers, skip_header, cause):
         raise InputError(f"{path}: could not be read: {cause}") from cause
     lineno, message = located
     raise InputError(f"{path}, line {lineno}: {message}") from cause
+
+
+def _int64(value: str) -> None:
+    """Parses like pyarrow's int64: optional spaces and minus sign, digits; OverflowError if the
+    value does not fit in int64."""
+    if not re.fullmatch(r"\s*-?\d+\s*", value):
+        raise ValueError(value)
+    if not INT64_RANGE[0] <= int(value) <= INT64_RANGE[1]:
+        raise OverflowError(value)
 
 
 def _iso_timestamp(value: str) -> None:
@@ -107,13 +138,13 @@ def read_yoochoose_clicks(path: str) -> pd.DataFrame:
     Returns a frame with int64 columns `session_id`, `item_id`, `time` (click time in
     milliseconds since the epoch, orders clicks) and `date` (whole seconds, dates sessions).
     """
-    _check_nonempty(path)
+    _check_readable(path)
     types = {"SessionId": pa.int64(), "Timestamp": pa.timestamp("ms", tz="UTC"),
              "ItemId": pa.int64()}
     try:
         table = _read_table(path, YOOCHOOSE_COLUMNS, types, 0, ",")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        _raise_located(path, ",", 4, {0: int, 1: _iso_timestamp, 2: int}, False, error)
+        _raise_located(path, ",", 4, {0: _int64, 1: _iso_timestamp, 2: _int64}, False, error)
     millis = table.column("Timestamp").cast(pa.int64()).to_numpy()
     return pd.DataFrame({
         "session_id": table.column("SessionId").to_numpy(),
@@ -129,7 +160,7 @@ def read_diginetica_views(path: str) -> pd.DataFrame:
     Returns int64 columns `session_id`, `item_id`, `time` (the `timeframe`, orders clicks) and
     `date` (the `eventdate` in days since the epoch, dates sessions).
     """
-    _check_nonempty(path)
+    _check_readable(path)
     with open(path, encoding="utf-8", errors="replace") as f:
         header = f.readline().strip().split(";")
     if tuple(header) != DIGINETICA_COLUMNS:
@@ -141,7 +172,7 @@ def read_diginetica_views(path: str) -> pd.DataFrame:
     try:
         table = _read_table(path, DIGINETICA_COLUMNS, types, 1, ";")
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        parsers = {0: int, 2: int, 3: int, 4: _iso_date}
+        parsers = {0: _int64, 2: _int64, 3: _int64, 4: _iso_date}
         _raise_located(path, ";", 5, parsers, True, error)
     if table.num_rows == 0:
         raise InputError(f"{path}: the file holds a header but no clicks.")
@@ -210,20 +241,42 @@ class Preprocessed:
     statistics: dict
 
 
-def _sessions_in_time_order(clicks: pd.DataFrame, date_is_last_click: bool) -> Sessions:
-    """Step 1: clicks grouped by session in time order; sessions in order of first appearance."""
+def _sessions_in_time_order(clicks: pd.DataFrame) -> tuple[Sessions, int]:
+    """Step 1: clicks grouped by session in time order; sessions in order of first appearance.
+
+    Returns the sessions and the number of exact duplicate clicks (see `_duplicate_clicks`),
+    which stay in the sessions.
+    """
     session_codes, session_ids = pd.factorize(clicks["session_id"].to_numpy(), sort=False)
-    order = np.lexsort((np.arange(len(clicks)), clicks["time"].to_numpy(), session_codes))
+    times = clicks["time"].to_numpy()
+    order = np.lexsort((np.arange(len(clicks)), times, session_codes))
     codes = session_codes[order]
     lengths = np.bincount(codes, minlength=len(session_ids))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     dates = clicks["date"].to_numpy()[order]
-    # Session date: its last click's time (YOOCHOOSE) or its eventdate (DIGINETICA, taken as
-    # the latest eventdate in case a session crosses midnight).
+    items = clicks["item_id"].to_numpy()[order].astype(np.int64)
+    # Session date: its latest click date (YOOCHOOSE: the last click's time; DIGINETICA: the
+    # eventdate, the latest in case a session crosses midnight).
     session_dates = np.maximum.reduceat(dates, offsets[:-1])
-    del date_is_last_click  # Both datasets date a session by its latest click date.
+    duplicates = _duplicate_clicks(codes, times[order], dates, items)
     return Sessions(np.asarray(session_ids, np.int64), session_dates.astype(np.int64), offsets,
-                    clicks["item_id"].to_numpy()[order].astype(np.int64))
+                    items), duplicates
+
+
+def _duplicate_clicks(codes, times, dates, items) -> int:
+    """Clicks repeating an earlier one exactly: same session, time, date and item. [n] each,
+    sorted by (session, time), so repeats sit in runs of tied (session, time, date)."""
+    tied = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1]) & (dates[1:] == dates[:-1])
+    if not tied.any():
+        return 0
+    in_tie = np.zeros(len(codes), bool)
+    in_tie[1:] |= tied
+    in_tie[:-1] |= tied
+    index = np.flatnonzero(in_tie)  # few clicks: the arrays below stay small
+    new_run = np.ones(len(index), bool)
+    new_run[1:] = ~tied[index[1:] - 1]
+    run = np.cumsum(new_run)
+    return int(pd.DataFrame({"run": run, "item": items[index]}).duplicated().sum())
 
 
 def _keep_clicks(sessions: Sessions, keep: np.ndarray) -> Sessions:
@@ -301,17 +354,32 @@ def prefix_examples(sessions: Sessions, fraction: int = 1) -> Prefixes:
 
 
 def hold_out_validation(train: Prefixes, seed: int) -> tuple[Prefixes, Prefixes]:
-    """Step 9: 10% of training prefixes at random (fixed seed); both keep their date order."""
-    n_valid = int(len(train) * VALIDATION_SHARE)
-    chosen = np.random.default_rng(seed).permutation(len(train))[:n_valid]
-    is_valid = np.zeros(len(train), bool)
-    is_valid[chosen] = True
+    """Step 9: whole sessions to validation; returns (train, validation), both in date order.
+
+    "10%" is floor(0.1 * S) of the S sessions that have a prefix in `train`, drawn without
+    replacement by a seeded permutation of those sessions in order of first appearance. All
+    prefixes of a drawn session go to validation and none to train, so early stopping never
+    sees a prefix of a session it trains on. With a YOOCHOOSE fraction, `train` holds only the
+    kept prefixes: sessions are drawn among theirs (the session the cut splits counts with its
+    kept prefixes only).
+    """
+    sessions, first = np.unique(train.session_ids, return_index=True)
+    sessions = sessions[np.argsort(first, kind="stable")]  # order of first appearance
+    n_valid = int(len(sessions) * VALIDATION_SHARE)
+    chosen = np.random.default_rng(seed).permutation(len(sessions))[:n_valid]
+    is_valid = np.isin(train.session_ids, sessions[chosen])
     return train.take(np.flatnonzero(~is_valid)), train.take(np.flatnonzero(is_valid))
 
 
 def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
                fraction: int = 1, seed: int = 0, source: str = "clicks") -> Preprocessed:
     """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
+
+    Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
+    preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks"]`
+    counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`;
+    `statistics["kept_train_sessions"]` counts the sessions of the kept training prefixes and
+    `statistics["validation_sessions"]` the floor(0.1 * kept_train_sessions) held out.
 
     Args:
       clicks: frame with columns session_id, item_id, time, date.
@@ -321,7 +389,8 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
       seed: seed of the validation hold-out.
       source: name used in error messages (the raw file's path).
     """
-    sessions = _filter_sessions(_sessions_in_time_order(clicks, True))
+    sessions, duplicates = _sessions_in_time_order(clicks)
+    sessions = _filter_sessions(sessions)
     if len(sessions) == 0:
         raise InputError(f"{source}: no session is left after dropping sessions shorter than 2 "
                          f"and items seen fewer than {MIN_ITEM_SUPPORT} times.")
@@ -340,11 +409,14 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
     train, validation = hold_out_validation(all_train, seed)
     statistics = {
         "clicks": int(len(clicks)),
+        "duplicate_clicks": duplicates,
         "train_sessions": int(len(train_sessions)),
         "test_sessions": int(len(test_sessions)),
         "vocabulary_size": int(len(vocabulary)),
         "train_prefixes": int(len(all_train)),
         "train_items": _items_in(all_train),
+        "kept_train_sessions": _distinct(all_train.session_ids),
+        "validation_sessions": _distinct(validation.session_ids),
         "validation_prefixes": int(len(validation)),
         "test_prefixes": int(len(test)),
         "average_length": float(_average_length(train_sessions, test_sessions)),
@@ -352,6 +424,17 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
         "fraction": fraction,
     }
     return Preprocessed(train, validation, test, vocabulary, statistics)
+
+
+def duplicates_note(statistics: dict) -> str:
+    """One line for the build output: how many exact duplicate clicks were kept, and why."""
+    return (f"Exact duplicate clicks (same session, item and time): "
+            f"{statistics['duplicate_clicks']:,}, kept, as the reference preprocessing whose "
+            f"counts SPEC section 1 reproduces keeps them.")
+
+
+def _distinct(values: np.ndarray) -> int:
+    return int(len(np.unique(values)))
 
 
 def _items_in(prefixes: Prefixes) -> int:

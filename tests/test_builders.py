@@ -51,6 +51,17 @@ def assert_loads(name: str, data_dir, statistics: dict) -> None:
     assert set(example) == {"prefix", "label", "length", "session_id"}
     assert all(v.dtype == tf.int64 for v in example.values())
     assert example["prefix"].shape[0] == min(int(example["length"]), 19) >= 1
+    assert_sessions_disjoint(name, data_dir, statistics)
+
+
+def assert_sessions_disjoint(name: str, data_dir, statistics: dict) -> None:
+    """No session has prefixes in both train and validation; the statistics count them."""
+    train, validation = (set(data.load_split(name, split, str(data_dir)).session_ids.tolist())
+                         for split in ("train", "validation"))
+    assert not train & validation
+    assert len(validation) == statistics["validation_sessions"] >= 1
+    assert len(train | validation) == statistics["kept_train_sessions"]
+    assert statistics["validation_sessions"] == statistics["kept_train_sessions"] // 10
 
 
 def test_programmatic_build_prints_statistics_and_loads(tiny_manual, tmp_path, capsys):
@@ -61,7 +72,8 @@ def test_programmatic_build_prints_statistics_and_loads(tiny_manual, tmp_path, c
     assert statistics["fraction"] == 1
     assert_loads("yoochoose/yoochoose_full", tmp_path, statistics)
     info = tfds.builder("yoochoose/yoochoose_full", data_dir=str(tmp_path)).info
-    assert str(info.version) == "1.0.0"
+    assert str(info.version) == "2.0.0" and "10% of the training sessions" in info.description
+    assert "not 10% of the prefixes" in info.release_notes["2.0.0"]
     assert len(data.load_vocabulary("yoochoose/yoochoose_full", str(tmp_path))) \
         == statistics["vocabulary_size"]
 
@@ -79,6 +91,8 @@ def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path, target, name, extr
     run = tfds_cli(target, *extra, f"--manual_dir={tiny_manual}", f"--data_dir={tmp_path}")
     assert run.returncode == 0, run.stderr[-3000:]
     assert f"Statistics of {name}" in run.stdout
+    # Printed by this clone's builder: `tfds build` imported the repository's narm_tf.
+    assert "Exact duplicate clicks (same session, item and time): 0, kept" in run.stdout
     assert_loads(name, tmp_path, data.load_statistics(name, str(tmp_path)))
 
 
@@ -93,17 +107,32 @@ def yoochoose_sample_dir(tmp_path_factory) -> pathlib.Path:
     return manual
 
 
-@pytest.mark.parametrize("config, train_prefixes", [
-    ("yoochoose_full", 52_098), ("yoochoose1_64", 814), ("yoochoose1_4", 13_024)])
-def test_yoochoose_sample_counts(yoochoose_sample_dir, tmp_path, config, train_prefixes):
-    data.build_dataset("yoochoose", str(yoochoose_sample_dir), str(tmp_path), config)
-    name = f"yoochoose/{config}"
+def test_yoochoose_sample_build(yoochoose_sample_dir, tmp_path):
+    """One real build (yoochoose_full); the fractions' counts come from in-process calls."""
+    data.build_dataset("yoochoose", str(yoochoose_sample_dir), str(tmp_path), "yoochoose_full")
+    name = "yoochoose/yoochoose_full"
     splits = tfds.builder(name, data_dir=str(tmp_path)).info.splits
-    assert splits["train"].num_examples + splits["validation"].num_examples == train_prefixes
+    assert splits["train"].num_examples + splits["validation"].num_examples == 52_098
     assert splits["test"].num_examples == 10_102
     assert len(data.load_vocabulary(name, str(tmp_path))) == 2_808
     statistics = data.load_statistics(name, str(tmp_path))
     assert (statistics["train_sessions"], statistics["test_sessions"]) == (17_688, 3_403)
+    assert statistics["validation_sessions"] == 1_768  # floor(0.1 * 17,688)
+    assert splits["validation"].num_examples == statistics["validation_prefixes"]
+    assert_sessions_disjoint(name, tmp_path, statistics)
+
+
+@pytest.mark.parametrize("fraction, train_prefixes", [(64, 814), (4, 13_024)])
+def test_yoochoose_sample_fractions(yoochoose_sample_dir, fraction, train_prefixes):
+    clicks = preprocessing.read_yoochoose_clicks(str(yoochoose_sample_dir / "yoochoose-clicks.dat"))
+    result = preprocessing.preprocess(clicks, 1, 1, fraction=fraction)
+    assert len(result.train) + len(result.validation) == train_prefixes
+    assert len(result.test) == 10_102 and len(result.vocabulary) == 2_808
+    kept = set(result.train.session_ids.tolist())
+    held = set(result.validation.session_ids.tolist())
+    assert not kept & held and len(held) == len(kept | held) // 10
+    exact = clicks.duplicated(["session_id", "item_id", "time"]).sum()  # 1 on this sample
+    assert result.statistics["duplicate_clicks"] == exact
 
 
 def test_diginetica_sample_counts(tmp_path):
@@ -111,13 +140,16 @@ def test_diginetica_sample_counts(tmp_path):
     manual.mkdir()
     (manual / "train-item-views.csv").symlink_to(
         shared_file("diginetica_sample/train-item-views.csv"))
-    data.build_dataset("diginetica", str(manual), str(tmp_path / "out"))
-    splits = tfds.builder("diginetica", data_dir=str(tmp_path / "out")).info.splits
+    out = tmp_path / "out"
+    data.build_dataset("diginetica", str(manual), str(out))
+    splits = tfds.builder("diginetica", data_dir=str(out)).info.splits
     assert splits["train"].num_examples + splits["validation"].num_examples == 1_205
     assert splits["test"].num_examples == 99
-    assert len(data.load_vocabulary("diginetica", str(tmp_path / "out"))) == 309
-    statistics = data.load_statistics("diginetica", str(tmp_path / "out"))
+    assert len(data.load_vocabulary("diginetica", str(out))) == 309
+    statistics = data.load_statistics("diginetica", str(out))
     assert (statistics["train_sessions"], statistics["test_sessions"]) == (469, 39)
+    assert statistics["validation_sessions"] == 46  # floor(0.1 * 469)
+    assert_sessions_disjoint("diginetica", out, statistics)
 
 
 # ----------------------------------------------------------------------------- bad input

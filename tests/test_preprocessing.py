@@ -1,8 +1,11 @@
 """Pins every SPEC section 1 rule with tiny hand-made click logs and literal expected outputs."""
 
+import gzip
 import re
+import zipfile
 
 import numpy as np
+import pandas as pd
 import pytest
 
 from narm_tf import preprocessing as pp
@@ -174,19 +177,113 @@ def test_fraction_keeps_floor_n_over_64_most_recent(tmp_path):
     assert quarter.statistics["train_prefixes"] == 40
 
 
+def session_prefixes(counts: list) -> pp.Prefixes:
+    """Prefixes of sessions 100, 101, ... (date order), session k with counts[k] prefixes."""
+    session_ids = np.repeat(100 + np.arange(len(counts)), counts)
+    n = len(session_ids)
+    return pp.Prefixes(np.ones((n, 19), np.int32), np.arange(n), np.ones(n, np.int64),
+                       session_ids)
+
+
 def test_validation_is_ten_percent_seeded_and_disjoint():
-    n = 57
-    train = pp.Prefixes(np.ones((n, 19), np.int32), np.arange(n), np.ones(n, np.int64),
-                        np.arange(n))
+    counts = [1, 2, 3, 4, 5] * 8  # 40 sessions, 120 prefixes
+    train = session_prefixes(counts)
     kept, held = pp.hold_out_validation(train, seed=0)
-    assert len(held) == 5 and len(kept) == 52  # int(57 * 0.1)
-    assert set(kept.session_ids) | set(held.session_ids) == set(range(n))
-    assert not set(kept.session_ids) & set(held.session_ids)
-    assert held.session_ids.tolist() == sorted(held.session_ids.tolist())  # date order kept
+    held_sessions = sorted(set(held.session_ids.tolist()))
+    assert len(held_sessions) == 4  # floor(0.1 * 40) sessions, not 10% of the 120 prefixes
+    # Every prefix of a held-out session is in validation, none in train.
+    assert len(held) == sum(counts[s - 100] for s in held_sessions)
+    assert not set(kept.session_ids.tolist()) & set(held_sessions)
+    assert len(kept) + len(held) == 120
+    assert sorted(kept.labels.tolist() + held.labels.tolist()) == list(range(120))
+    for part in (kept, held):  # date order kept
+        assert part.labels.tolist() == sorted(part.labels.tolist())
     again = pp.hold_out_validation(train, seed=0)[1]
-    assert again.session_ids.tolist() == held.session_ids.tolist()
+    assert again.labels.tolist() == held.labels.tolist()
     other = pp.hold_out_validation(train, seed=1)[1]
-    assert other.session_ids.tolist() != held.session_ids.tolist()
+    assert sorted(set(other.session_ids.tolist())) != held_sessions
+
+
+def test_validation_draws_every_session_alike():
+    # 20 sessions: 2 held out per seed; over 500 seeds each session expects 50 draws.
+    train = session_prefixes([3, 1] * 10)
+    draws = np.zeros(20)
+    for seed in range(500):
+        held = pp.hold_out_validation(train, seed)[1]
+        sessions = np.unique(held.session_ids) - 100
+        assert len(sessions) == 2
+        draws[sessions] += 1
+    assert draws.sum() == 1000
+    assert draws.min() > 25 and draws.max() < 80  # binomial(500, 0.1): mean 50, sd 6.7
+
+
+def test_validation_sessions_come_from_the_kept_fraction(tmp_path):
+    # 41 sessions of 5 clicks -> 4 prefixes each, 164 in all; 1/4 keeps the last 41 prefixes:
+    # the last (shortest) prefix of session 29, which the cut splits, and sessions 30-39 whole
+    # -> 11 sessions -> floor(0.1 * 11) = 1 validation session.
+    sessions = {**{s: [(ts(1, s // 10, s % 10 * 5 + i), item)
+                       for i, item in enumerate([10, 20, 30, 40, 10])] for s in range(40)},
+                **TEST_DAY}
+    sessions[-1] = [(ts(1, 0, 0, i), item) for i, item in enumerate([10, 20, 30, 40, 10])]
+    result = build_yoochoose(tmp_path, sessions, fraction=4)
+    stats = result.statistics
+    assert (stats["train_sessions"], stats["train_prefixes"]) == (41, 41)
+    assert (stats["kept_train_sessions"], stats["validation_sessions"]) == (11, 1)
+    kept = set(result.train.session_ids.tolist()) | set(result.validation.session_ids.tolist())
+    assert kept == {29, *range(30, 40)}
+    split_session = [part.lengths[part.session_ids == 29] for part in (result.train,
+                                                                       result.validation)]
+    assert np.concatenate(split_session).tolist() == [1]
+    assert len(set(result.validation.session_ids.tolist())) == 1
+    assert not set(result.train.session_ids.tolist()) & set(result.validation.session_ids.tolist())
+    assert stats["validation_prefixes"] == len(result.validation) in (1, 4)
+
+
+def test_exact_duplicate_clicks_are_counted_and_kept(tmp_path):
+    sessions = {**repeated_sessions(1, 1, [10, 20], 5), **TEST_DAY,
+                70: [(ts(1, 20), 10), (ts(1, 20), 10),  # exact duplicate
+                     (ts(1, 20), 20),  # same time, other item: not a duplicate
+                     (ts(1, 20), 10),  # a third copy, after another click: a duplicate
+                     (ts(1, 21), 10)],  # same item, later: not a duplicate
+                71: [(ts(1, 20), 10), (ts(1, 22), 20)]}  # same click, other session: not one
+    result = build_yoochoose(tmp_path, sessions)
+    assert result.statistics["duplicate_clicks"] == 2
+    # Kept: sessions 1-5 give 1 prefix each, session 70 (5 clicks) 4, session 71 1.
+    assert result.statistics["train_prefixes"] == 10
+    assert "Exact duplicate clicks (same session, item and time): 2, kept" \
+        in pp.duplicates_note(result.statistics)
+
+
+def test_a_log_with_every_row_twice_reports_every_copy(tmp_path):
+    sessions = {**repeated_sessions(1, 1, [10, 20], 5), **TEST_DAY}  # 20 clicks
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(yoochoose_text(sessions) * 2)
+    result = pp.preprocess(pp.read_yoochoose_clicks(str(path)), 1, 1)
+    assert result.statistics["duplicate_clicks"] == 20
+    assert result.statistics["train_prefixes"] == 15  # 5 sessions of [10, 10, 20, 20]
+
+
+def test_duplicate_count_agrees_with_pandas_on_random_tied_logs():
+    rng = np.random.default_rng(0)
+    for _ in range(100):  # few sessions, times, dates and items: many ties and repeats
+        n = int(rng.integers(1, 60))
+        frame = pd.DataFrame({"session": rng.integers(0, 4, n), "time": rng.integers(0, 3, n),
+                              "item": rng.integers(0, 3, n)})
+        frame["date"] = frame["time"] // 2
+        order = np.lexsort((np.arange(n), frame["time"], frame["session"]))
+        columns = (frame[c].to_numpy()[order] for c in ("session", "time", "date", "item"))
+        assert pp._duplicate_clicks(*columns) == frame.duplicated().sum()
+
+
+def test_diginetica_duplicates_share_session_item_and_timeframe(tmp_path):
+    result = build_diginetica(tmp_path, (
+        "1;NA;10;100;2016-01-01\n1;NA;10;100;2016-01-01\n"  # a duplicate
+        "1;NA;20;100;2016-01-01\n1;NA;20;101;2016-01-01\n"  # other item; other timeframe
+        "1;NA;30;102;2016-01-01\n"
+        + "".join(f"{s};NA;{item};{t};2016-01-10\n" for s in (2, 3, 4, 5)
+                  for item, t in ((20, 60), (10, 50), (30, 70)))))
+    assert result.statistics["duplicate_clicks"] == 1
+    assert rows(result.train) + rows(result.validation) == [[1, 1, 2, 2], [1, 1, 2], [1, 1], [1]]
 
 
 # ------------------------------------------------------------------------------ errors
@@ -203,6 +300,11 @@ def write(tmp_path, text, name="yoochoose-clicks.dat"):
     (f"1,{ts(1, 10)},10,0\n1,{ts(1, 11)},20,0\n2,{ts(1, 12)},30\n", "line 3: expected 4 fields"),
     (f"1,{ts(1, 10)},10,0\n1,2014-13-01 10:00,20,0\n", "line 2: field 2 has an unparsable"),
     (f"1,{ts(1, 10)},abc,0\n", "line 1: field 3 has an unparsable value 'abc'"),
+    (f"1,{ts(1, 10)},+5,0\n", "line 1: field 3 has an unparsable value '+5'"),
+    (f"1,{ts(1, 10)},10,0\n1,{ts(1, 11)},9223372036854775808,0\n",
+     "line 2: field 3 value '9223372036854775808' is outside the int64 range"),
+    (f"-9223372036854775809,{ts(1, 10)},10,0\n",
+     "line 1: field 1 value '-9223372036854775809' is outside the int64 range"),
 ])
 def test_bad_yoochoose_lines_are_named(tmp_path, text, where):
     path = write(tmp_path, text)
@@ -222,6 +324,39 @@ def test_bad_diginetica_lines_are_named(tmp_path):
     path = write(tmp_path, DIGINETICA_HEADER, "views.csv")
     with pytest.raises(pp.InputError, match="header but no clicks"):
         pp.read_diginetica_views(path)
+    path = write(tmp_path, DIGINETICA_HEADER + "1;NA;18446744073709551616;5;2016-01-01\n",
+                 "views.csv")
+    message = f"{path}, line 2: field 3 value '18446744073709551616' is outside the int64 range"
+    with pytest.raises(pp.InputError, match=re.escape(message)):
+        pp.read_diginetica_views(path)
+
+
+def test_int64_bounds_are_read(tmp_path):
+    path = write(tmp_path, f"9223372036854775807,{ts(1, 10)},-9223372036854775808,0\n")
+    clicks = pp.read_yoochoose_clicks(path)
+    assert clicks["session_id"].tolist() == [9223372036854775807]
+    assert clicks["item_id"].tolist() == [-9223372036854775808]
+
+
+@pytest.mark.parametrize("reader, name, text", [
+    (pp.read_yoochoose_clicks, "yoochoose-clicks.dat", f"1,{ts(1, 10)},10,0\n"),
+    (pp.read_diginetica_views, "train-item-views.csv",
+     DIGINETICA_HEADER + "1;NA;10;5;2016-01-01\n"),
+])
+def test_gzip_file_is_named_compressed(tmp_path, reader, name, text):
+    path = tmp_path / name
+    path.write_bytes(gzip.compress(text.encode()))
+    message = f"{path}: the file is gzip-compressed: decompress it first"
+    with pytest.raises(pp.InputError, match=re.escape(message)):
+        reader(str(path))
+
+
+def test_zip_archive_is_named_compressed(tmp_path):
+    path = tmp_path / "yoochoose-clicks.dat"
+    with zipfile.ZipFile(path, "w") as archive:
+        archive.writestr("yoochoose-clicks.dat", f"1,{ts(1, 10)},10,0\n")
+    with pytest.raises(pp.InputError, match=re.escape(f"{path}: the file is zip-compressed")):
+        pp.read_yoochoose_clicks(str(path))
 
 
 def test_empty_and_missing_files(tmp_path):

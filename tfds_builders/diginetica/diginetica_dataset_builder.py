@@ -24,8 +24,9 @@ _DESCRIPTION = """
 DIGINETICA item-view sessions of the CIKM Cup 2016, preprocessed as in NARM (Li et al.,
 CIKM 2017): clicks ordered by `timeframe`, sessions of length >= 2, items seen >= 5 times,
 the last 7 days as test, every session prefix an example, prefixes truncated to their last 19
-clicks, 10% of training prefixes held out (seeded) as validation. The vocabulary (raw item id
-of every index) and statistics are in the dataset metadata (see narm_tf.data).
+clicks, 10% of the training sessions held out (seeded; all prefixes of a held-out session) as
+validation. Exact duplicate clicks are kept (counted in the statistics). The vocabulary (raw item
+id of every index) and statistics are in the dataset metadata (see narm_tf.data).
 """
 
 _CITATION = """
@@ -39,8 +40,15 @@ _CITATION = """
 class Builder(tfds.core.GeneratorBasedBuilder):
     """DIGINETICA session prefixes."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: SPEC section 1 preprocessing."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: SPEC section 1 preprocessing.",
+        "2.0.0": "Validation holds out 10% of the training sessions (all their prefixes), not "
+                 "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
+                 "validation, so early stopping saw near-copies of training examples. Same "
+                 "example format; train and validation differ, test is unchanged. Statistics "
+                 "add validation_sessions, kept_train_sessions and duplicate_clicks.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
     Download the CIKM Cup 2016 Track 2 (DIGINETICA) data and extract `{VIEWS_FILE}`
     (`session_id;user_id;item_id;timeframe;eventdate`, with header) into the manual dir:
@@ -69,6 +77,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return data.generate_examples(prefixes)
 
     def download_and_prepare(self, *args, **kwargs):
-        """Builds (if needed) then prints the statistics."""
+        """Builds (if needed) then prints the statistics and the duplicate clicks kept."""
         super().download_and_prepare(*args, **kwargs)
-        print(data.format_statistics(self.name, self.info.metadata["statistics"]))
+        statistics = self.info.metadata["statistics"]
+        print(data.format_statistics(self.name, statistics))
+        print(preprocessing.duplicates_note(statistics))

@@ -25,8 +25,10 @@ _DESCRIPTION = """
 YOOCHOOSE click sessions of the RecSys Challenge 2015, preprocessed as in NARM (Li et al.,
 CIKM 2017): sessions of length >= 2, items seen >= 5 times, the last day as test, every
 session prefix ([x1..x_{i-1}], x_i) an example, prefixes truncated to their last 19 clicks,
-10% of training prefixes held out (seeded) as validation. The vocabulary (raw item id of
-every index) and statistics are in the dataset metadata (see narm_tf.data).
+10% of the training sessions held out (seeded; all prefixes of a held-out session, drawn among
+the sessions of the prefixes a fraction keeps) as validation. Exact duplicate clicks are kept
+(counted in the statistics). The vocabulary (raw item id of every index) and statistics are in
+the dataset metadata (see narm_tf.data).
 """
 
 _CITATION = """
@@ -47,8 +49,15 @@ class YoochooseConfig(tfds.core.BuilderConfig):
 class Builder(tfds.core.GeneratorBasedBuilder):
     """YOOCHOOSE session prefixes; `yoochoose1_64` is the paper's main setting."""
 
-    VERSION = tfds.core.Version("1.0.0")
-    RELEASE_NOTES = {"1.0.0": "Initial release: SPEC section 1 preprocessing."}
+    VERSION = tfds.core.Version("2.0.0")
+    RELEASE_NOTES = {
+        "1.0.0": "Initial release: SPEC section 1 preprocessing.",
+        "2.0.0": "Validation holds out 10% of the training sessions (all their prefixes), not "
+                 "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
+                 "validation, so early stopping saw near-copies of training examples. Same "
+                 "example format; train and validation differ, test is unchanged. Statistics "
+                 "add validation_sessions, kept_train_sessions and duplicate_clicks.",
+    }
     MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
     Download `yoochoose-data.7z` of the RecSys Challenge 2015 (YOOCHOOSE) and extract
     `{CLICKS_FILE}` (33,003,944 rows `SessionId,Timestamp,ItemId,Category`, no header) into
@@ -86,7 +95,8 @@ class Builder(tfds.core.GeneratorBasedBuilder):
         return data.generate_examples(prefixes)
 
     def download_and_prepare(self, *args, **kwargs):
-        """Builds (if needed) then prints the statistics."""
+        """Builds (if needed) then prints the statistics and the duplicate clicks kept."""
         super().download_and_prepare(*args, **kwargs)
-        print(data.format_statistics(f"{self.name}/{self.builder_config.name}",
-                                     self.info.metadata["statistics"]))
+        statistics = self.info.metadata["statistics"]
+        print(data.format_statistics(f"{self.name}/{self.builder_config.name}", statistics))
+        print(preprocessing.duplicates_note(statistics))
