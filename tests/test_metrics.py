@@ -83,6 +83,7 @@ _ROWS = {  # name: (label, {column: score}, expected rank), every other score 0
     "all nan": (4, {c: NAN for c in range(31)}, MISS),
     "all equal": (4, {}, 30),  # ties with the 29 others: a miss at K = 20
     "+inf elsewhere": (4, {4: 5.0, 9: INF}, 1 + 1),  # not a miss: item 9 ranks above
+    "+inf and -inf elsewhere": (4, {4: 5.0, 9: INF, 12: -INF}, 2),  # sums to NaN, no NaN
     "-inf padding": (4, {0: -INF, 4: 5.0}, 1),  # the baselines' padding score
     "padding higher": (4, {0: 9.0, 4: 5.0}, 1),
     "padding equal": (4, {0: 5.0, 4: 5.0}, 1),
@@ -109,8 +110,9 @@ def test_nan_and_infinite_scores_are_misses_numpy(dtype):
 
 def test_nan_and_infinite_scores_are_misses_keras_eager_and_xla():
     scores, labels, _ = _nonfinite_rows()
-    # Hits: "+inf elsewhere" (rank 2), "-inf padding" and the three "padding ..." (rank 1).
-    want = (5 / len(labels), (1 / 2 + 4) / len(labels))
+    # Hits: the two "... elsewhere" rows without NaN (rank 2), "-inf padding" and the three
+    # "padding ..." rows (rank 1).
+    want = (6 / len(labels), (2 * 1 / 2 + 4) / len(labels))
     np.testing.assert_allclose(_keras_values(scores, labels, k=20), want, rtol=1e-6)
     model = keras.Sequential([keras.Input((31,)), keras.layers.Identity()])
     model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
