@@ -9,7 +9,8 @@ Recall@K = share with rank <= K; MRR@K = mean of 1/rank and NDCG@K (one relevant
 of 1/log2(1 + rank), both 0 when rank > K.
 
 `target_ranks` is the one implementation of the rule: the Keras metrics call it in-graph,
-`ranks_numpy` (baselines, tests) and `narm_tf.evaluate` call it eagerly or in a tf.function.
+`narm_tf.evaluate` in its batched tf.function, NumPy callers (the baselines, POP) through
+`ranks_numpy`.
 `top_k_items` is the one definition of a top-K list (padding excluded) for the coverage and
 popularity-bias figures of `narm_tf.evaluate`.
 """
@@ -32,7 +33,8 @@ def target_ranks(scores, labels):
     `[batch, 1]`). Any backend tensor or NumPy array; runs in a graph, under XLA and per replica.
     Counts every column scoring at least the target (the target itself included, so the count
     is already `1 + higher + equal`), then takes back the padding column if it counted: no
-    `[batch, N]` slice of the scores is materialized. NaN rows: see `_rows_with_nan`.
+    `[batch, N]` slice of the scores is materialized. NaN rows: see `_rows_with_nan`. Counts
+    are float32, exact up to 2^24 items.
     """
     scores = ops.convert_to_tensor(scores)
     labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
@@ -53,6 +55,16 @@ def _rows_with_nan(scores):
     sum_is_nan = ops.isnan(ops.sum(scores, axis=1))
     return ops.cond(ops.any(sum_is_nan), lambda: ops.any(ops.isnan(scores), axis=1),
                     lambda: sum_is_nan)
+
+
+def top_k_items(scores, k: int):
+    """Item ids `[batch, min(k, N)]` (int32) of the k best scores, padding excluded; ties go
+    to the lower id. scores `[batch, N + 1]`, a backend tensor or NumPy array (k > N needs
+    the width N + 1 known when traced)."""
+    scores = ops.convert_to_tensor(scores)
+    if scores.shape[1] is not None:
+        k = min(k, scores.shape[1] - 1)
+    return ops.top_k(scores[:, 1:], k, sorted=True)[1] + 1
 
 
 def ranks_numpy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
@@ -82,16 +94,6 @@ def _compiled(function):
     import tensorflow as tf
 
     return tf.function(function, reduce_retracing=True)
-
-
-def top_k_items(scores, k: int):
-    """Item ids `[batch, min(k, N)]` (int32) of the k best scores, padding excluded; ties go
-    to the lower id. scores `[batch, N + 1]`, a backend tensor or NumPy array (k > N needs
-    the width N + 1 known when traced)."""
-    scores = ops.convert_to_tensor(scores)
-    if scores.shape[1] is not None:
-        k = min(k, scores.shape[1] - 1)
-    return ops.top_k(scores[:, 1:], k, sorted=True)[1] + 1
 
 
 def recall_mrr_from_ranks(ranks: np.ndarray, k: int = 20) -> tuple[float, float]:
