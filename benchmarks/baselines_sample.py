@@ -1,4 +1,5 @@
-"""Recall@20 / MRR@20 and wall time of every baseline on the real YOOCHOOSE sample.
+"""Recall@20 / MRR@20 / NDCG@20 (%), item coverage@20 (%), popularity bias@20 and wall time of
+every baseline on the real YOOCHOOSE sample (reference: Recall@20 / MRR@20 only).
 
 Run: python benchmarks/baselines_sample.py [path/to/yoochoose-clicks.dat]
 The reference figures were measured independently on the same clicks with another split tool.
@@ -32,13 +33,14 @@ def main(path: str) -> None:
     print(f"preprocessed in {time.perf_counter() - started:.1f}s: "
           f"{stats['train_prefixes']} train+validation / {stats['test_prefixes']} test prefixes, "
           f"{stats['vocabulary_size']} items")
-    print(f"{'method':<8} {'R@20':>6} {'MRR@20':>7} | {'ref R':>6} {'ref MRR':>7} | "
-          f"{'fit s':>6} {'eval s':>6}")
+    print(f"{'method':<8} {'R@20':>6} {'MRR@20':>7} {'NDCG@20':>7} {'Cov@20':>6} "
+          f"{'Pop@20':>6} | {'ref R':>6} {'ref MRR':>7} | {'fit s':>6} {'eval s':>6}")
     for name in baselines.BASELINES:
         r = baselines.fit_and_evaluate(name, data.train, data.validation, data.test,
                                        stats["vocabulary_size"])
         ref_recall, ref_mrr = REFERENCE[name]
-        print(f"{name:<8} {100 * r['recall']:6.2f} {100 * r['mrr']:7.2f} | "
+        print(f"{name:<8} {100 * r['recall']:6.2f} {100 * r['mrr']:7.2f} "
+              f"{100 * r['ndcg']:7.2f} {100 * r['coverage']:6.2f} {r['popularity_bias']:6.4f} | "
               f"{ref_recall:6.1f} {ref_mrr:7.1f} | "
               f"{r['fit_seconds']:6.2f} {r['eval_seconds']:6.2f}")
     print(f"test prefixes evaluated: {r['count']}")

@@ -1,7 +1,8 @@
 """Non-neural baselines of paper section 4.2 and Ludewig & Jannach (2018), vectorized.
 
 Every method reads the same `Prefixes` as NARM and is scored by the same metric code
-(`narm_tf.metrics.ranks_numpy`), so the tables compare like with like:
+(`narm_tf.metrics.target_ranks`, `narm_tf.evaluate.Results`), so the tables compare like with
+like:
 
   POP       most clicked items of the training sessions.
   S-POP     most clicked items of the current session, ties broken by global popularity.
@@ -22,13 +23,18 @@ session is longer than 19. Sessions keep the order of the examples, i.e. session
 preprocessing orders examples by session date), which is SKNN's recency. At scoring time a
 prefix is what NARM sees: its 19 most recent clicks (S-POP and SKNN ignore older ones).
 
-Ties. `ranks_numpy` lets ties favour the target, so an item tied with many others (an unscored
-item, or one of the many rules of weight 1 from a rare last item) would be ranked first among
-them. The reference implementations sort instead, i.e. break ties arbitrarily. To keep the
-comparison honest, `score` breaks every tie by global popularity, as the paper prescribes for
-S-POP: it returns ordinal keys `round(1e9 * raw / row max) + popularity key in [0, 1)`, exact
-in float64, so unscored items come after every scored one, in popularity order. `raw_scores`
-gives each method's own numbers (similarities, counts, rule weights). Padding scores -inf.
+Ties. The rank rule counts ties against the target, so an item tied with many others (an
+unscored item, or one of the many rules of weight 1 from a rare last item) would be ranked last
+among them; the reference implementations sort instead, i.e. break ties arbitrarily. `score`
+breaks every tie by global popularity, as the paper prescribes for S-POP: it returns ordinal
+keys `round(1e9 * raw / row max) + popularity key in [0, 1)`, exact in float64, so unscored
+items come after every scored one, in popularity order, and no two items tie (the tie rule
+never decides a baseline's rank). `raw_scores` gives each method's own numbers (similarities,
+counts, rule weights). Padding scores -inf. A NaN raw score stays NaN, so the row is a miss.
+
+Beyond accuracy. `evaluate` also reports NDCG@k, item coverage@k and popularity bias@k
+(`narm_tf.evaluate.Results`) of the top-k lists of `score`, with the training-label counts of
+train + validation as popularity, as NARM's metrics.json does.
 """
 
 from __future__ import annotations
@@ -41,7 +47,8 @@ import numpy as np
 import pandas as pd
 import scipy.sparse as sp
 
-from narm_tf.metrics import ranks_numpy, recall_mrr_from_ranks
+from narm_tf import evaluate as _evaluate
+from narm_tf.metrics import ranks_numpy, top_k_numpy
 from narm_tf.preprocessing import MAX_LEN, Prefixes
 
 SCORE_RESOLUTION = 1e9  # Raw scores closer than 1e-9 of the row maximum count as tied.
@@ -343,29 +350,43 @@ BASELINES = {
 # ------------------------------------------------------------------------- evaluation
 
 
-def ranks(model: Baseline, examples: Prefixes, batch_size: int = EVAL_BATCH_SIZE) -> np.ndarray:
-    """Rank `[n]` of every example's label under `model`, batch by batch (SPEC section 3)."""
-    out = np.empty(len(examples), np.int64)
+def results(model: Baseline, examples: Prefixes, k: int = 20,
+            batch_size: int = EVAL_BATCH_SIZE,
+            popularity: np.ndarray | None = None) -> _evaluate.Results:
+    """Rank `[n]` of every example's label under `model` (SPEC section 3) and how many top-k
+    lists hold each item, batch by batch; `popularity` `[N]` for the popularity bias."""
+    ranks = np.empty(len(examples), np.float64)
+    recommended = np.zeros(model.num_items + 1, np.int64)
     for start in range(0, len(examples), batch_size):
         stop = start + batch_size
         scores = model.score(examples.prefixes[start:stop], examples.lengths[start:stop])
-        out[start:stop] = ranks_numpy(scores, examples.labels[start:stop])
+        ranks[start:stop] = ranks_numpy(scores, examples.labels[start:stop])
+        top = top_k_numpy(scores, k)
+        recommended += np.bincount(top.ravel(), minlength=model.num_items + 1)
+    return _evaluate.Results(ranks, examples.lengths, k, recommended, popularity)
+
+
+def evaluate(model: Baseline, test: Prefixes, k: int = 20, batch_size: int = EVAL_BATCH_SIZE,
+             popularity: np.ndarray | None = None) -> dict:
+    """Recall, MRR, NDCG and coverage @k (fractions in [0, 1]), popularity bias @k (when
+    `popularity` `[N]` is given) and the number of test examples."""
+    measured = results(model, test, k, batch_size, popularity)
+    out = {"recall": measured.recall, "mrr": measured.mrr, "ndcg": measured.ndcg,
+           "coverage": measured.coverage}
+    if popularity is not None:
+        out["popularity_bias"] = measured.popularity_bias
+    out["count"] = int(len(test))
     return out
-
-
-def evaluate(model: Baseline, test: Prefixes, k: int = 20,
-             batch_size: int = EVAL_BATCH_SIZE) -> dict:
-    """Recall@k and MRR@k (fractions in [0, 1]) and the number of test examples."""
-    recall, mrr = recall_mrr_from_ranks(ranks(model, test, batch_size), k)
-    return {"recall": recall, "mrr": mrr, "count": int(len(test))}
 
 
 def fit_and_evaluate(name: str, train: Prefixes, validation: Prefixes, test: Prefixes,
                      num_items: int, k: int = 20, **params) -> dict:
-    """Fits BASELINES[name] on train + validation, evaluates on test; adds wall seconds."""
+    """Fits BASELINES[name] on train + validation, evaluates on test (popularity: the
+    training-label counts of train + validation); adds wall seconds."""
     started = time.perf_counter()
     model = BASELINES[name](**params).fit(training_prefixes(train, validation), num_items)
     fitted = time.perf_counter()
-    result = evaluate(model, test, k)
+    result = evaluate(model, test, k,
+                      popularity=_evaluate.label_counts(num_items, train, validation))
     result.update(fit_seconds=fitted - started, eval_seconds=time.perf_counter() - fitted)
     return result

@@ -12,7 +12,6 @@ Steps 3 and 5 run the documented commands in subprocesses, exactly as a user typ
 
 from __future__ import annotations
 
-import json
 import os
 import subprocess
 import sys
@@ -40,7 +39,7 @@ def _run(command: list[str]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from narm_tf import data, synthetic
+    from narm_tf import data, run_dir, synthetic
 
     started = time.time()
     workdir = os.path.abspath(FLAGS.workdir)
@@ -76,8 +75,7 @@ def main(argv):
     _run([sys.executable, "-m", "narm_tf.predict", f"--export_dir={export_dir}",
           "--items=" + ",".join(str(i) for i in session)])
 
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        metrics = json.load(f)
+    metrics = run_dir.read_json(model_dir, run_dir.METRICS)
     print(f"\nDone in {time.time() - started:.0f}s. Test: NARM {metrics['test']}, "
           f"POP {metrics['popularity_baseline']}")
 

@@ -3,7 +3,15 @@
     python -m narm_tf.evaluate --model_dir=runs/narm [--split=test] [--data_dir=...]
 
 Reads the run's config.json for the dataset, loads best.keras, ranks every target among all
-items (SPEC section 3) and prints Recall@20 / MRR@20 with the per-length table.
+items (SPEC section 3: ties against the target, NaN/infinite scores a miss, by
+`narm_tf.metrics.target_ranks`) and prints Recall@20 / MRR@20 / NDCG@20, item coverage@20
+and popularity bias@20 (from the run's vocabulary.tsv counts) with the per-length table.
+
+Beyond accuracy (SPEC section 3, as the session-rec framework reports them):
+  NDCG@20            one relevant item: mean of 1/log2(1 + rank), 0 when rank > 20.
+  coverage@20        share of the N items in at least one top-20 list (padding excluded).
+  popularity_bias@20 mean, over every item of every top-20 list, of its training-label count
+                     min-max normalized over the catalogue, (count - min) / (max - min).
 """
 
 from __future__ import annotations
@@ -21,11 +29,21 @@ LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
 
 @dataclasses.dataclass
 class Results:
-    """Rank of every evaluated target with the untruncated prefix length."""
+    """Rank of every evaluated target with the untruncated prefix length, and how many top-k
+    lists held each item (for coverage and popularity bias; None when not collected)."""
 
-    ranks: np.ndarray  # [n] int64, 1 = best
+    ranks: np.ndarray  # [n] float64, 1 = best, metrics.MISS (inf) = NaN/infinite scores
     lengths: np.ndarray  # [n] int64
     k: int = 20
+    recommended: np.ndarray | None = None  # [N + 1] int64, top-k lists holding each item
+    popularity: np.ndarray | None = None  # [N] training-label counts of items 1..N
+
+    def __post_init__(self):
+        self.ranks = np.asarray(self.ranks, np.float64)
+        if (self.recommended is not None and self.popularity is not None
+                and len(self.popularity) != len(self.recommended) - 1):
+            raise ValueError(f"popularity holds {len(self.popularity)} counts but the scores "
+                             f"rank {len(self.recommended) - 1} items: pass label counts [N]")
 
     @property
     def recall(self) -> float:
@@ -35,45 +53,112 @@ class Results:
     def mrr(self) -> float:
         return metrics.recall_mrr_from_ranks(self.ranks, self.k)[1]
 
+    @property
+    def ndcg(self) -> float:
+        return metrics.ndcg_from_ranks(self.ranks, self.k)
 
-def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024) -> Results:
-    """Ranks of `prefixes.labels` under `model` (logits [b, N + 1]), batched, ranks in-graph."""
+    @property
+    def coverage(self) -> float | None:
+        """Item coverage@k: share of the N items in at least one top-k list."""
+        if self.recommended is None:
+            return None
+        return float(np.mean(self.recommended[1:] > 0))
+
+    @property
+    def popularity_bias(self) -> float | None:
+        """Mean normalized popularity (`normalized_popularity`) of every item of every top-k
+        list, in [0, 1]."""
+        if self.recommended is None or self.popularity is None:
+            return None
+        shown = self.recommended[1:]
+        total = shown.sum()
+        return float(shown @ normalized_popularity(self.popularity) / total) if total else 0.0
+
+
+def normalized_popularity(counts: np.ndarray) -> np.ndarray:
+    """Min-max normalized popularity `[N]`: (count - min) / (max - min) over the catalogue;
+    0 everywhere when every item is equally popular."""
+    counts = np.asarray(counts, np.float64)
+    if counts.size == 0 or counts.max() == counts.min():
+        return np.zeros_like(counts)
+    return (counts - counts.min()) / (counts.max() - counts.min())
+
+
+def label_counts(num_items: int, *splits) -> np.ndarray:
+    """Occurrences of each item 1..N as a label over the given splits: `[N]` int64 popularity."""
+    counts = np.zeros(num_items + 1, np.int64)
+    for split in splits:
+        counts += np.bincount(split.labels, minlength=num_items + 1)
+    return counts[1:]
+
+
+def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
+                   popularity: np.ndarray | None = None) -> Results:
+    """Ranks of `prefixes.labels` under `model` (logits `[b, N + 1]`) and its top-k lists,
+    batched, both in-graph (only ranks and per-item counts leave the graph).
+
+    popularity: training-label counts `[N]` (`label_counts(N, train, validation)`); without it
+    the popularity bias is omitted.
+    """
     import tensorflow as tf
 
     @tf.function(reduce_retracing=True)
-    def batch_ranks(item_ids, labels):
+    def ranks_and_lists(item_ids, labels):
         logits = model(item_ids, training=False)
-        target = tf.gather(logits, labels, batch_dims=1)
-        higher = tf.cast(logits[:, 1:] > target[:, None], tf.int64)
-        return 1 + tf.reduce_sum(higher, axis=1)
+        top = metrics.top_k_items(logits, k)
+        lists = tf.math.bincount(top, minlength=tf.shape(logits)[1], dtype=tf.int64)
+        return metrics.target_ranks(logits, labels), lists
 
-    ranks = [
-        batch_ranks(tf.constant(prefixes.prefixes[i:i + batch_size]),
-                    tf.constant(prefixes.labels[i:i + batch_size]))
-        for i in range(0, len(prefixes), batch_size)
-    ]
-    ranks = np.concatenate([r.numpy() for r in ranks]) if ranks else np.zeros(0, np.int64)
-    return Results(ranks, np.asarray(prefixes.lengths), k)
+    ranks, recommended = [np.zeros(0)], None
+    for i in range(0, len(prefixes), batch_size):
+        batch_ranks, lists = ranks_and_lists(tf.constant(prefixes.prefixes[i:i + batch_size]),
+                                             tf.constant(prefixes.labels[i:i + batch_size]))
+        ranks.append(batch_ranks.numpy())
+        recommended = lists.numpy() if recommended is None else recommended + lists.numpy()
+    return Results(np.concatenate(ranks), np.asarray(prefixes.lengths), k, recommended,
+                   popularity)
 
 
-def evaluate_popularity(counts: np.ndarray, prefixes, k: int = 20) -> Results:
-    """POP: every prefix gets the training-label counts [N] as scores (ties favour the target)."""
-    ordered = np.sort(counts)
-    target = counts[np.asarray(prefixes.labels) - 1]
-    ranks = 1 + len(counts) - np.searchsorted(ordered, target, side="right")
-    return Results(ranks.astype(np.int64), np.asarray(prefixes.lengths), k)
+def evaluate_popularity(counts: np.ndarray, prefixes, k: int = 20,
+                        batch_size: int = 1024) -> Results:
+    """POP: every prefix gets the training-label counts `[N]` as scores (ranked by
+    `metrics.target_ranks`, ties against the target) and the same top-k list, the k most
+    popular items (ties: lower id). `counts` is also the popularity of the popularity bias."""
+    counts = np.asarray(counts)
+    scores = np.concatenate([[0], counts]).astype(np.float64)[None, :]  # padding never counts
+    items, inverse = np.unique(np.asarray(prefixes.labels), return_inverse=True)
+    item_ranks = [np.zeros(0)] + [  # every distinct label is ranked once
+        metrics.ranks_numpy(np.repeat(scores, len(chunk), axis=0), chunk)
+        for chunk in (items[i:i + batch_size] for i in range(0, len(items), batch_size))]
+    recommended = np.zeros(len(counts) + 1, np.int64)
+    recommended[metrics.top_k_numpy(scores, k)[0]] = len(prefixes)
+    return Results(np.concatenate(item_ranks)[inverse], np.asarray(prefixes.lengths), k,
+                   recommended, counts)
 
 
 def summary(results: Results) -> dict:
-    """Percentages with two decimals and the number of prefixes (SPEC section 3)."""
-    return {f"recall@{results.k}": round(100 * results.recall, 2),
-            f"mrr@{results.k}": round(100 * results.mrr, 2),
-            "count": int(len(results.ranks))}
+    """Recall, MRR, NDCG and coverage @k in percent with two decimals, popularity bias @k as a
+    fraction in [0, 1] with four decimals (when known), and the number of prefixes (SPEC 3)."""
+    k = results.k
+    out = {f"recall@{k}": round(100 * results.recall, 2), f"mrr@{k}": round(100 * results.mrr, 2),
+           f"ndcg@{k}": round(100 * results.ndcg, 2)}
+    if results.coverage is not None:
+        out[f"coverage@{k}"] = round(100 * results.coverage, 2)
+    if results.popularity_bias is not None:
+        out[f"popularity_bias@{k}"] = round(results.popularity_bias, 4)
+    out["count"] = int(len(results.ranks))
+    return out
 
 
 def format_summary(name: str, results: Results) -> str:
-    return (f"{name:<8} Recall@{results.k} {100 * results.recall:6.2f}%   "
-            f"MRR@{results.k} {100 * results.mrr:6.2f}%   ({len(results.ranks)} test prefixes)")
+    k = results.k
+    line = (f"{name:<8} Recall@{k} {100 * results.recall:6.2f}%   "
+            f"MRR@{k} {100 * results.mrr:6.2f}%   NDCG@{k} {100 * results.ndcg:6.2f}%")
+    if results.coverage is not None:
+        line += f"   Coverage@{k} {100 * results.coverage:6.2f}%"
+    if results.popularity_bias is not None:
+        line += f"   PopBias@{k} {results.popularity_bias:.4f}"
+    return line + f"   ({len(results.ranks)} test prefixes)"
 
 
 def by_length(results: Results) -> list[dict]:
@@ -107,7 +192,8 @@ def format_by_length(rows: list[dict], k: int = 20) -> str:
 
 def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None = None,
                        batch_size: int = 1024) -> tuple[Results, list[dict]]:
-    """Loads a training run's best model and evaluates it on a split of its dataset."""
+    """Loads a training run's best model and evaluates it on a split of its dataset, with the
+    popularity of its vocabulary.tsv (if present)."""
     import keras
 
     from narm_tf import data, run_dir
@@ -117,7 +203,8 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     data.register_builders()
     prefixes = data.load_split(config["dataset"], split, data_dir or config["data_dir"])
     model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
-    results = evaluate_model(model, prefixes, batch_size=batch_size)
+    _, popularity = run_dir.read_vocabulary(model_dir)
+    results = evaluate_model(model, prefixes, batch_size=batch_size, popularity=popularity)
     return results, by_length(results)
 
 

@@ -4,13 +4,15 @@
         --out=results/yoochoose_sample
 
   Table 2  bilinear vs dense decoder (NARM)
-  Table 3  POP, S-POP, Item-KNN, SR, SKNN, a GRU-only model (GRU-Rec stand-in) and NARM
+  Table 3  POP, S-POP, Item-KNN, SR, SKNN, a GRU-only model (GRU-Rec stand-in) and NARM, with
+           NDCG@20, item coverage@20 and popularity bias@20 beside Recall@20 / MRR@20
   Table 4  global / local / hybrid session features at H = 50 and 100
   Table 5  correct predictions by session length, NARM vs the GRU-only model
   Figure 6 attention weights of sampled test sessions (heatmap), and training curves
 NARM and the GRU-only model run with several seeds (mean and standard deviation). Every model is
 trained by `python -m narm_tf.train` (early stopping on validation, never on test) and every
-method is scored by the same metric code. Each experiment's result is cached in `OUT/cache/`,
+method is scored by the same metric code (`narm_tf.evaluate`, ranks by
+`narm_tf.metrics.target_ranks`). Each experiment's result is cached in `OUT/cache/`,
 so rerunning the command after an interruption resumes where it stopped.
 """
 
@@ -132,8 +134,9 @@ class Runner:
 
 
 def train_model(run: ModelRun, out: str) -> dict:
-    """Trains one model with `python -m narm_tf.train`, then ranks the test split with it."""
-    from narm_tf import evaluate
+    """Trains one model with `python -m narm_tf.train` (a killed run resumes, a finished one
+    is reused), then ranks the test split with it."""
+    from narm_tf import evaluate, run_dir
 
     model_dir = os.path.join(out, "runs", run.name)
     command = [sys.executable, "-m", "narm_tf.train", f"--dataset={FLAGS.dataset}",
@@ -142,15 +145,16 @@ def train_model(run: ModelRun, out: str) -> dict:
                f"--hidden_units={run.hidden_units}", f"--seed={run.seed}",
                f"--epochs={FLAGS.epochs}", f"--patience={FLAGS.patience}",
                f"--batch_size={FLAGS.batch_size}"]
-    with open(os.path.join(out, "runs", f"{run.name}.log"), "w") as log:
-        subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+    if run_dir.read_json(model_dir, run_dir.METRICS) is None:  # a finished run is reused
+        with open(os.path.join(out, "runs", f"{run.name}.log"), "a") as log:
+            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
     results, _ = evaluate.evaluate_model_dir(model_dir)
     np.savez(os.path.join(model_dir, "test_ranks.npz"), ranks=results.ranks,
              lengths=results.lengths)
-    with open(os.path.join(model_dir, "metrics.json")) as f:
-        best_epoch = json.load(f)["best_epoch"]
-    return {"recall": 100 * results.recall, "mrr": 100 * results.mrr,
-            "count": len(results.ranks), "best_epoch": best_epoch}
+    best_epoch = run_dir.read_json(model_dir, run_dir.METRICS)["best_epoch"]
+    measured = {"recall": results.recall, "mrr": results.mrr, "ndcg": results.ndcg,
+                "coverage": results.coverage, "popularity_bias": results.popularity_bias}
+    return {**table_values(measured), "count": len(results.ranks), "best_epoch": best_epoch}
 
 
 def run_baseline(name: str, splits: dict, num_items: int) -> dict:
@@ -158,15 +162,24 @@ def run_baseline(name: str, splits: dict, num_items: int) -> dict:
 
     result = baselines.fit_and_evaluate(name, splits["train"], splits["validation"],
                                         splits["test"], num_items, k=K)
-    return {"recall": 100 * result["recall"], "mrr": 100 * result["mrr"],
-            "count": result["count"]}
+    return {**table_values(result), "count": result["count"]}
+
+
+def table_values(measured: dict) -> dict:
+    """Fractions -> the report's units: Recall, MRR, NDCG and coverage in %, popularity bias
+    as the fraction it is; a figure that is None or absent is left out."""
+    percent = {"recall", "mrr", "ndcg", "coverage"}
+    return {key: 100 * measured[key] if key in percent else measured[key]
+            for key in ("recall", "mrr", "ndcg", "coverage", "popularity_bias")
+            if measured.get(key) is not None}
 
 
 # ------------------------------------------------------------------------------ figures
 
 
 def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0) -> str:
-    """Figure 6: attention weights of NARM (seed 0) on randomly sampled test sessions."""
+    """Figure 6: NARM's attention (seed 0) on randomly sampled test sessions, as each click's
+    share of the local representation (`narm_tf.layers.attention_share`)."""
     import keras
     import matplotlib
 
@@ -174,27 +187,27 @@ def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0
     import matplotlib.pyplot as plt
 
     from narm_tf import model as narm_model
+    from narm_tf import run_dir
 
-    model = keras.models.load_model(os.path.join(out, "runs", "narm_seed0", "best.keras"))
+    model = keras.models.load_model(
+        run_dir.path(os.path.join(out, "runs", "narm_seed0"), run_dir.BEST_MODEL))
     explain = narm_model.attention_model(model)
     candidates = np.flatnonzero(test.lengths >= 5)
     rng = np.random.default_rng(seed)
     rows = np.sort(rng.choice(candidates, min(sessions, len(candidates)), replace=False))
-    weights = np.asarray(explain(test.prefixes[rows], training=False)["attention_weights"])
+    # Raw alpha (eq. 7) has a per-session offset and is often negative: the figure shows each
+    # click's share of the local representation, |alpha_j| ||h_j|| normalized to sum to 1.
+    share = np.asarray(explain(test.prefixes[rows], training=False)["attention_share"])
     lengths = np.minimum(test.lengths[rows], test.prefixes.shape[1])
-    # Unnormalized alpha (the paper's) has an arbitrary offset per session: scale each row to
-    # [0, 1] over its clicks so the colour shows which clicks the session attends to most.
-    shown = np.ma.masked_where(test.prefixes[rows] == 0, weights)
-    low, high = shown.min(axis=1, keepdims=True), shown.max(axis=1, keepdims=True)
-    shown = (shown - low) / np.where(high > low, high - low, 1.0)
+    shown = np.ma.masked_where(test.prefixes[rows] == 0, share)
     fig, ax = plt.subplots(figsize=(10, 0.45 * len(rows) + 1.5))
-    image = ax.imshow(shown, cmap="Reds", aspect="auto")
+    image = ax.imshow(shown, cmap="Reds", aspect="auto", vmin=0)
     ax.set_yticks(range(len(rows)), [f"session {test.session_ids[r]}" for r in rows])
     ax.set_xticks(range(int(lengths.max())), range(1, int(lengths.max()) + 1))
     ax.set_xlim(-0.5, lengths.max() - 0.5)
     ax.set_xlabel("click position in the session prefix (oldest first)")
-    ax.set_title("NARM attention weights alpha_tj (eq. 7) on sampled test sessions")
-    fig.colorbar(image, ax=ax, label="alpha, min-max scaled within each session")
+    ax.set_title("NARM attention on sampled test sessions: each click's share of c_l")
+    fig.colorbar(image, ax=ax, label="|alpha_tj| ||h_j||, normalized over the session's clicks")
     fig.tight_layout()
     path = os.path.join(out, "attention.png")
     fig.savefig(path, dpi=110)
@@ -228,11 +241,6 @@ def plot_curves(out: str, names: list[str]) -> str:
 
 
 # ------------------------------------------------------------------------------- report
-
-
-def _mean_std(results: list[dict], key: str) -> str:
-    values = np.array([r[key] for r in results])
-    return f"{values.mean():.2f} ± {values.std(ddof=1) if len(values) > 1 else 0.0:.2f}"
 
 
 def _paper_column(dataset: str) -> int | None:
@@ -271,14 +279,57 @@ def _length_table(out: str, seeds: int) -> list[str]:
     return lines
 
 
+BEYOND_ACCURACY_NOTE = (
+    "NDCG@20: mean of 1/log2(1 + rank), 0 beyond rank 20. Coverage@20: share of the catalogue "
+    "in at least one top-20 list over the test prefixes. Pop. bias@20: mean training-label "
+    "popularity of every recommended item, min-max normalized over the catalogue (0 = least, "
+    "1 = most popular item). Ranks count ties against the target; NaN or infinite scores are "
+    "misses (SPEC section 3).")
+
+
+def _cell(rows: list[dict], key: str, digits: int = 2, seeded: bool = False) -> str:
+    """A figure, or for seeded runs mean ± standard deviation over the seeds; '-' when a
+    cached run lacks it."""
+    if any(key not in row for row in rows):
+        return "-"
+    values = np.array([row[key] for row in rows])
+    if not seeded:
+        return f"{values[0]:.{digits}f}"
+    spread = values.std(ddof=1) if len(values) > 1 else 0.0
+    return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
+
+
+def table3_lines(results: dict, seeds: int, column: int | None, reference: dict) -> list[str]:
+    """Table 3: every method's Recall, MRR, NDCG, coverage (%) and popularity bias @20, the
+    paper's Recall / MRR and, if given, the reference figures on the same clicks."""
+    header = ("| method | Recall@20 | MRR@20 | NDCG@20 | Coverage@20 | Pop. bias@20 "
+              "| paper Recall@20 / MRR@20 |")
+    lines = [header + (" same clicks, other split tool |" if reference else ""),
+             "|---" * (7 + bool(reference)) + "|"]
+    methods = [(label, [results[f"baseline_{key}"]], False)
+               for key, label in BASELINE_NAMES.items()]
+    methods.append(("GRU-only (global, dense)", [results[f"gru_seed{s}"] for s in range(seeds)],
+                    True))
+    methods.append(("NARM", [results[f"narm_seed{s}"] for s in range(seeds)], True))
+    paper_names = {"GRU-only (global, dense)": "GRU-Rec (improved)"}
+    for label, rows, seeded in methods:
+        paper = PAPER_TABLE3.get(paper_names.get(label, label))
+        cells = [_cell(rows, key, 2, seeded) for key in ("recall", "mrr", "ndcg", "coverage")]
+        cells += [_cell(rows, "popularity_bias", 4, seeded),
+                  _paper_text(paper, column) if paper else "-"]
+        if reference:
+            ref = reference.get(label)
+            cells.append(f"{ref[0]:.1f} / {ref[1]:.1f}" if ref else "-")
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + ["", BEYOND_ACCURACY_NOTE]
+
+
 def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: float) -> str:
     import keras
     import tensorflow as tf
 
     seeds = FLAGS.seeds
     column = _paper_column(FLAGS.dataset)
-    narm = [results[f"narm_seed{s}"] for s in range(seeds)]
-    gru = [results[f"gru_seed{s}"] for s in range(seeds)]
     lines = [f"# NARM experiments on `{FLAGS.dataset}`", "",
              f"Generated by `python -m narm_tf.experiments --dataset={FLAGS.dataset} "
              f"--out={out}` (seeds {seeds}, up to {FLAGS.epochs} epochs, patience "
@@ -288,26 +339,9 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
     lines += [f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value:.2f} |"
               for key, value in sorted(statistics.items())]
 
-    lines += ["", "## Table 3: NARM against the baselines", "",
-              "| method | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 |", "|---|---|---|---|"]
     reference = SAMPLE_REFERENCE if FLAGS.reference == "yoochoose_sample" else {}
-    if reference:
-        lines[-2] = ("| method | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 | same clicks, "
-                     "other split tool |")
-        lines[-1] = "|---|---|---|---|---|"
-    paper_names = {"GRU-only (global, dense)": "GRU-Rec (improved)", "NARM": "NARM"}
-    rows = [(label, results[f"baseline_{key}"]["recall"], results[f"baseline_{key}"]["mrr"])
-            for key, label in BASELINE_NAMES.items()]
-    rows = [(label, f"{r:.2f}", f"{m:.2f}") for label, r, m in rows]
-    rows.append(("GRU-only (global, dense)", _mean_std(gru, "recall"), _mean_std(gru, "mrr")))
-    rows.append(("NARM", _mean_std(narm, "recall"), _mean_std(narm, "mrr")))
-    for label, recall, mrr in rows:
-        paper = PAPER_TABLE3.get(paper_names.get(label, label))
-        line = f"| {label} | {recall} | {mrr} | {_paper_text(paper, column) if paper else '-'} |"
-        if reference:
-            ref = reference.get(label)
-            line += f" {ref[0]:.1f} / {ref[1]:.1f} |" if ref else " - |"
-        lines.append(line)
+    lines += ["", "## Table 3: NARM against the baselines", ""]
+    lines += table3_lines(results, seeds, column, reference)
     if column is None:
         lines += ["", "Paper figures (YOOCHOOSE 1/64 · 1/4 · DIGINETICA) are shown for context in "
                   "every table: this dataset is not one of the paper's."]

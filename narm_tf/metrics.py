@@ -1,47 +1,116 @@
-"""Recall@K and MRR@K over the full item set (SPEC section 3).
+"""The rank of a target and Recall@K / MRR@K / NDCG@K over the full item set (SPEC section 3).
 
-rank = 1 + number of items scoring strictly higher than the target (ties favour the target);
-the padding index 0 never counts. Recall@K = share with rank <= K; MRR@K = mean of 1/rank,
-0 when rank > K.
+rank = 1 + number of items (other than the target and the padding column 0) scoring strictly
+higher than the target + number of items scoring exactly the same: ties go against the target
+(GRU4Rec's "conservative" mode), so a constant model ranks every target last. A target whose
+score is NaN or +-inf, or a row holding a NaN anywhere (padding column included), is a miss:
+its rank is `MISS` (inf), beyond every K, so a diverged model scores 0, never 100%.
+Recall@K = share with rank <= K; MRR@K = mean of 1/rank and NDCG@K (one relevant item) = mean
+of 1/log2(1 + rank), both 0 when rank > K.
+
+`target_ranks` is the one implementation of the rule: the Keras metrics call it in-graph,
+`narm_tf.evaluate` in its batched tf.function, NumPy callers (the baselines, POP) through
+`ranks_numpy`.
+`top_k_items` is the one definition of a top-K list (padding excluded) for the coverage and
+popularity-bias figures of `narm_tf.evaluate`.
 """
 
 from __future__ import annotations
+
+import functools
 
 import keras
 import numpy as np
 from keras import ops
 
+MISS = float("inf")  # Rank of a target that cannot be ranked (NaN or infinite scores).
+
+
+def target_ranks(scores, labels):
+    """Rank `[batch]` (float32, `MISS` = inf) of each label among items 1..N (SPEC section 3).
+
+    scores: `[batch, N + 1]` (column 0 = padding); labels: item ids 1..N `[batch]` (or
+    `[batch, 1]`). Any backend tensor or NumPy array; runs in a graph, under XLA and per replica.
+    Counts every column scoring at least the target (the target itself included, so the count
+    is already `1 + higher + equal`), then takes back the padding column if it counted: no
+    `[batch, N]` slice of the scores is materialized. NaN rows: see `_rows_with_nan`. Counts
+    are float32, exact up to 2^24 items.
+    """
+    scores = ops.convert_to_tensor(scores)
+    labels = ops.reshape(ops.cast(labels, "int32"), (-1, 1))
+    target = ops.take_along_axis(scores, labels, axis=1)  # [b, 1]
+    at_least = ops.sum(ops.cast(scores >= target, "float32"), axis=1)
+    padding = ops.cast(scores[:, 0] >= target[:, 0], "float32")
+    miss = ops.logical_or(ops.logical_not(ops.isfinite(target[:, 0])), _rows_with_nan(scores))
+    return ops.where(miss, MISS, at_least - padding)
+
+
+def _rows_with_nan(scores):
+    """Whether each row `[batch]` of scores `[batch, N + 1]` holds a NaN.
+
+    A row's sum is NaN if the row holds a NaN (or +inf beside -inf): one float reduction,
+    a third of the cost of `any(isnan(scores))` under XLA on CPU, which runs only when some
+    sum is NaN. (A max-reduction would be cheaper still, but XLA's CPU max drops NaNs.)
+    """
+    sum_is_nan = ops.isnan(ops.sum(scores, axis=1))
+    return ops.cond(ops.any(sum_is_nan), lambda: ops.any(ops.isnan(scores), axis=1),
+                    lambda: sum_is_nan)
+
+
+def top_k_items(scores, k: int):
+    """Item ids `[batch, min(k, N)]` (int32) of the k best scores, padding excluded; ties go
+    to the lower id. scores `[batch, N + 1]`, a backend tensor or NumPy array (k > N needs
+    the width N + 1 known when traced)."""
+    scores = ops.convert_to_tensor(scores)
+    if scores.shape[1] is not None:
+        k = min(k, scores.shape[1] - 1)
+    return ops.top_k(scores[:, 1:], k, sorted=True)[1] + 1
+
 
 def ranks_numpy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:
-    """Rank of each target among items 1..N; scores `[n, N + 1]` (0 = padding), labels `[n]`."""
+    """`target_ranks` on NumPy input: scores `[n, N + 1]`, labels 1..N `[n]` -> `[n]` float64."""
+    scores, labels = np.asarray(scores), np.asarray(labels)
+    if scores.ndim != 2 or labels.shape != (len(scores),):
+        raise ValueError(f"scores must be [n, N + 1] and labels [n]; got scores "
+                         f"{scores.shape} and labels {labels.shape}")
+    if len(labels) == 0:
+        return np.zeros(0, np.float64)
+    bad = (labels < 1) | (labels >= scores.shape[1])
+    if bad.any():
+        raise ValueError(f"labels must be item ids 1..{scores.shape[1] - 1}; got "
+                         f"{labels[bad][0]} at row {np.flatnonzero(bad)[0]}")
+    return np.asarray(_compiled(target_ranks)(scores, labels), np.float64)
+
+
+def top_k_numpy(scores: np.ndarray, k: int) -> np.ndarray:
+    """`top_k_items` on NumPy input: scores `[n, N + 1]` -> item ids `[n, min(k, N)]` int32."""
     scores = np.asarray(scores)
-    labels = np.asarray(labels).astype(np.int64)
-    target = scores[np.arange(len(labels)), labels]
-    higher = scores[:, 1:] > target[:, None]
-    return 1 + higher.sum(axis=1)
+    return np.asarray(_compiled(top_k_items)(scores, min(k, scores.shape[1] - 1)))
+
+
+@functools.cache
+def _compiled(function):
+    """`function` as a tf.function: NumPy callers pay one trace, not eager per-op overhead."""
+    import tensorflow as tf
+
+    return tf.function(function, reduce_retracing=True)
 
 
 def recall_mrr_from_ranks(ranks: np.ndarray, k: int = 20) -> tuple[float, float]:
-    """(Recall@k, MRR@k) as fractions in [0, 1] from ranks."""
-    ranks = np.asarray(ranks)
+    """(Recall@k, MRR@k) as fractions in [0, 1] from ranks `[n]` (`MISS` counts as a miss)."""
+    ranks = np.asarray(ranks, np.float64)
     if ranks.size == 0:
         return 0.0, 0.0
     hit = ranks <= k
     return float(hit.mean()), float(np.where(hit, 1.0 / ranks, 0.0).mean())
 
 
-def _ranks(y_true, y_pred):
-    """Rank `[batch]` (float) of each target among items 1..N; y_pred `[batch, N + 1]`.
-
-    Counts every column scoring strictly higher, then takes back the padding column if it did:
-    no `[batch, N]` slice of the scores is materialized.
-    """
-    labels = ops.reshape(ops.cast(y_true, "int32"), (-1, 1))
-    y_pred = ops.convert_to_tensor(y_pred)
-    target = ops.take_along_axis(y_pred, labels, axis=1)                 # [b, 1]
-    higher = ops.sum(ops.cast(y_pred > target, "float32"), axis=1)
-    padding_higher = ops.cast(y_pred[:, 0] > target[:, 0], "float32")
-    return 1.0 + higher - padding_higher
+def ndcg_from_ranks(ranks: np.ndarray, k: int = 20) -> float:
+    """NDCG@k with one relevant item, a fraction: mean of 1/log2(1 + rank), 0 when rank > k."""
+    ranks = np.asarray(ranks, np.float64)
+    if ranks.size == 0:
+        return 0.0
+    return float(np.where(ranks <= k, 1.0 / np.log2(1.0 + ranks), 0.0).mean())
 
 
 class _RankMetric(keras.metrics.Metric):
@@ -55,7 +124,7 @@ class _RankMetric(keras.metrics.Metric):
         self.count = self.add_variable(shape=(), initializer="zeros", name="count")
 
     def update_state(self, y_true, y_pred, sample_weight=None):
-        values = self._value(_ranks(y_true, y_pred))
+        values = self._value(target_ranks(y_pred, y_true))
         if sample_weight is None:
             weights = ops.ones_like(values)
         else:
@@ -75,7 +144,7 @@ class RecallAtK(_RankMetric):
     """Recall@K (SPEC section 3): share of examples whose target ranks <= K.
 
     y_true: item ids `[batch]` (or `[batch, 1]`); y_pred: scores `[batch, num_items + 1]`.
-    Ties count in the target's favour; column 0 (padding) never counts.
+    Ties count against the target; column 0 (padding) never counts; NaN/inf scores are misses.
 
     Example: `model.compile(..., metrics=[RecallAtK(20, name="recall@20")])`.
     """

@@ -197,16 +197,6 @@ def use_xla(setting: str, strategy) -> bool:
     return narm_model.xla_supported(strategy)
 
 
-def label_counts(num_items: int, *splits):
-    """Occurrences of each item 1..N as a label over the given splits: [N] int64 popularity."""
-    import numpy as np
-
-    counts = np.zeros(num_items + 1, np.int64)
-    for split in splits:
-        counts += np.bincount(split.labels, minlength=num_items + 1)
-    return counts[1:]
-
-
 # -------------------------------------------------------------------------------- callbacks
 
 
@@ -368,10 +358,10 @@ def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: f
 
     model_dir = config["model_dir"]
     best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
+    counts = evaluate.label_counts(num_items, splits["train"], splits["validation"])
     results = evaluate.evaluate_model(best, splits["test"], k=K,
-                                      batch_size=config["eval_batch_size"])
-    popularity = evaluate.evaluate_popularity(
-        label_counts(num_items, splits["train"], splits["validation"]), splits["test"], k=K)
+                                      batch_size=config["eval_batch_size"], popularity=counts)
+    popularity = evaluate.evaluate_popularity(counts, splits["test"], k=K)
     metrics = {
         "run_id": config["run_id"],
         "dataset": config["dataset"],
@@ -394,7 +384,7 @@ def train(config: dict) -> dict:
     metrics. Raises ValueError (a bad setting), run_dir.RunFolderError or Diverged."""
     import keras
 
-    from narm_tf import data
+    from narm_tf import data, evaluate
 
     check_config(config)
     model_dir = config["model_dir"]
@@ -409,8 +399,8 @@ def train(config: dict) -> dict:
         print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
         run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
         num_items = len(vocabulary)
-        run_dir.write_vocabulary(model_dir, vocabulary,
-                                 label_counts(num_items, splits["train"], splits["validation"]))
+        run_dir.write_vocabulary(model_dir, vocabulary, evaluate.label_counts(
+            num_items, splits["train"], splits["validation"]))
         keras.utils.set_random_seed(config["seed"])
         strategy = make_strategy()
         model = build_and_compile(config, num_items, strategy)

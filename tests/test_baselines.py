@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from narm_tf import baselines
-from narm_tf.metrics import ranks_numpy, recall_mrr_from_ranks
+from narm_tf.metrics import MISS
 from narm_tf.preprocessing import MAX_LEN, Prefixes
 
 NUM_ITEMS = 5
@@ -125,16 +125,69 @@ def test_padding_never_ranks_first_and_ties_are_broken(name):
 
 
 @pytest.mark.parametrize("name", sorted(baselines.BASELINES))
-def test_evaluate_agrees_with_ranks_numpy(name):
+def test_evaluate_in_batches_equals_one_batch(name):
     model = fitted(name)
     test = make_prefixes([[1, 2, 3, 4], [5, 2], [3, 3, 1]])
-    result = baselines.evaluate(model, test, k=2, batch_size=2)
-    ranks = ranks_numpy(model.score(test.prefixes, test.lengths), test.labels)
-    recall, mrr = recall_mrr_from_ranks(ranks, 2)
-    assert result == {"recall": recall, "mrr": mrr, "count": len(test)}
+    popularity = np.array([0, 3, 2, 1, 1])
+    batched = baselines.evaluate(model, test, k=2, batch_size=2, popularity=popularity)
+    whole = baselines.evaluate(model, test, k=2, batch_size=len(test), popularity=popularity)
+    assert batched == whole and set(batched) == {"recall", "mrr", "ndcg", "coverage",
+                                                 "popularity_bias", "count"}
 
 
 def test_evaluate_pop_by_hand():
     test = make_prefixes([[4, 2], [4, 1], [4, 5]])  # labels 2, 1, 5 -> POP ranks 1, 2, 5
-    result = baselines.evaluate(fitted("pop"), test, k=2, batch_size=2)
-    assert result == {"recall": pytest.approx(2 / 3), "mrr": pytest.approx(0.5), "count": 3}
+    popularity = np.array([2, 3, 2, 1, 0])  # normalized / 3: item 2 -> 1, item 1 -> 2/3
+    result = baselines.evaluate(fitted("pop"), test, k=2, batch_size=2, popularity=popularity)
+    assert result == {"recall": pytest.approx(2 / 3), "mrr": pytest.approx(0.5),
+                      "ndcg": pytest.approx((1 + 1 / np.log2(3)) / 3),
+                      "coverage": pytest.approx(2 / 5),  # every list: items 2, 1
+                      "popularity_bias": pytest.approx((1 + 2 / 3) / 2), "count": 3}
+
+
+def test_fit_and_evaluate_takes_popularity_from_train_and_validation_labels():
+    everything = make_prefixes(SESSIONS)  # labels: 3, 2 | 2, 3 | 4
+    train = everything.take(np.arange(4))
+    validation = everything.take(np.array([4]))  # s3's only example: label 4
+    test = make_prefixes([[4, 2], [4, 1]])
+    result = baselines.fit_and_evaluate("pop", train, validation, test, NUM_ITEMS, k=4)
+    # Label counts 0, 2, 2, 1, 0 -> normalized 0, 1, 1, 0.5, 0; POP's list: 2, 1, 3, 4.
+    assert result["popularity_bias"] == pytest.approx((1 + 0 + 1 + 0.5) / 4)
+    assert result["coverage"] == pytest.approx(4 / 5)
+
+
+class FixedScores(baselines.Pop):
+    """Scores given row by row (the rank path of every baseline, with scores it never makes)."""
+
+    def __init__(self, rows):
+        self.rows = np.asarray(rows, np.float64)
+
+    def score(self, prefixes, lengths):
+        return self.rows[prefixes[:, 0]]
+
+
+def test_nan_infinite_and_all_equal_scores_are_misses_in_the_baselines_path():
+    nan, inf = float("nan"), float("inf")
+    rows = np.zeros((7, NUM_ITEMS + 1))  # row r scores the prefixes whose click is r
+    rows[1, 2] = nan  # NaN target
+    rows[2, 2] = inf  # +inf target
+    rows[3, 2] = -inf  # -inf target
+    rows[4, 4] = nan  # NaN elsewhere
+    rows[5, [0, 2]] = [9.0, 1.0]  # padding above the target never counts: rank 1
+    rows[6] = 0.5  # all equal: the target ties with the 4 other items, rank 5 > k = 4
+    model = FixedScores(rows).fit(make_prefixes(SESSIONS), NUM_ITEMS)
+    test = make_prefixes([[click, 2] for click in range(1, 7)])  # label 2 each
+    ranks = baselines.results(model, test, k=4, batch_size=4).ranks
+    np.testing.assert_array_equal(ranks, [MISS, MISS, MISS, MISS, 1, 5])
+
+
+def test_a_nan_raw_score_survives_the_tie_breaking_as_a_miss():
+    class NanSpop(baselines.SessionPop):
+        def raw_scores(self, prefixes, lengths):
+            scores = super().raw_scores(prefixes, lengths)
+            scores[:, 3] = np.nan
+            return scores
+
+    model = NanSpop().fit(make_prefixes(SESSIONS), NUM_ITEMS)
+    ranks = baselines.results(model, make_prefixes([[1, 2]]), k=2).ranks
+    np.testing.assert_array_equal(ranks, [MISS])

@@ -1,26 +1,117 @@
-"""narm_tf.evaluate: popularity ranks, per-length table, summaries."""
+"""narm_tf.evaluate: ranks of a real Keras model and of POP, beyond-accuracy metrics, tables."""
 
+import keras
 import numpy as np
+import pytest
 
-from narm_tf import evaluate, metrics
+from narm_tf import evaluate
+from narm_tf.metrics import MISS
 from narm_tf.preprocessing import Prefixes
 
+NUM_ITEMS = 25
+NAN, INF = float("nan"), float("inf")
 
-def _prefixes(labels, lengths):
+
+def _prefixes(labels, lengths, first_items=None):
     n = len(labels)
-    return Prefixes(np.ones((n, 19), np.int32), np.asarray(labels, np.int64),
-                    np.asarray(lengths, np.int64), np.arange(n, dtype=np.int64))
+    prefixes = np.ones((n, 19), np.int32)
+    if first_items is not None:
+        prefixes[:, 0] = first_items
+    return Prefixes(prefixes, np.asarray(labels, np.int64), np.asarray(lengths, np.int64),
+                    np.arange(n, dtype=np.int64))
 
 
-def test_popularity_ranks_equal_numpy_ranks_with_ties_in_the_targets_favour():
+def _score_table():
+    """Scores `[8, N + 1]` per first click of a prefix (rows 0 and 8+ unused)."""
+    table = np.zeros((8, NUM_ITEMS + 1), "float32")
+    table[1] = -np.arange(NUM_ITEMS + 1)  # item i scores -i (padding 0 is above all: ignored)
+    table[2, 10] = NAN
+    table[3, 5] = INF
+    table[4, 5] = -INF
+    # table[5]: all equal
+    table[6, [2, 4, 9]] = 1.0  # three tied items above the rest
+    table[7, [0, 25, 24, 1]] = [100.0, 5.0, 4.0, 3.0]
+    return table
+
+
+def _lookup_model():
+    """A real Keras model whose logits `[b, N + 1]` are the table row of each first click."""
+    item_ids = keras.Input((19,), dtype="int32")
+    rows = keras.layers.Embedding(8, NUM_ITEMS + 1, name="scores")(item_ids)
+    model = keras.Model(item_ids, keras.layers.Lambda(lambda x: x[:, 0])(rows))
+    model.get_layer("scores").set_weights([_score_table()])
+    return model
+
+
+def test_evaluate_model_nan_infinite_and_all_equal_rows_are_misses():
+    test = _prefixes([3, 3, 5, 5, 7, 4], [1] * 6, first_items=[1, 2, 3, 4, 5, 6])
+    results = evaluate.evaluate_model(_lookup_model(), test, k=20, batch_size=4)
+    # 1: items 1, 2 above item 3; 2: NaN in the row; 3: +inf target; 4: -inf target;
+    # 5: all equal, 24 ties -> rank 25 > 20; 6: item 4 tied with items 2 and 9.
+    np.testing.assert_array_equal(results.ranks, [3, MISS, MISS, MISS, 25, 3])
+    assert results.recall == 2 / 6
+
+
+def _finite_results(popularity=None):
+    test = _prefixes([3, 4, 9, 24, 1], [1, 2, 3, 4, 5], first_items=[1, 6, 6, 7, 1])
+    return evaluate.evaluate_model(_lookup_model(), test, k=3, batch_size=2,
+                                   popularity=popularity)
+
+
+def _popularity():
+    counts = np.zeros(NUM_ITEMS, np.int64)  # items 1..25; min 0, max 10
+    counts[2 - 1], counts[25 - 1], counts[3 - 1] = 10, 5, 0
+    return counts
+
+
+def test_evaluate_model_top_k_lists_coverage_and_popularity_bias():
+    results = _finite_results(_popularity())
+    np.testing.assert_array_equal(results.ranks, [3, 3, 3, 2, 1])
+    # Top-3 lists: first click 1 -> items 1, 2, 3 (twice); 6 -> 2, 4, 9 (ties: lower id,
+    # twice); 7 -> 25, 24, 1 (padding's 100 never listed).
+    want = np.zeros(NUM_ITEMS + 1, np.int64)
+    want[[1, 2, 3, 4, 9, 24, 25]] = [3, 4, 2, 2, 2, 1, 1]
+    np.testing.assert_array_equal(results.recommended, want)
+    assert results.coverage == 7 / 25
+    # Normalized popularity: item 2 -> 1, item 25 -> 0.5, others 0; 15 recommendations.
+    assert results.popularity_bias == pytest.approx((4 * 1.0 + 1 * 0.5) / 15)
+    assert evaluate.summary(results) == {
+        "recall@3": 100.0, "mrr@3": 50.0,  # (3 * 1/3 + 1/2 + 1) / 5
+        "ndcg@3": 62.62,  # (3 * 1/log2(4) + 1/log2(3) + 1) / 5 = 0.626186
+        "coverage@3": 28.0, "popularity_bias@3": 0.3, "count": 5}
+
+
+def test_without_popularity_the_bias_is_omitted_and_a_wrong_length_is_an_error():
+    summary = evaluate.summary(_finite_results())
+    assert "popularity_bias@3" not in summary and summary["coverage@3"] == 28.0
+    with pytest.raises(ValueError, match="popularity holds 24 counts but the scores rank 25"):
+        _finite_results(np.ones(NUM_ITEMS - 1))
+
+
+def test_popularity_ranks_count_ties_against_the_target():
     counts = np.array([5, 9, 5, 1, 9, 0])  # items 1..6
     test = _prefixes([1, 2, 3, 4, 5, 6], [1] * 6)
-    results = evaluate.evaluate_popularity(counts, test, k=2)
-    scores = np.tile(np.concatenate([[-1], counts]), (6, 1)).astype(float)
-    np.testing.assert_array_equal(results.ranks, metrics.ranks_numpy(scores, test.labels))
-    np.testing.assert_array_equal(results.ranks, [3, 1, 3, 5, 1, 6])
+    results = evaluate.evaluate_popularity(counts, test, k=2, batch_size=2)
+    # Item 1 (5) ties with item 3 below items 2 and 5 (9): rank 4; item 2 ties with 5: rank 2.
+    np.testing.assert_array_equal(results.ranks, [4, 2, 4, 5, 2, 6])
     assert results.recall == 2 / 6
-    assert np.isclose(results.mrr, 2 / 6)
+    assert np.isclose(results.mrr, (1 / 2 + 1 / 2) / 6)
+
+
+def test_popularity_top_k_coverage_and_bias_by_hand():
+    counts = np.array([5, 9, 5, 1, 9, 0])
+    results = evaluate.evaluate_popularity(counts, _prefixes([1, 2, 4], [1] * 3), k=3)
+    # Every list: items 2, 5 (9), then 1 (5, lower id than 3); normalized (count - 0) / 9.
+    np.testing.assert_array_equal(results.recommended, [0, 3, 3, 0, 0, 3, 0])
+    assert results.coverage == 3 / 6
+    assert results.popularity_bias == pytest.approx((1 + 1 + 5 / 9) / 3)
+
+
+def test_normalized_popularity_and_label_counts():
+    np.testing.assert_allclose(evaluate.normalized_popularity([2, 4, 10, 2]), [0, 0.25, 1, 0])
+    np.testing.assert_array_equal(evaluate.normalized_popularity([3, 3]), [0, 0])
+    train, validation = _prefixes([1, 3, 3], [1] * 3), _prefixes([4, 1], [1] * 2)
+    np.testing.assert_array_equal(evaluate.label_counts(5, train, validation), [2, 0, 2, 1, 0])
 
 
 def test_by_length_buckets_1_to_18_and_19_plus():
@@ -38,4 +129,13 @@ def test_by_length_buckets_1_to_18_and_19_plus():
 
 def test_summary_is_percent_with_two_decimals_and_count():
     results = evaluate.Results(np.array([1, 3, 21]), np.zeros(3, np.int64), k=20)
-    assert evaluate.summary(results) == {"recall@20": 66.67, "mrr@20": 44.44, "count": 3}
+    # NDCG: (1/log2(2) + 1/log2(4) + 0) / 3 = 0.5; no lists, no coverage or popularity bias.
+    assert evaluate.summary(results) == {"recall@20": 66.67, "mrr@20": 44.44, "ndcg@20": 50.0,
+                                         "count": 3}
+    assert "NDCG@20  50.00%" in evaluate.format_summary("NARM", results)
+
+
+def test_misses_count_in_by_length_as_misses():
+    results = evaluate.Results(np.array([MISS, 1.0]), np.array([2, 2]), k=20)
+    row = evaluate.by_length(results)[1]
+    assert (row["count"], row["hits"], row["mrr"]) == (2, 1, 50.0)

@@ -31,3 +31,34 @@ def test_runner_computes_once_then_reads_the_cache(tmp_path, capsys):
     assert second == first and first["recall"] == 50.0 and "seconds" in first
     assert "[1/1] exp: cached" in capsys.readouterr().out
     assert not list(tmp_path.glob("cache/*.tmp"))
+
+
+def test_table_values_are_percent_except_popularity_bias():
+    measured = {"recall": 0.5, "mrr": 0.25, "ndcg": 0.3, "coverage": 0.125,
+                "popularity_bias": 0.0625, "count": 8}
+    assert experiments.table_values(measured) == {"recall": 50.0, "mrr": 25.0, "ndcg": 30.0,
+                                                  "coverage": 12.5, "popularity_bias": 0.0625}
+    assert experiments.table_values({"recall": 0.5, "mrr": 0.25, "popularity_bias": None}) == {
+        "recall": 50.0, "mrr": 25.0}
+
+
+def test_table3_shows_beyond_accuracy_columns_and_dashes_for_old_cache_entries():
+    figures = {"recall": 10.0, "mrr": 5.0, "ndcg": 6.0, "coverage": 1.5,
+               "popularity_bias": 0.25}
+    results = {f"baseline_{key}": dict(figures) for key in experiments.BASELINE_NAMES}
+    results["baseline_pop"] = {"recall": 9.0, "mrr": 2.5}  # cached before the new metrics
+    results["gru_seed0"] = results["gru_seed1"] = dict(figures)
+    results["narm_seed0"] = {"recall": 60.0, "mrr": 30.0, "ndcg": 40.0, "coverage": 50.0,
+                             "popularity_bias": 0.1}
+    results["narm_seed1"] = {"recall": 62.0, "mrr": 32.0, "ndcg": 42.0, "coverage": 54.0,
+                             "popularity_bias": 0.3}
+    lines = experiments.table3_lines(results, seeds=2, column=0, reference={})
+    assert lines[0].count("|") == 8 and "NDCG@20 | Coverage@20 | Pop. bias@20" in lines[0]
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:9]}
+    assert rows["POP"] == ["9.00", "2.50", "-", "-", "-", "6.71 / 1.65 |"]
+    assert rows["SR"][:5] == ["10.00", "5.00", "6.00", "1.50", "0.2500"]
+    # Two seeds: mean ± sample standard deviation (sqrt(2) for 60/62, 0.1414 for 0.1/0.3).
+    assert rows["NARM"] == ["61.00 ± 1.41", "31.00 ± 1.41", "41.00 ± 1.41", "52.00 ± 2.83",
+                            "0.2000 ± 0.1414", "68.32 / 28.76 |"]
+    with_reference = experiments.table3_lines(results, 2, 0, experiments.SAMPLE_REFERENCE)
+    assert with_reference[2].endswith("| 6.71 / 1.65 | 8.9 / 2.6 |")

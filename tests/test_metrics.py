@@ -1,4 +1,4 @@
-"""Tests for narm_tf.metrics: Keras Recall@K / MRR@K against the NumPy reference (SPEC 3)."""
+"""Tests for narm_tf.metrics: the rank rule (SPEC 3) against hand-derived ranks, every path."""
 
 import json
 import pathlib
@@ -10,20 +10,33 @@ import keras
 import numpy as np
 import pytest
 
-from narm_tf.metrics import MrrAtK, RecallAtK, ranks_numpy, recall_mrr_from_ranks
+from narm_tf.metrics import (
+    MISS,
+    MrrAtK,
+    RecallAtK,
+    ndcg_from_ranks,
+    ranks_numpy,
+    recall_mrr_from_ranks,
+    top_k_numpy,
+)
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 
 
-def _tied_scores(seed, n=64, num_items=30):
-    """Integer scores in a small range (many ties) `[n, num_items + 1]` and targets `[n]`."""
-    rng = np.random.default_rng(seed)
-    scores = rng.integers(0, 6, size=(n, num_items + 1)).astype("float32")
-    labels = rng.integers(1, num_items + 1, size=n)
-    return scores, labels
+# Scores `[rows, N + 1]` with ties; N = 6, column 0 is padding (9: above every item).
+TIED = np.array([
+    [9, 3, 1, 3, 3, 0, 2],  # label 1 (3): ties with items 3 and 4 -> rank 3
+    [9, 3, 1, 3, 3, 0, 2],  # label 2 (1): items 1, 3, 4, 6 higher -> rank 5
+    [9, 3, 1, 3, 3, 0, 2],  # label 5 (0): every other item higher -> rank 6
+    [9, 3, 1, 3, 3, 0, 2],  # label 6 (2): items 1, 3, 4 higher -> rank 4
+    [1, 1, 1, 1, 1, 1, 1],  # label 3, all equal: ties with the 5 others -> rank 6
+    [0, 5, 5, 5, 4, 4, 4],  # label 2: ties with items 1 and 3 -> rank 3
+], "float32")
+TIED_LABELS = np.array([1, 2, 5, 6, 3, 2])
+TIED_RANKS = [3, 5, 6, 4, 6, 3]  # derived by hand in the comments above
 
 
-def _keras_values(scores, labels, k, batch_size=16, sample_weight=None):
+def _keras_values(scores, labels, k, batch_size=4, sample_weight=None):
     recall, mrr = RecallAtK(k), MrrAtK(k)
     for start in range(0, len(labels), batch_size):
         part = slice(start, start + batch_size)
@@ -33,36 +46,118 @@ def _keras_values(scores, labels, k, batch_size=16, sample_weight=None):
     return float(recall.result()), float(mrr.result())
 
 
-@pytest.mark.parametrize("k", [1, 5, 20])
-@pytest.mark.parametrize("seed", [0, 1])
-def test_keras_metrics_equal_numpy_reference_with_ties(k, seed):
-    scores, labels = _tied_scores(seed)
-    want = recall_mrr_from_ranks(ranks_numpy(scores, labels), k)
-    np.testing.assert_allclose(_keras_values(scores, labels, k), want, rtol=1e-6)
+def test_ties_count_against_the_target_numpy():
+    np.testing.assert_array_equal(ranks_numpy(TIED, TIED_LABELS), TIED_RANKS)
+    np.testing.assert_array_equal(ranks_numpy(TIED.astype("float64"), TIED_LABELS), TIED_RANKS)
 
 
-def test_ties_count_in_the_targets_favour():
-    scores = np.array([[0.0, 1.0, 1.0, 1.0, 2.0]], "float32")     # target 2 ties with 1 and 3
-    np.testing.assert_allclose(_keras_values(scores, np.array([2]), k=2), [1.0, 0.5])
-    np.testing.assert_allclose(_keras_values(scores, np.array([2]), k=1), [0.0, 0.0])
+@pytest.mark.parametrize("k, want", [
+    (1, (0.0, 0.0)),
+    (3, (2 / 6, (1 / 3 + 1 / 3) / 6)),  # ranks 3 and 3
+    (5, (4 / 6, (1 / 3 + 1 / 5 + 1 / 4 + 1 / 3) / 6)),  # ranks 3, 5, 4, 3
+    (6, (1.0, (1 / 3 + 1 / 5 + 1 / 6 + 1 / 4 + 1 / 6 + 1 / 3) / 6)),
+])
+def test_ties_count_against_the_target_keras(k, want):
+    np.testing.assert_allclose(_keras_values(TIED, TIED_LABELS, k), want, rtol=1e-6)
 
 
-def test_padding_column_never_counts():
-    scores, labels = _tied_scores(2)
-    high_padding = scores.copy()
-    high_padding[:, 0] = 1e6
-    np.testing.assert_allclose(_keras_values(high_padding, labels, 5),
-                               _keras_values(scores, labels, 5), rtol=1e-6)
+@pytest.mark.parametrize("tied", [0, 1, 2, 5])
+def test_a_target_tied_with_k_items_ranks_k_plus_1(tied):
+    scores = np.zeros((1, 11), "float32")  # N = 10; label 1, two items above it
+    scores[0, 1:2 + tied] = 1.0  # the target and `tied` others
+    scores[0, 9:] = 2.0
+    assert ranks_numpy(scores, [1]).tolist() == [tied + 3]
+    recall_at, _ = _keras_values(scores, np.array([1]), k=tied + 3)
+    recall_below, _ = _keras_values(scores, np.array([1]), k=tied + 2)
+    assert (recall_at, recall_below) == (1.0, 0.0)
+
+
+# N = 30 items (more than K = 20) and one label per row. Misses: rank `MISS` (inf).
+NAN, INF = float("nan"), float("inf")
+_ROWS = {  # name: (label, {column: score}, expected rank), every other score 0
+    "target nan": (4, {4: NAN}, MISS),
+    "target +inf": (4, {4: INF}, MISS),
+    "target -inf": (4, {4: -INF}, MISS),
+    "nan elsewhere": (4, {4: 5.0, 17: NAN}, MISS),
+    "nan in padding only": (4, {0: NAN, 4: 5.0}, MISS),
+    "all nan": (4, {c: NAN for c in range(31)}, MISS),
+    "all equal": (4, {}, 30),  # ties with the 29 others: a miss at K = 20
+    "+inf elsewhere": (4, {4: 5.0, 9: INF}, 1 + 1),  # not a miss: item 9 ranks above
+    "+inf and -inf elsewhere": (4, {4: 5.0, 9: INF, 12: -INF}, 2),  # sums to NaN, no NaN
+    "-inf padding": (4, {0: -INF, 4: 5.0}, 1),  # the baselines' padding score
+    "padding higher": (4, {0: 9.0, 4: 5.0}, 1),
+    "padding equal": (4, {0: 5.0, 4: 5.0}, 1),
+    "padding +inf": (4, {0: INF, 4: 5.0}, 1),
+}
+
+
+def _nonfinite_rows(dtype="float32"):
+    scores = np.zeros((len(_ROWS), 31), dtype)
+    for row, (_, cells, _) in enumerate(_ROWS.values()):
+        for column, value in cells.items():
+            scores[row, column] = value
+    labels = np.array([label for label, _, _ in _ROWS.values()])
+    return scores, labels, np.array([rank for _, _, rank in _ROWS.values()])
+
+
+@pytest.mark.parametrize("dtype", ["float32", "float64"])
+def test_nan_and_infinite_scores_are_misses_numpy(dtype):
+    scores, labels, want = _nonfinite_rows(dtype)
+    got = ranks_numpy(scores, labels)
+    for name, rank, expected in zip(_ROWS, got, want, strict=True):
+        assert rank == expected, name
+
+
+def test_nan_and_infinite_scores_are_misses_keras_eager_and_xla():
+    scores, labels, _ = _nonfinite_rows()
+    # Hits: the two "... elsewhere" rows without NaN (rank 2), "-inf padding" and the three
+    # "padding ..." rows (rank 1).
+    want = (6 / len(labels), (2 * 1 / 2 + 4) / len(labels))
+    np.testing.assert_allclose(_keras_values(scores, labels, k=20), want, rtol=1e-6)
+    model = keras.Sequential([keras.Input((31,)), keras.layers.Identity()])
+    model.compile(loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
+                  metrics=[RecallAtK(20, name="recall"), MrrAtK(20, name="mrr")],
+                  jit_compile=True)
+    assert model.jit_compile  # the metric compiles under XLA, as in training
+    values = model.evaluate(scores, labels.astype("float32"), batch_size=5, return_dict=True,
+                            verbose=0)
+    np.testing.assert_allclose([values["recall"], values["mrr"]], want, rtol=1e-6)
+
+
+def test_a_diverged_model_scores_zero_not_one():
+    """The issue's example: all-NaN or constant scores used to give Recall@20 = MRR@20 = 1."""
+    labels = np.array([1, 2, 3, 4])
+    for scores in (np.full((4, 31), np.nan), np.full((4, 31), 0.5)):
+        assert recall_mrr_from_ranks(ranks_numpy(scores, labels), 20) == (0.0, 0.0)
+        assert _keras_values(scores.astype("float32"), labels, 20) == (0.0, 0.0)
+
+
+def test_ranks_numpy_rejects_labels_outside_the_items():
+    with pytest.raises(ValueError, match=r"item ids 1\.\.6; got 7 at row 1"):
+        ranks_numpy(TIED[:2], [1, 7])
+    with pytest.raises(ValueError, match="item ids 1"):
+        ranks_numpy(TIED[:1], [0])
+
+
+def test_top_k_items_skip_padding_and_break_ties_by_lower_id():
+    np.testing.assert_array_equal(top_k_numpy(TIED[:1], 3), [[1, 3, 4]])
+    np.testing.assert_array_equal(top_k_numpy(TIED[5:], 4), [[1, 2, 3, 4]])
+    np.testing.assert_array_equal(top_k_numpy(TIED[:1], 20), [[1, 3, 4, 6, 2, 5]])  # k > N
+
+
+def test_ndcg_from_ranks_by_hand():
+    # 1/log2(2) = 1, 1/log2(4) = 1/2, rank 21 and misses give 0.
+    assert ndcg_from_ranks(np.array([1, 3, 21, MISS]), 20) == 0.375
+    assert ndcg_from_ranks(np.array([7.0]), 20) == pytest.approx(1 / 3)
+    assert ndcg_from_ranks(np.zeros(0), 20) == 0.0
 
 
 def test_sample_weight_and_reset():
-    scores, labels = _tied_scores(3, n=32)
-    weight = np.r_[np.ones(16), np.zeros(16)].astype("float32")
-    want = recall_mrr_from_ranks(ranks_numpy(scores[:16], labels[:16]), 5)
-    np.testing.assert_allclose(_keras_values(scores, labels, 5, sample_weight=weight), want,
-                               rtol=1e-6)
+    weight = np.array([1, 1, 0, 0, 0, 1], "float32")  # ranks 3, 5, 3 count
+    np.testing.assert_allclose(_keras_values(TIED, TIED_LABELS, 5, sample_weight=weight),
+                               [1.0, (1 / 3 + 1 / 5 + 1 / 3) / 3], rtol=1e-6)
     metric = RecallAtK(5)
-    metric.update_state(labels, scores)
+    metric.update_state(TIED_LABELS, TIED)
     metric.reset_state()
     assert float(metric.result()) == 0.0
 
