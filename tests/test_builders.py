@@ -10,8 +10,13 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from narm_tf import data, preprocessing, synthetic
+from tfds_builders.diginetica.diginetica_dataset_builder_test import DigineticaTest  # noqa: F401
+from tfds_builders.yoochoose.yoochoose_dataset_builder_test import YoochooseFullTest  # noqa: F401
 
 from conftest import ROOT, shared_file
+
+# The two imports above run each builder's own test (TFDS's DatasetBuilderTestCase on its
+# hand-made dummy_data/, beside the builder) with this suite.
 
 data.register_builders()
 
@@ -164,7 +169,8 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("content, error, message", [
-    (None, FileNotFoundError, "expected {manual}/yoochoose-clicks.dat"),
+    (None, FileNotFoundError, "Manual directory {manual} does not exist or is empty"),
+    ({"other.dat": ""}, FileNotFoundError, "expected {manual}/yoochoose-clicks.dat"),
     ("", preprocessing.InputError, "the file is empty"),
     ("1;2014-04-01T10:00:00.000Z;10;0\n", preprocessing.InputError, "line 1: expected 4 fields"),
     ("1,2014-04-01T10:00:00.000Z,10,0\n1,not-a-time,10,0\n", preprocessing.InputError,
@@ -175,7 +181,10 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
 def test_bad_input_leaves_nothing_loadable(tmp_path, content, error, message):
     manual = tmp_path / "manual"
     manual.mkdir()
-    if content is not None:
+    if isinstance(content, dict):
+        for name, text in content.items():
+            (manual / name).write_text(text)
+    elif content is not None:
         (manual / "yoochoose-clicks.dat").write_text(content)
     out = tmp_path / "out"
     with pytest.raises(error) as raised:
