@@ -26,6 +26,7 @@ from narm_tf.preprocessing import MAX_LEN, Prefixes
 BUILDER_MODULES = (
     "tfds_builders.yoochoose.yoochoose_dataset_builder",
     "tfds_builders.diginetica.diginetica_dataset_builder",
+    "tfds_builders.click_log.click_log_dataset_builder",
 )
 READ_BATCH = 65_536  # Examples parsed per tf.io.parse_example call in load_split.
 

@@ -10,6 +10,7 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from narm_tf import data, preprocessing, synthetic
+from tfds_builders.click_log.click_log_dataset_builder_test import ClickLogShopTest  # noqa: F401
 from tfds_builders.diginetica.diginetica_dataset_builder_test import DigineticaTest  # noqa: F401
 from tfds_builders.yoochoose.yoochoose_dataset_builder_test import YoochooseFullTest  # noqa: F401
 

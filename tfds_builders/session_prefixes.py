@@ -4,7 +4,7 @@ A builder subclasses `SessionPrefixBuilder` and says only what differs: its desc
 homepage, manual-download instructions and `_preprocess(dl_manager)` (raw clicks ->
 `narm_tf.preprocessing.Preprocessed`). Training reads what this writes with `narm_tf.data`.
 
-Each example: `prefix` (item indices 1..N, oldest first, at most MAX_LEN), `label`, `length`
+Each example: `prefix` (item indices 1..N, oldest first, at most max_len: 19), `label`, `length`
 (prefix length before truncation) and `session_id`. The vocabulary (raw item id of every index)
 and the statistics (SPEC section 1 table columns) live in the dataset's `metadata.json`, written
 inside TFDS's incomplete dir, so they appear atomically with the splits.
@@ -19,7 +19,7 @@ import numpy as np
 import tensorflow_datasets as tfds
 
 from narm_tf import preprocessing
-from narm_tf.preprocessing import MAX_LEN, Prefixes
+from narm_tf.preprocessing import Prefixes
 
 CITATION = """
 @inproceedings{li2017narm,
@@ -43,7 +43,7 @@ def example_features() -> tfds.features.FeaturesDict:
 def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
     """Yields (key, example) in the split's order; keys are positions (shuffling is disabled)."""
     rows = prefixes.prefixes.astype(np.int64)
-    kept = np.minimum(prefixes.lengths, MAX_LEN)
+    kept = np.minimum(prefixes.lengths, prefixes.prefixes.shape[1])  # the rules' max_len
     labels, lengths, session_ids = (prefixes.labels.tolist(), prefixes.lengths.tolist(),
                                     prefixes.session_ids.tolist())
     for i, (row, n) in enumerate(zip(rows, kept.tolist(), strict=True)):
@@ -51,21 +51,24 @@ def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
                   "session_id": session_ids[i]}
 
 
-def manual_file(dl_manager: tfds.download.DownloadManager, filename: str,
-                instructions: str) -> pathlib.Path:
-    """Path of `filename` in the manual dir, or FileNotFoundError naming what is missing."""
+def manual_files(dl_manager: tfds.download.DownloadManager, pattern: str,
+                 instructions: str) -> list[pathlib.Path]:
+    """The files matching `pattern` (a glob) in the manual dir, sorted, or FileNotFoundError
+    naming the exact expected path and what the folder holds."""
     try:
-        manual_dir = dl_manager.manual_dir
+        manual_dir = pathlib.Path(dl_manager.manual_dir)
     except AssertionError as error:  # TFDS: no --manual_dir, or a missing or empty folder.
         raise FileNotFoundError(
-            f"Raw click file {filename} not found: {error}\n"
-            f"(set --manual_dir to the folder holding {filename}).") from error
-    path = pathlib.Path(manual_dir) / filename
-    if not path.exists():
+            f"Raw click file {pattern} not found: {error}\n"
+            f"(set --manual_dir to the folder holding {pattern}).") from error
+    paths = sorted(path for path in manual_dir.glob(pattern) if path.is_file())
+    if not paths:
+        present = ", ".join(sorted(path.name for path in manual_dir.iterdir())[:20])
         raise FileNotFoundError(
-            f"Raw click file not found: expected {path} "
-            f"(set --manual_dir to the folder holding {filename}).\n{instructions}")
-    return path
+            f"Raw click file not found: expected {manual_dir / pattern} "
+            f"(set --manual_dir to the folder holding {pattern}; it holds: {present}).\n"
+            f"{instructions}")
+    return paths
 
 
 def format_statistics(name: str, statistics: dict) -> str:

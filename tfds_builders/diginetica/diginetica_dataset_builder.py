@@ -1,7 +1,8 @@
 """DIGINETICA item views -> NARM session-prefix examples (SPEC section 1).
 
 Build: `tfds build tfds_builders/diginetica --manual_dir=DIR --data_dir=OUT` with DIR holding
-`train-item-views.csv`. Schema and shared steps: `tfds_builders.session_prefixes`.
+`train-item-views.csv`. A thin wrapper over click_log's `diginetica` config and pipeline
+(`tfds_builders/click_log`); the schema is `tfds_builders.session_prefixes`.
 """
 
 from __future__ import annotations
@@ -12,6 +13,7 @@ import clone_path  # noqa: F401  (before the first-party imports: see clone_path
 
 from narm_tf import preprocessing
 from tfds_builders import session_prefixes
+from tfds_builders.click_log import click_log_dataset_builder as click_log
 
 VIEWS_FILE = "train-item-views.csv"
 
@@ -37,9 +39,6 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     """)
 
     def _preprocess(self, dl_manager):
-        path = session_prefixes.manual_file(dl_manager, VIEWS_FILE,
-                                            self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-        clicks = preprocessing.read_diginetica_views(str(path))
-        return preprocessing.preprocess(
-            clicks, test_days=preprocessing.DIGINETICA_TEST_DAYS,
-            date_unit_seconds=preprocessing.SECONDS_PER_DAY, seed=0, source=str(path))
+        return click_log.preprocess_config(dl_manager, click_log.DIGINETICA_CONFIG,
+                                           self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                           preprocessing.DIGINETICA_COLUMNS)

@@ -1,19 +1,19 @@
 """YOOCHOOSE clicks -> NARM session-prefix examples (SPEC section 1), configs 1/64, 1/4, full.
 
 Build: `tfds build tfds_builders/yoochoose --config=yoochoose1_64 --manual_dir=DIR --data_dir=OUT`
-with DIR holding `yoochoose-clicks.dat`. Schema and shared steps: `tfds_builders.session_prefixes`.
+with DIR holding `yoochoose-clicks.dat`. A thin wrapper: the configs and the pipeline are
+click_log's (`tfds_builders/click_log`), the schema `tfds_builders.session_prefixes`.
 """
 
 from __future__ import annotations
 
-import dataclasses
 import textwrap
 
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
-import tensorflow_datasets as tfds
 
 from narm_tf import preprocessing
 from tfds_builders import session_prefixes
+from tfds_builders.click_log import click_log_dataset_builder as click_log
 
 CLICKS_FILE = "yoochoose-clicks.dat"
 
@@ -28,13 +28,6 @@ the dataset metadata (see narm_tf.data).
 """
 
 
-@dataclasses.dataclass(eq=False)
-class YoochooseConfig(tfds.core.BuilderConfig):
-    """A YOOCHOOSE variant: keep the most recent 1/fraction of training prefixes."""
-
-    fraction: int = 64
-
-
 class Builder(session_prefixes.SessionPrefixBuilder):
     """YOOCHOOSE session prefixes; `yoochoose1_64` is the paper's main setting."""
 
@@ -45,20 +38,10 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     `{CLICKS_FILE}` (33,003,944 rows `SessionId,Timestamp,ItemId,Category`, no header) into
     the manual dir: `<manual_dir>/{CLICKS_FILE}`.
     """)
-    BUILDER_CONFIGS = [
-        YoochooseConfig(name="yoochoose1_64", fraction=64,
-                        description="Most recent 1/64 of the training prefixes (paper default)."),
-        YoochooseConfig(name="yoochoose1_4", fraction=4,
-                        description="Most recent 1/4 of the training prefixes."),
-        YoochooseConfig(name="yoochoose_full", fraction=1,
-                        description="All training prefixes."),
-    ]
+    BUILDER_CONFIGS = click_log.YOOCHOOSE_CONFIGS  # the click_log pipeline's named configs
     DEFAULT_CONFIG_NAME = "yoochoose1_64"
 
     def _preprocess(self, dl_manager):
-        path = session_prefixes.manual_file(dl_manager, CLICKS_FILE,
-                                            self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-        clicks = preprocessing.read_yoochoose_clicks(str(path))
-        return preprocessing.preprocess(
-            clicks, test_days=preprocessing.YOOCHOOSE_TEST_DAYS, date_unit_seconds=1,
-            fraction=self.builder_config.fraction, seed=0, source=str(path))
+        return click_log.preprocess_config(dl_manager, self.builder_config,
+                                           self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                           preprocessing.YOOCHOOSE_COLUMNS)
