@@ -127,7 +127,7 @@ def _zoned_iso_timestamp(value: str) -> None:
 # Per time_format: the pyarrow type a CSV time field is read as, its line parser (for naming a
 # bad line), and the seconds in one unit of a session date.
 TIME_FORMATS = {
-    "iso": (pa.timestamp("ms", tz="UTC"), _zoned_iso_timestamp, 1),
+    "iso": (pa.timestamp("ns", tz="UTC"), _zoned_iso_timestamp, 1),  # any fraction digits
     "epoch_s": (pa.int64(), _int64, 1),
     "epoch_ms": (pa.int64(), _int64, 1),
     "date": (pa.date32(), _iso_date, SECONDS_PER_DAY),
@@ -301,9 +301,9 @@ def _parquet_column(path, group, role, column, array, time_format) -> pa.Array:
         row = pc.index(pc.is_null(array), True).as_py()
         raise InputError(f"{where}: row {row} of the group is null")
     kind = time_format if role == "time" else "int"
-    target = {"iso": pa.timestamp("ms", tz="UTC"), "date": pa.date32()}.get(kind, pa.int64())
-    if kind == "iso" and pa.types.is_timestamp(array.type):
-        array = array.cast(pa.timestamp("ms", tz=array.type.tz or "UTC"))
+    target = {"iso": TIME_FORMATS["iso"][0], "date": pa.date32()}.get(kind, pa.int64())
+    if kind == "iso" and pa.types.is_timestamp(array.type):  # a naive timestamp is UTC
+        array = array.cast(pa.timestamp("ns", tz=array.type.tz or "UTC"))
     if kind == "date" and pa.types.is_timestamp(array.type):
         raise InputError(f"{where}: holds timestamps, not dates: use time_format 'iso'")
     allowed = {"iso": pa.types.is_timestamp(array.type) or pa.types.is_string(array.type),
@@ -348,6 +348,8 @@ def _clicks_frame(columns: dict, log: ClickLog) -> pd.DataFrame:
     if log.time_format in ("iso", "date"):
         time = time.cast(pa.int64() if log.time_format == "iso" else pa.int32())
     time = time.to_numpy().astype(np.int64)
+    if log.time_format == "iso":
+        time //= 1_000_000  # nanoseconds -> milliseconds
     date = time // 1000 if log.time_format in ("iso", "epoch_ms") else time
     order = columns["order"].to_numpy() if "order" in columns else time
     return pd.DataFrame({"session_id": columns["session"].to_numpy(),
