@@ -147,8 +147,8 @@ class ClickLog:
     for `date`. Bad values raise ValueError listing the valid choices.
     """
 
-    files: str = "*.csv"  # a glob in the manual dir
-    format: str = "csv"  # csv or parquet
+    files: str | None = None  # a glob in the manual dir; default *.csv or *.parquet
+    format: str | None = None  # csv or parquet; default parquet for *.parquet files, else csv
     delimiter: str = ","  # CSV only; "\t" for TSV
     header: bool = True  # CSV only
     session: str | int = "session_id"
@@ -165,7 +165,11 @@ class ClickLog:
     seed: int = 0  # of the validation hold-out
 
     def __post_init__(self):
+        if self.format is None:
+            self.format = "parquet" if str(self.files).endswith(".parquet") else "csv"
         _check_choice("format", self.format, FORMATS)
+        if self.files is None:
+            self.files = f"*.{self.format}"
         _check_choice("time_format", self.time_format, tuple(TIME_FORMATS))
         if not isinstance(self.files, str) or not self.files or self.files.startswith("/") \
                 or ".." in self.files.split("/"):

@@ -105,7 +105,7 @@ def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path):
 
 # --------------------------------------------------------------- click_log: any shop's log
 
-SHOP_JSON = {"name": "my_shop", "files": "clicks-*.parquet", "format": "parquet",
+SHOP_JSON = {"name": "my_shop", "files": "clicks-*.parquet",  # format: parquet, inferred
              "session": "sid", "item": "sku", "time": "ts", "time_format": "epoch_ms",
              "test_days": 2, "min_item_support": 3, "max_len": 5, "validation_share": 0.2,
              "seed": 7}

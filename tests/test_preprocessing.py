@@ -415,3 +415,12 @@ def test_time_formats_give_ms_order_and_second_dates(tmp_path, time_format, time
     clicks = pp.read_log([path], log)
     assert clicks["date"].tolist() == [1396310400, 1396310460]
     assert clicks["item_id"].tolist() == [10, 20] and log.date_unit_seconds == 1
+
+
+def test_click_log_defaults_are_the_spec_and_csv_with_a_header():
+    log = pp.ClickLog()
+    assert (log.format, log.files, log.delimiter, log.header) == ("csv", "*.csv", ",", True)
+    assert (log.test_days, log.min_item_support, log.min_session_length, log.max_len,
+            log.fraction, log.validation_share, log.seed) == (1, 5, 2, 19, 1, 0.1, 0)
+    assert pp.ClickLog(files="clicks-*.parquet").format == "parquet"
+    assert pp.ClickLog(format="parquet").files == "*.parquet"
