@@ -1,16 +1,14 @@
-"""TFDS session-prefix splits -> padded tf.data batches; the example format; vocabulary access.
+"""TFDS session-prefix splits -> padded tf.data batches; vocabulary access.
 
-One module owns the on-disk example format, so what the builders write and what training reads
-cannot drift apart:
-  write  example_features / generate_examples / split_generators  (used by tfds_builders/*)
-  read   load_split / load_vocabulary / load_statistics            (a built dataset -> numpy)
-  feed   make_dataset                                              (numpy -> tf.data batches)
-  build  build_dataset                                             (programmatic `tfds build`)
+The builders (`tfds_builders/`, schema in `tfds_builders/session_prefixes.py`) write; this
+module reads what they wrote and feeds it to training:
+  read   load_split / load_vocabulary / load_statistics   (a built dataset -> numpy)
+  feed   make_dataset                                     (numpy -> tf.data batches)
+  build  build_dataset                                    (programmatic `tfds build`)
 
 Each example: `prefix` (item indices 1..N, oldest first, at most MAX_LEN), `label`, `length`
-(prefix length before truncation) and `session_id`. The vocabulary (raw item id of every index)
-and the statistics (SPEC section 1 table columns) live in the dataset's `metadata.json`, written
-inside TFDS's incomplete dir, so they appear atomically with the splits.
+(prefix length before truncation) and `session_id`; the vocabulary (raw item id of every index)
+and the statistics are in the dataset's metadata.
 """
 
 from __future__ import annotations
@@ -18,95 +16,29 @@ from __future__ import annotations
 import importlib
 import os
 import sys
-from collections.abc import Iterator
 
 import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from narm_tf import preprocessing
 from narm_tf.preprocessing import MAX_LEN, Prefixes
 
 BUILDER_MODULES = (
     "tfds_builders.yoochoose.yoochoose_dataset_builder",
     "tfds_builders.diginetica.diginetica_dataset_builder",
+    "tfds_builders.click_log.click_log_dataset_builder",
 )
-SPLITS = ("train", "validation", "test")
 READ_BATCH = 65_536  # Examples parsed per tf.io.parse_example call in load_split.
-
-
-# ------------------------------------------------------------------------------- write
-
-
-def example_features() -> tfds.features.FeaturesDict:
-    """The feature spec of one session-prefix example (shared by all builders)."""
-    return tfds.features.FeaturesDict({
-        "prefix": tfds.features.Sequence(np.int64),
-        "label": np.int64,
-        "length": np.int64,
-        "session_id": np.int64,
-    })
-
-
-def info_arguments() -> dict:
-    """DatasetInfo arguments every session-prefix builder shares: features, metadata, order."""
-    return {
-        "features": example_features(),
-        "supervised_keys": ("prefix", "label"),
-        "metadata": tfds.core.MetadataDict(),  # vocabulary + statistics, see split_generators
-        "disable_shuffling": True,  # Keep the date order of the prefixes.
-    }
-
-
-def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
-    """Yields (key, example) in the split's order; keys are positions (shuffling is disabled)."""
-    rows = prefixes.prefixes.astype(np.int64)
-    kept = np.minimum(prefixes.lengths, MAX_LEN)
-    labels, lengths, session_ids = (prefixes.labels.tolist(), prefixes.lengths.tolist(),
-                                    prefixes.session_ids.tolist())
-    for i, (row, n) in enumerate(zip(rows, kept.tolist(), strict=True)):
-        yield i, {"prefix": row[:n], "label": labels[i], "length": lengths[i],
-                  "session_id": session_ids[i]}
-
-
-def split_generators(result: preprocessing.Preprocessed, info: tfds.core.DatasetInfo,
-                     generate=generate_examples) -> dict:
-    """Stores vocabulary + statistics in `info.metadata`; returns `generate(split)` per split."""
-    info.metadata["vocabulary"] = [int(v) for v in result.vocabulary]
-    info.metadata["statistics"] = dict(result.statistics)
-    return {"train": generate(result.train), "validation": generate(result.validation),
-            "test": generate(result.test)}
-
-
-def manual_file(dl_manager, filename: str, instructions: str):
-    """Path of `filename` in the manual dir, or FileNotFoundError naming the exact expected path."""
-    # TFDS raises a generic AssertionError for a missing or empty manual dir; name the file.
-    manual_dir = getattr(dl_manager, "_manual_dir", None)
-    path = None if manual_dir is None else manual_dir / filename
-    if path is None or not path.exists():
-        raise FileNotFoundError(
-            f"Raw click file not found: expected {path if path else filename} "
-            f"(set --manual_dir to the folder holding {filename}).\n{instructions}")
-    return path
-
-
-def format_statistics(name: str, statistics: dict) -> str:
-    """A readable table of the dataset statistics (printed at the end of a build)."""
-    lines = [f"Statistics of {name}:"]
-    lines += [f"  {key:<20} {value:,}" if isinstance(value, int) else
-              f"  {key:<20} {value:.4f}" if isinstance(value, float) else
-              f"  {key:<20} {value}" for key, value in statistics.items()]
-    return "\n".join(lines)
 
 
 # -------------------------------------------------------------------------------- read
 
 
 def register_builders() -> None:
-    """Imports the builders so `tfds.builder('yoochoose/yoochoose1_64', data_dir=...)` works."""
-    root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-    if root not in sys.path:
-        sys.path.append(root)
+    """Imports the builders so `tfds.builder('yoochoose/yoochoose1_64', data_dir=...)` works.
+
+    `tfds_builders` sits beside `narm_tf` (a clone's root, or site-packages once installed).
+    """
     for module in BUILDER_MODULES:
         importlib.import_module(module)
 

@@ -3,17 +3,19 @@
 Pure pandas/numpy, no TensorFlow: the TFDS builders call `preprocess()` and write what it
 returns. Every step is vectorized over clicks; nothing loops over clicks in Python.
 
-The path, in the SPEC's order:
-  read_yoochoose_clicks / read_diginetica_views   raw file -> clicks frame
-  preprocess(clicks, ...)                         clicks -> Preprocessed (train/test prefixes)
+The path, in the SPEC's order (the rules' values come from a `ClickLog`; defaults: the SPEC's):
+  preprocess_log(paths, log)                      the one path every builder takes:
+    read_log(paths, log)                          CSV/TSV or Parquet files -> clicks frame
+                                                  (YOOCHOOSE, DIGINETICA: two ClickLogs)
+    preprocess(clicks, ...)                       clicks -> Preprocessed (train/test prefixes)
     _sessions_in_time_order  step 1   group by session, order clicks, session date; count
                                       exact duplicate clicks (kept, as the reference does)
-    _filter_sessions         step 2-3 length-1 sessions, item support >= 5
+    _filter_sessions         step 2-3 short sessions, item support >= 5
     _split_by_date           step 4   test after max_date - split, train before, boundary dropped
     _number_items            step 5   vocabulary 1..N in order of first appearance in train
     _prefix_positions, _materialize  step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19
     prefix_examples          step 8   YOOCHOOSE fractions: the most recent floor(n/fraction)
-    hold_out_validation      step 9   floor(0.1 * sessions) whole sessions to validation
+    hold_out_validation      step 9   floor(share * sessions) whole sessions to validation
 """
 
 from __future__ import annotations
@@ -27,7 +29,9 @@ import re
 import numpy as np
 import pandas as pd
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
 
 MAX_LEN = 19  # BPTT truncation of the paper: a prefix keeps its most recent 19 clicks.
 MIN_ITEM_SUPPORT = 5
@@ -110,26 +114,278 @@ def _int64(value: str) -> None:
         raise OverflowError(value)
 
 
-def _iso_timestamp(value: str) -> None:
-    """Parses like pyarrow: `2014-04-07T10:51:09.277Z`."""
-    datetime.datetime.fromisoformat(value.replace("Z", "+00:00"))
-
-
 def _iso_date(value: str) -> None:
     datetime.date.fromisoformat(value)
 
 
-def _read_table(path, column_names, column_types, skip_rows, delimiter):
-    """Reads a delimited file with pyarrow (multi-threaded, typed); raises on the first bad row."""
-    return pacsv.read_csv(
-        path,
-        read_options=pacsv.ReadOptions(column_names=list(column_names), skip_rows=skip_rows,
-                                       block_size=1 << 26),
-        parse_options=pacsv.ParseOptions(delimiter=delimiter),
-        convert_options=pacsv.ConvertOptions(column_types=column_types,
-                                             include_columns=list(column_types),
-                                             null_values=[], strings_can_be_null=False),
-    )
+def _zoned_iso_timestamp(value: str) -> None:
+    """Parses like pyarrow's zoned timestamps: ISO-8601 with `Z` or an offset."""
+    if datetime.datetime.fromisoformat(value.replace("Z", "+00:00")).tzinfo is None:
+        raise ValueError(value)
+
+
+# Per time_format: the pyarrow type a CSV time field is read as, its line parser (for naming a
+# bad line), and the seconds in one unit of a session date.
+TIME_FORMATS = {
+    "iso": (pa.timestamp("ns", tz="UTC"), _zoned_iso_timestamp, 1),  # any fraction digits
+    "epoch_s": (pa.int64(), _int64, 1),
+    "epoch_ms": (pa.int64(), _int64, 1),
+    "date": (pa.date32(), _iso_date, SECONDS_PER_DAY),
+}
+FORMATS = ("csv", "parquet")
+ROLES = ("session", "item", "time", "order")
+
+
+@dataclasses.dataclass(kw_only=True)
+class ClickLog:
+    """How to read a click log and which SPEC section 1 rules to apply (defaults: the SPEC's).
+
+    Columns are header names (CSV with a header, Parquet) or 0-based field positions (CSV
+    without a header). `time` dates a session (its latest click); `order` (optional, e.g.
+    DIGINETICA's `timeframe`) orders clicks within a session instead of `time`. `time_format`
+    also sets the date resolution: whole seconds for `iso`, `epoch_s` and `epoch_ms`, days
+    for `date`. Bad values raise ValueError listing the valid choices.
+    """
+
+    files: str | None = None  # a glob in the manual dir; default *.csv or *.parquet
+    format: str | None = None  # csv or parquet; default parquet for *.parquet files, else csv
+    delimiter: str = ","  # CSV only; "\t" for TSV
+    header: bool = True  # CSV only
+    session: str | int = "session_id"
+    item: str | int = "item_id"
+    time: str | int = "time"
+    order: str | int | None = None
+    time_format: str = "iso"  # iso (with a zone), epoch_s, epoch_ms or date (YYYY-MM-DD)
+    test_days: int = 1  # test = sessions dated after the last date minus this many days
+    min_item_support: int = MIN_ITEM_SUPPORT
+    min_session_length: int = 2
+    max_len: int = MAX_LEN
+    fraction: int = 1  # keep the most recent floor(n / fraction) training prefixes
+    validation_share: float = VALIDATION_SHARE  # of the training sessions
+    seed: int = 0  # of the validation hold-out
+
+    def __post_init__(self):
+        if self.format is None:
+            self.format = "parquet" if str(self.files).endswith(".parquet") else "csv"
+        _check_choice("format", self.format, FORMATS)
+        if self.files is None:
+            self.files = f"*.{self.format}"
+        _check_choice("time_format", self.time_format, tuple(TIME_FORMATS))
+        if not isinstance(self.files, str) or not self.files or self.files.startswith("/") \
+                or ".." in self.files.split("/"):
+            raise ValueError(f"files must be a glob inside the manual dir, e.g. 'clicks-*.csv', "
+                             f"got {self.files!r}")
+        if not isinstance(self.delimiter, str) or len(self.delimiter) != 1:
+            raise ValueError(f"delimiter must be one character (',', ';', '\\t'), "
+                             f"got {self.delimiter!r}")
+        if not isinstance(self.header, bool):
+            raise ValueError(f"header must be true or false, got {self.header!r}")
+        self._check_columns()
+        for key, low, high in (("test_days", 1, None), ("min_item_support", 1, None),
+                               ("min_session_length", 2, None), ("max_len", 1, MAX_LEN),
+                               ("fraction", 1, None), ("seed", 0, None)):
+            _check_int(key, getattr(self, key), low, high)
+        share = self.validation_share
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
+            raise ValueError(f"validation_share must be a number in [0, 1), got {share!r}")
+
+    def _check_columns(self):
+        by_position = self.format == "csv" and not self.header
+        kind = "a 0-based field position (int)" if by_position else "a column name (str)"
+        columns = {role: getattr(self, role) for role in ROLES if getattr(self, role) is not None}
+        for role, column in columns.items():
+            valid = (isinstance(column, int) and not isinstance(column, bool) and column >= 0
+                     if by_position else isinstance(column, str) and column != "")
+            if not valid:
+                raise ValueError(f"{role} must be {kind} for a {self.format} log"
+                                 f"{' without a header' if by_position else ''}, got {column!r}")
+        if len(set(columns.values())) != len(columns):
+            raise ValueError(f"session, item, time and order must be distinct columns, "
+                             f"got {columns}")
+
+    @property
+    def date_unit_seconds(self) -> int:
+        """Seconds in one unit of a session date: 1 (whole seconds) or 86400 (days)."""
+        return TIME_FORMATS[self.time_format][2]
+
+
+def _check_choice(key, value, choices):
+    if value not in choices:
+        raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_int(key, value, low, high):
+    if isinstance(value, bool) or not isinstance(value, int) or value < low \
+            or (high is not None and value > high):
+        bound = f"in {low}..{high}" if high is not None else f">= {low}"
+        raise ValueError(f"{key} must be an integer {bound}, got {value!r}")
+
+
+YOOCHOOSE = ClickLog(files="yoochoose-clicks.dat", header=False, session=0, time=1, item=2,
+                     time_format="iso", test_days=YOOCHOOSE_TEST_DAYS)
+DIGINETICA = ClickLog(files="train-item-views.csv", delimiter=";", session="session_id",
+                      item="item_id", time="eventdate", order="timeframe", time_format="date",
+                      test_days=DIGINETICA_TEST_DAYS)
+
+
+def _csv_fields(path: str, log: ClickLog, columns) -> list[str]:
+    """Line 1 as fields; checks it against `columns` (the documented header or field count,
+    when known) and that the log's columns are there, else an error listing what is."""
+    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+        first = next(csv.reader([f.readline().rstrip("\r\n")], delimiter=log.delimiter))
+    shown = log.delimiter.join(first)[:120]
+    if columns is not None and log.header and tuple(first) != tuple(columns):
+        raise InputError(f"{path}, line 1: expected the header "
+                         f"{log.delimiter.join(columns)!r}, got {shown!r}")
+    if columns is not None and not log.header and len(first) != len(columns):
+        raise InputError(f"{path}, line 1: expected {len(columns)} fields separated by "
+                         f"{log.delimiter!r}, got {len(first)}: {shown!r}")
+    for role in ROLES:
+        column = getattr(log, role)
+        if column is None:
+            continue
+        if log.header and column not in first:
+            raise InputError(f"{path}, line 1: no column {column!r} ({role}) in the header; "
+                             f"columns: {', '.join(first)}")
+        if not log.header and column >= len(first):
+            raise InputError(f"{path}, line 1: no field {column} ({role}, 0-based): the line "
+                             f"has {len(first)} fields separated by {log.delimiter!r}: "
+                             f"{shown!r}")
+    return first
+
+
+def _role_indices(log: ClickLog, fields: list[str]) -> dict:
+    """{role: 0-based field index} of the log's columns."""
+    return {role: (fields.index(getattr(log, role)) if log.header else getattr(log, role))
+            for role in ROLES if getattr(log, role) is not None}
+
+
+def _read_csv_log(path: str, log: ClickLog, columns=None) -> dict:
+    """One CSV/TSV file -> {role: pyarrow array}, typed; bad lines named by number."""
+    fields = _csv_fields(path, log, columns)
+    index = _role_indices(log, fields)
+    time_type, time_parser = TIME_FORMATS[log.time_format][:2]
+    types = {f"f{i}": (time_type if role == "time" else pa.int64()) for role, i in index.items()}
+    try:
+        table = pacsv.read_csv(
+            path,
+            read_options=pacsv.ReadOptions(column_names=[f"f{i}" for i in range(len(fields))],
+                                           skip_rows=int(log.header), block_size=1 << 26),
+            parse_options=pacsv.ParseOptions(delimiter=log.delimiter),
+            convert_options=pacsv.ConvertOptions(column_types=types,
+                                                 include_columns=list(types),
+                                                 null_values=[], strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        parsers = {i: (time_parser if role == "time" else _int64) for role, i in index.items()}
+        _raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
+    if table.num_rows == 0:
+        raise InputError(f"{path}: the file holds a header but no clicks.")
+    return {role: table.column(f"f{i}") for role, i in index.items()}
+
+
+def _parquet_schema(path: str, log: ClickLog):
+    """The file's Parquet metadata, after checking the log's columns are there."""
+    try:
+        metadata = pq.ParquetFile(path).metadata
+    except (pa.ArrowInvalid, OSError) as error:
+        raise InputError(f"{path}: not a readable Parquet file: {error}") from error
+    names = metadata.schema.names
+    for role in ROLES:
+        column = getattr(log, role)
+        if column is not None and column not in names:
+            raise InputError(f"{path}: no column {column!r} ({role}); columns: "
+                             f"{', '.join(names)}")
+    return metadata
+
+
+def _parquet_column(path, group, role, column, array, time_format) -> pa.Array:
+    """One row group's column -> int64 (ids, order, epoch times), timestamp[ms] or date32."""
+    where = f"{path}, row group {group}, column {column!r} ({role})"
+    if array.null_count:
+        row = pc.index(pc.is_null(array), True).as_py()
+        raise InputError(f"{where}: row {row} of the group is null")
+    kind = time_format if role == "time" else "int"
+    target = {"iso": TIME_FORMATS["iso"][0], "date": pa.date32()}.get(kind, pa.int64())
+    if kind == "iso" and pa.types.is_timestamp(array.type):  # a naive timestamp is UTC
+        array = array.cast(pa.timestamp("ns", tz=array.type.tz or "UTC"))
+    if kind == "date" and pa.types.is_timestamp(array.type):
+        raise InputError(f"{where}: holds timestamps, not dates: use time_format 'iso'")
+    allowed = {"iso": pa.types.is_timestamp(array.type) or pa.types.is_string(array.type),
+               "date": pa.types.is_date(array.type) or pa.types.is_string(array.type)}
+    if not allowed.get(kind, pa.types.is_integer(array.type)):
+        raise InputError(f"{where}: has type {array.type}, which time_format/ids "
+                         f"{kind!r} cannot read")
+    try:
+        return array.cast(target)
+    except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
+        parse = {"iso": _zoned_iso_timestamp, "date": _iso_date}.get(kind, _int64)
+        for row, value in enumerate(array.to_pylist()):
+            try:
+                parse(str(value))
+            except (ValueError, OverflowError):
+                raise InputError(f"{where}: row {row} of the group has an unparsable value "
+                                 f"{value!r}") from error
+        raise InputError(f"{where}: could not be read: {error}") from error
+
+
+def _read_parquet_log(path: str, log: ClickLog) -> dict:
+    """One Parquet file -> {role: pyarrow array}, typed; bad values named by row group."""
+    metadata = _parquet_schema(path, log)
+    roles = {role: getattr(log, role) for role in ROLES if getattr(log, role) is not None}
+    parquet = pq.ParquetFile(path)
+    parts = {role: [] for role in roles}
+    for group in range(metadata.num_row_groups):
+        table = parquet.read_row_group(group, columns=list(roles.values()))
+        for role, column in roles.items():
+            parts[role].append(_parquet_column(path, group, role, column,
+                                               table.column(column).combine_chunks(),
+                                               log.time_format))
+    if not metadata.num_rows:
+        raise InputError(f"{path}: the file holds no clicks.")
+    return {role: pa.chunked_array(chunks) for role, chunks in parts.items()}
+
+
+def _clicks_frame(columns: dict, log: ClickLog) -> pd.DataFrame:
+    """{role: array} -> int64 `session_id`, `item_id`, `time` (orders clicks within a session:
+    the `order` column, else the click time) and `date` (seconds or days: dates sessions)."""
+    time = columns["time"]
+    if log.time_format in ("iso", "date"):
+        time = time.cast(pa.int64() if log.time_format == "iso" else pa.int32())
+    time = time.to_numpy().astype(np.int64)
+    if log.time_format == "iso":
+        time //= 1_000_000  # nanoseconds -> milliseconds
+    date = time // 1000 if log.time_format in ("iso", "epoch_ms") else time
+    order = columns["order"].to_numpy() if "order" in columns else time
+    return pd.DataFrame({"session_id": columns["session"].to_numpy(),
+                         "item_id": columns["item"].to_numpy(), "time": order, "date": date})
+
+
+def check_log_files(paths: list[str], log: ClickLog, columns=None) -> None:
+    """Before any work: every file exists, is plain, and holds the log's columns."""
+    for path in paths:
+        _check_readable(path)
+        if log.format == "csv":
+            _csv_fields(path, log, columns)
+        else:
+            _parquet_schema(path, log)
+
+
+def read_log(paths: list[str], log: ClickLog, columns=None) -> pd.DataFrame:
+    """Reads a click log of one or more files (in the given order) into a clicks frame.
+
+    Args:
+      paths: the files, CSV/TSV or Parquet as `log.format` says.
+      log: how to read them.
+      columns: the documented header (or field names of a headerless file), when the format
+        is known, e.g. YOOCHOOSE_COLUMNS: line 1 must match it.
+    Returns:
+      int64 columns `session_id`, `item_id`, `time` (orders clicks) and `date` (dates
+      sessions, in `log.date_unit_seconds`).
+    """
+    check_log_files(paths, log, columns)
+    frames = [_clicks_frame(_read_csv_log(path, log, columns) if log.format == "csv"
+                            else _read_parquet_log(path, log), log) for path in paths]
+    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
 
 
 def read_yoochoose_clicks(path: str) -> pd.DataFrame:
@@ -138,20 +394,7 @@ def read_yoochoose_clicks(path: str) -> pd.DataFrame:
     Returns a frame with int64 columns `session_id`, `item_id`, `time` (click time in
     milliseconds since the epoch, orders clicks) and `date` (whole seconds, dates sessions).
     """
-    _check_readable(path)
-    types = {"SessionId": pa.int64(), "Timestamp": pa.timestamp("ms", tz="UTC"),
-             "ItemId": pa.int64()}
-    try:
-        table = _read_table(path, YOOCHOOSE_COLUMNS, types, 0, ",")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        _raise_located(path, ",", 4, {0: _int64, 1: _iso_timestamp, 2: _int64}, False, error)
-    millis = table.column("Timestamp").cast(pa.int64()).to_numpy()
-    return pd.DataFrame({
-        "session_id": table.column("SessionId").to_numpy(),
-        "item_id": table.column("ItemId").to_numpy(),
-        "time": millis,
-        "date": millis // 1000,
-    })
+    return read_log([path], YOOCHOOSE, YOOCHOOSE_COLUMNS)
 
 
 def read_diginetica_views(path: str) -> pd.DataFrame:
@@ -160,28 +403,7 @@ def read_diginetica_views(path: str) -> pd.DataFrame:
     Returns int64 columns `session_id`, `item_id`, `time` (the `timeframe`, orders clicks) and
     `date` (the `eventdate` in days since the epoch, dates sessions).
     """
-    _check_readable(path)
-    with open(path, encoding="utf-8", errors="replace") as f:
-        header = f.readline().strip().split(";")
-    if tuple(header) != DIGINETICA_COLUMNS:
-        raise InputError(
-            f"{path}, line 1: expected the header {';'.join(DIGINETICA_COLUMNS)!r}, "
-            f"got {';'.join(header)[:120]!r}")
-    types = {"session_id": pa.int64(), "item_id": pa.int64(), "timeframe": pa.int64(),
-             "eventdate": pa.date32()}
-    try:
-        table = _read_table(path, DIGINETICA_COLUMNS, types, 1, ";")
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        parsers = {0: _int64, 2: _int64, 3: _int64, 4: _iso_date}
-        _raise_located(path, ";", 5, parsers, True, error)
-    if table.num_rows == 0:
-        raise InputError(f"{path}: the file holds a header but no clicks.")
-    return pd.DataFrame({
-        "session_id": table.column("session_id").to_numpy(),
-        "item_id": table.column("item_id").to_numpy(),
-        "time": table.column("timeframe").to_numpy(),
-        "date": table.column("eventdate").cast(pa.int32()).to_numpy().astype(np.int64),
-    })
+    return read_log([path], DIGINETICA, DIGINETICA_COLUMNS)
 
 
 # ------------------------------------------------------------------------ preprocessing
@@ -279,20 +501,22 @@ def _duplicate_clicks(codes, times, dates, items) -> int:
     return int(pd.DataFrame({"run": run, "item": items[index]}).duplicated().sum())
 
 
-def _keep_clicks(sessions: Sessions, keep: np.ndarray) -> Sessions:
-    """Drops the clicks where `keep` is False, then sessions left shorter than 2."""
+def _keep_clicks(sessions: Sessions, keep: np.ndarray, min_length: int = 2) -> Sessions:
+    """Drops the clicks where `keep` is False, then sessions left shorter than `min_length`."""
     session_of_click = np.repeat(np.arange(len(sessions)), sessions.lengths)
     lengths = np.bincount(session_of_click[keep], minlength=len(sessions))
     offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
     reduced = Sessions(sessions.session_ids, sessions.dates, offsets, sessions.items[keep])
-    return reduced.take(np.flatnonzero(lengths >= 2))
+    return reduced.take(np.flatnonzero(lengths >= min_length))
 
 
-def _filter_sessions(sessions: Sessions) -> Sessions:
-    """Steps 2-3: drop length-1 sessions; drop clicks on items seen < 5 times; drop short ones."""
-    sessions = sessions.take(np.flatnonzero(sessions.lengths >= 2))
+def _filter_sessions(sessions: Sessions, min_item_support: int = MIN_ITEM_SUPPORT,
+                     min_length: int = 2) -> Sessions:
+    """Steps 2-3: drop sessions shorter than min_length (2); drop clicks on items seen fewer
+    than min_item_support (5) times; drop sessions left shorter than min_length (one pass)."""
+    sessions = sessions.take(np.flatnonzero(sessions.lengths >= min_length))
     _, inverse, counts = np.unique(sessions.items, return_inverse=True, return_counts=True)
-    return _keep_clicks(sessions, counts[inverse] >= MIN_ITEM_SUPPORT)
+    return _keep_clicks(sessions, counts[inverse] >= min_item_support, min_length)
 
 
 def _split_by_date(sessions: Sessions, test_span: int) -> tuple[Sessions, Sessions, int]:
@@ -308,7 +532,8 @@ def _stable_date_order(sessions: Sessions, selected: np.ndarray) -> np.ndarray:
     return index[np.argsort(sessions.dates[index], kind="stable")]
 
 
-def _number_items(train: Sessions, test: Sessions) -> tuple[Sessions, Sessions, np.ndarray]:
+def _number_items(train: Sessions, test: Sessions, min_length: int = 2
+                  ) -> tuple[Sessions, Sessions, np.ndarray]:
     """Step 5: vocabulary 1..N by first appearance in date-sorted train; unknown test items out."""
     codes, vocabulary = pd.factorize(train.items, sort=False)
     train = Sessions(train.session_ids, train.dates, train.offsets, codes.astype(np.int64) + 1)
@@ -316,7 +541,7 @@ def _number_items(train: Sessions, test: Sessions) -> tuple[Sessions, Sessions, 
     known = test_codes >= 0
     test = _keep_clicks(
         Sessions(test.session_ids, test.dates, test.offsets, test_codes.astype(np.int64) + 1),
-        known,
+        known, min_length,
     )
     return train, test, np.asarray(vocabulary, np.int64)
 
@@ -333,11 +558,12 @@ def _prefix_positions(sessions: Sessions) -> tuple[np.ndarray, np.ndarray]:
     return label_position, session_index
 
 
-def _materialize(sessions: Sessions, label_position, session_index) -> Prefixes:
-    """Step 7: dense right-padded prefixes of the most recent MAX_LEN clicks."""
+def _materialize(sessions: Sessions, label_position, session_index,
+                 max_len: int = MAX_LEN) -> Prefixes:
+    """Step 7: dense right-padded prefixes [n, max_len] of the most recent max_len clicks."""
     full_length = label_position - sessions.offsets[:-1][session_index]
-    kept = np.minimum(full_length, MAX_LEN)
-    columns = np.arange(MAX_LEN)
+    kept = np.minimum(full_length, max_len)
+    columns = np.arange(max_len)
     gather = (label_position - kept)[:, None] + columns[None, :]
     valid = columns[None, :] < kept[:, None]
     prefixes = np.where(valid, sessions.items[np.where(valid, gather, 0)], 0).astype(np.int32)
@@ -345,15 +571,16 @@ def _materialize(sessions: Sessions, label_position, session_index) -> Prefixes:
                     full_length.astype(np.int64), sessions.session_ids[session_index])
 
 
-def prefix_examples(sessions: Sessions, fraction: int = 1) -> Prefixes:
+def prefix_examples(sessions: Sessions, fraction: int = 1, max_len: int = MAX_LEN) -> Prefixes:
     """Steps 6-8: all prefixes, or the most recent floor(n / fraction) of them."""
     label_position, session_index = _prefix_positions(sessions)
     keep = len(label_position) // fraction
     start = len(label_position) - keep
-    return _materialize(sessions, label_position[start:], session_index[start:])
+    return _materialize(sessions, label_position[start:], session_index[start:], max_len)
 
 
-def hold_out_validation(train: Prefixes, seed: int) -> tuple[Prefixes, Prefixes]:
+def hold_out_validation(train: Prefixes, seed: int, share: float = VALIDATION_SHARE
+                        ) -> tuple[Prefixes, Prefixes]:
     """Step 9: whole sessions to validation; returns (train, validation), both in date order.
 
     "10%" is floor(0.1 * S) of the S sessions that have a prefix in `train`, drawn without
@@ -365,21 +592,35 @@ def hold_out_validation(train: Prefixes, seed: int) -> tuple[Prefixes, Prefixes]
     """
     sessions, first = np.unique(train.session_ids, return_index=True)
     sessions = sessions[np.argsort(first, kind="stable")]  # order of first appearance
-    n_valid = int(len(sessions) * VALIDATION_SHARE)
+    n_valid = int(len(sessions) * share)
     chosen = np.random.default_rng(seed).permutation(len(sessions))[:n_valid]
     is_valid = np.isin(train.session_ids, sessions[chosen])
     return train.take(np.flatnonzero(~is_valid)), train.take(np.flatnonzero(is_valid))
 
 
+def preprocess_log(paths: list[str], log: ClickLog, columns=None) -> Preprocessed:
+    """The one path from raw files to splits: `read_log`, then `preprocess` with the log's
+    rules. Every builder (click_log and its YOOCHOOSE/DIGINETICA configs) calls this."""
+    clicks = read_log(paths, log, columns)
+    return preprocess(
+        clicks, log.test_days, log.date_unit_seconds, log.fraction, log.seed,
+        source=", ".join(paths), min_item_support=log.min_item_support,
+        min_session_length=log.min_session_length, max_len=log.max_len,
+        validation_share=log.validation_share)
+
+
 def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
-               fraction: int = 1, seed: int = 0, source: str = "clicks") -> Preprocessed:
+               fraction: int = 1, seed: int = 0, source: str = "clicks", *,
+               min_item_support: int = MIN_ITEM_SUPPORT, min_session_length: int = 2,
+               max_len: int = MAX_LEN, validation_share: float = VALIDATION_SHARE
+               ) -> Preprocessed:
     """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
 
     Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
     preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks"]`
     counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`;
     `statistics["kept_train_sessions"]` counts the sessions of the kept training prefixes and
-    `statistics["validation_sessions"]` the floor(0.1 * kept_train_sessions) held out.
+    `statistics["validation_sessions"]` the floor(share * kept_train_sessions) held out.
 
     Args:
       clicks: frame with columns session_id, item_id, time, date.
@@ -388,12 +629,15 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
       fraction: keep the most recent 1/fraction of training prefixes (YOOCHOOSE 64 or 4).
       seed: seed of the validation hold-out.
       source: name used in error messages (the raw file's path).
+      min_item_support, min_session_length, max_len, validation_share: the rules of steps
+        3, 2, 7 and 9 (SPEC values 5, 2, 19 and 0.1); see `ClickLog`.
     """
     sessions, duplicates = _sessions_in_time_order(clicks)
-    sessions = _filter_sessions(sessions)
+    sessions = _filter_sessions(sessions, min_item_support, min_session_length)
     if len(sessions) == 0:
-        raise InputError(f"{source}: no session is left after dropping sessions shorter than 2 "
-                         f"and items seen fewer than {MIN_ITEM_SUPPORT} times.")
+        raise InputError(f"{source}: no session is left after dropping sessions shorter than "
+                         f"{min_session_length} and items seen fewer than {min_item_support} "
+                         f"times.")
     span = test_days * SECONDS_PER_DAY // date_unit_seconds
     train_sessions, test_sessions, split_date = _split_by_date(sessions, span)
     if len(train_sessions) == 0 or len(test_sessions) == 0:
@@ -401,12 +645,14 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
             f"{source}: the date split at {split_date} leaves {len(train_sessions)} train and "
             f"{len(test_sessions)} test sessions; both must be non-empty (the log must span "
             f"more than {test_days} day(s)).")
-    train_sessions, test_sessions, vocabulary = _number_items(train_sessions, test_sessions)
+    train_sessions, test_sessions, vocabulary = _number_items(train_sessions, test_sessions,
+                                                              min_session_length)
     if len(test_sessions) == 0:
-        raise InputError(f"{source}: no test session keeps 2 clicks on training items.")
-    all_train = prefix_examples(train_sessions, fraction)
-    test = prefix_examples(test_sessions)
-    train, validation = hold_out_validation(all_train, seed)
+        raise InputError(f"{source}: no test session keeps {min_session_length} clicks on "
+                         f"training items.")
+    all_train = prefix_examples(train_sessions, fraction, max_len)
+    test = prefix_examples(test_sessions, max_len=max_len)
+    train, validation = hold_out_validation(all_train, seed, validation_share)
     statistics = {
         "clicks": int(len(clicks)),
         "duplicate_clicks": duplicates,

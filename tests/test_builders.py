@@ -1,17 +1,27 @@
 """Real TFDS builds (programmatic and `tfds build` CLI), loading, sample counts, bad input."""
 
+import json
 import os
 import pathlib
 import subprocess
 
+import numpy as np
 import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from narm_tf import data, preprocessing, synthetic
+from tfds_builders.click_log.click_log_dataset_builder_test import ClickLogShopTest  # noqa: F401
+from tfds_builders.diginetica.diginetica_dataset_builder_test import DigineticaTest  # noqa: F401
+from tfds_builders.yoochoose.yoochoose_dataset_builder_test import YoochooseFullTest  # noqa: F401
 
 from conftest import ROOT, shared_file
+
+# The two imports above run each builder's own test (TFDS's DatasetBuilderTestCase on its
+# hand-made dummy_data/, beside the builder) with this suite.
 
 data.register_builders()
 
@@ -83,17 +93,55 @@ def test_default_config_is_one_64th():
         == "yoochoose1_64"
 
 
-@pytest.mark.parametrize("target, name, extra", [
-    ("tfds_builders/yoochoose", "yoochoose/yoochoose1_4", ["--config=yoochoose1_4"]),
-    ("tfds_builders/diginetica", "diginetica", []),
-])
-def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path, target, name, extra):
-    run = tfds_cli(target, *extra, f"--manual_dir={tiny_manual}", f"--data_dir={tmp_path}")
+def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path):
+    run = tfds_cli("tfds_builders/diginetica", f"--manual_dir={tiny_manual}",
+                   f"--data_dir={tmp_path}")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert f"Statistics of {name}" in run.stdout
+    assert "Statistics of diginetica" in run.stdout
     # Printed by this clone's builder: `tfds build` imported the repository's narm_tf.
     assert "Exact duplicate clicks (same session, item and time): 0, kept" in run.stdout
-    assert_loads(name, tmp_path, data.load_statistics(name, str(tmp_path)))
+    assert_loads("diginetica", tmp_path, data.load_statistics("diginetica", str(tmp_path)))
+
+
+# --------------------------------------------------------------- click_log: any shop's log
+
+SHOP_JSON = {"name": "my_shop", "files": "clicks-*.parquet",  # format: parquet, inferred
+             "session": "sid", "item": "sku", "time": "ts", "time_format": "epoch_ms",
+             "test_days": 2, "min_item_support": 3, "max_len": 5, "validation_share": 0.2,
+             "seed": 7}
+
+
+def shop_log(clicks: pd.DataFrame, folder: pathlib.Path) -> None:
+    """The clicks as a shop's Parquet log: two files, small row groups, epoch ms, own names."""
+    frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
+                          "ts": clicks["time"]})
+    half = len(frame) // 2
+    for part, rows in enumerate((frame[:half], frame[half:])):
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False),
+                       folder / f"clicks-{part}.parquet", row_group_size=500)
+
+
+def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
+    """A shop's own config through the real `tfds build`: its rules reach the dataset."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    shop_log(clicks, manual)
+    run = tfds_cli("tfds_builders/click_log", f"--config={json.dumps(SHOP_JSON)}",
+                   f"--manual_dir={manual}", f"--data_dir={tmp_path / 'out'}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Statistics of click_log/my_shop" in run.stdout
+    name, out = "click_log/my_shop", str(tmp_path / "out")
+    statistics = data.load_statistics(name, out)
+    expected = preprocessing.preprocess(
+        clicks, 2, 1, seed=7, min_item_support=3, max_len=5, validation_share=0.2)
+    assert statistics == expected.statistics
+    for split in ("train", "validation", "test"):
+        loaded, want = data.load_split(name, split, out), getattr(expected, split)
+        np.testing.assert_array_equal(loaded.labels, want.labels)
+        np.testing.assert_array_equal(loaded.session_ids, want.session_ids)
+        assert np.count_nonzero(loaded.prefixes, axis=1).max() == 5  # max_len reached
+    assert statistics["validation_sessions"] == int(0.2 * statistics["kept_train_sessions"])
 
 
 # ---------------------------------------------------------------- real samples (SPEC table)
@@ -164,7 +212,8 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
 
 
 @pytest.mark.parametrize("content, error, message", [
-    (None, FileNotFoundError, "expected {manual}/yoochoose-clicks.dat"),
+    (None, FileNotFoundError, "Manual directory {manual} does not exist or is empty"),
+    ({"other.dat": ""}, FileNotFoundError, "expected {manual}/yoochoose-clicks.dat"),
     ("", preprocessing.InputError, "the file is empty"),
     ("1;2014-04-01T10:00:00.000Z;10;0\n", preprocessing.InputError, "line 1: expected 4 fields"),
     ("1,2014-04-01T10:00:00.000Z,10,0\n1,not-a-time,10,0\n", preprocessing.InputError,
@@ -175,7 +224,10 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
 def test_bad_input_leaves_nothing_loadable(tmp_path, content, error, message):
     manual = tmp_path / "manual"
     manual.mkdir()
-    if content is not None:
+    if isinstance(content, dict):
+        for name, text in content.items():
+            (manual / name).write_text(text)
+    elif content is not None:
         (manual / "yoochoose-clicks.dat").write_text(content)
     out = tmp_path / "out"
     with pytest.raises(error) as raised:
@@ -194,3 +246,129 @@ def test_cli_bad_input_names_the_file_and_leaves_nothing(tmp_path):
     assert f"{manual}/train-item-views.csv, line 1: expected the header" in run.stderr
     assert_nothing_loadable("diginetica", tmp_path / "out")
 
+
+
+def test_parquet_and_csv_logs_of_the_same_clicks_give_identical_datasets(tiny_manual, tmp_path):
+    """CSV with ISO times (one file) and Parquet with native timestamps (two files, row groups
+    of 500): same examples, vocabulary and statistics."""
+    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
+                          "ts": pd.to_datetime(clicks["time"], unit="ms", utc=True)})
+    csv_path = tmp_path / "clicks.csv"
+    frame.assign(ts=frame["ts"].dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")).to_csv(csv_path,
+                                                                              index=False)
+    table = pa.table({"sid": clicks["session_id"], "sku": clicks["item_id"],
+                      "ts": pa.array(clicks["time"], pa.timestamp("ms", tz="UTC"))})
+    half = len(clicks) // 2
+    paths = [str(tmp_path / f"clicks-{i}.parquet") for i in range(2)]
+    for path, rows in zip(paths, (table[:half], table[half:]), strict=True):
+        pq.write_table(rows, path, row_group_size=500)
+    rules = {"session": "sid", "item": "sku", "time": "ts", "time_format": "iso"}
+    from_csv = preprocessing.preprocess_log([str(csv_path)], preprocessing.ClickLog(**rules))
+    from_parquet = preprocessing.preprocess_log(
+        paths, preprocessing.ClickLog(format="parquet", **rules))
+    assert len(from_csv.test) > 0 and from_csv.statistics == from_parquet.statistics
+    np.testing.assert_array_equal(from_csv.vocabulary, from_parquet.vocabulary)
+    for split in ("train", "validation", "test"):
+        for field in ("prefixes", "labels", "lengths", "session_ids"):
+            np.testing.assert_array_equal(getattr(getattr(from_csv, split), field),
+                                          getattr(getattr(from_parquet, split), field))
+    # And both are YOOCHOOSE's own preprocessing of these clicks.
+    assert from_csv.statistics == preprocessing.preprocess(clicks, 1, 1).statistics
+
+
+def test_named_diginetica_config_gives_the_sample_counts():
+    from tfds_builders.click_log import click_log_dataset_builder as click_log
+
+    path = str(shared_file("diginetica_sample/train-item-views.csv"))
+    result = preprocessing.preprocess_log([path], click_log.DIGINETICA_CONFIG.log)
+    assert len(result.train) + len(result.validation) == 1_205
+    assert (len(result.test), len(result.vocabulary)) == (99, 309)
+
+
+@pytest.mark.parametrize("config, message", [
+    ({"name": "x", "sesion": "sid"}, "unknown key(s) ['sesion']; valid keys: name, files, "
+     "format, delimiter, header, session, item, time, order, time_format, test_days, "
+     "min_item_support, min_session_length, max_len, fraction, validation_share, seed"),
+    ({"files": "*.csv"}, "no 'name'; valid keys: name, files"),
+    ({"name": "x", "format": "json"}, "format must be one of csv, parquet; got 'json'"),
+    ({"name": "x", "time_format": "unix"},
+     "time_format must be one of iso, epoch_s, epoch_ms, date; got 'unix'"),
+    ({"name": "x", "min_session_length": 1}, "min_session_length must be an integer >= 2"),
+    ({"name": "x", "max_len": 20}, "max_len must be an integer in 1..19, got 20"),
+    ({"name": "x", "fraction": 0}, "fraction must be an integer >= 1, got 0"),
+    ({"name": "x", "test_days": "7"}, "test_days must be an integer >= 1, got '7'"),
+    ({"name": "x", "validation_share": 1}, "validation_share must be a number in [0, 1)"),
+    ({"name": "x", "header": "yes"}, "header must be true or false, got 'yes'"),
+    ({"name": "x", "delimiter": "||"}, "delimiter must be one character"),
+    ({"name": "x", "header": False, "session": "sid"},
+     "session must be a 0-based field position (int) for a csv log without a header"),
+    ({"name": "x", "format": "parquet", "item": 2}, "item must be a column name (str)"),
+    ({"name": "x", "item": "sid", "session": "sid"}, "must be distinct columns"),
+    ({"name": "x", "files": "../clicks.csv"}, "files must be a glob inside the manual dir"),
+])
+def test_bad_configs_fail_when_parsed_naming_the_valid_choices(config, message):
+    from tfds_builders.click_log import click_log_dataset_builder as click_log
+
+    with pytest.raises(ValueError) as raised:
+        click_log.ClickLogConfig(**json.loads(json.dumps(config)))  # what `tfds build` calls
+    assert message in str(raised.value)
+
+
+def test_unknown_columns_fail_before_reading_listing_the_columns(tmp_path):
+    good = tmp_path / "a.csv"
+    good.write_text("sid,sku,ts\n1,2,10\n")
+    bad = tmp_path / "b.csv"
+    bad.write_text("sid,item,ts\n" + "1,2,x\n" * 3)  # bad values too: never read
+    log = preprocessing.ClickLog(session="sid", item="sku", time="ts", time_format="epoch_s")
+    with pytest.raises(preprocessing.InputError) as raised:
+        preprocessing.read_log([str(good), str(bad)], log)
+    assert str(raised.value) == (f"{bad}, line 1: no column 'sku' (item) in the header; "
+                                 f"columns: sid, item, ts")
+    headerless = preprocessing.ClickLog(header=False, session=0, item=1, time=3)
+    with pytest.raises(preprocessing.InputError, match=r"line 1: no field 3 \(time, 0-based\)"):
+        preprocessing.read_log([str(good)], headerless)
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.table({"sid": [1], "ts": [10]}), parquet)
+    with pytest.raises(preprocessing.InputError) as raised:
+        preprocessing.read_log([str(parquet)], preprocessing.ClickLog(
+            format="parquet", session="sid", item="sku", time="ts", time_format="epoch_s"))
+    assert str(raised.value) == f"{parquet}: no column 'sku' (item); columns: sid, ts"
+
+
+def test_bad_rows_name_the_file_and_line_or_row_group(tmp_path):
+    tsv = tmp_path / "log.tsv"
+    tsv.write_text("sid\tsku\tday\n1\t2\t2016-05-01\n1\t3\t2016-02-30\n")
+    log = preprocessing.ClickLog(delimiter="\t", session="sid", item="sku", time="day",
+                                 time_format="date")
+    with pytest.raises(preprocessing.InputError,
+                       match=f"{tsv}, line 3: field 3 has an unparsable value '2016-02-30'"):
+        preprocessing.read_log([str(tsv)], log)
+    parquet = tmp_path / "log.parquet"
+    pq.write_table(pa.table({"sid": [1, 2, 3, None], "sku": [5, 6, 7, 8],
+                             "ts": [10, 20, 30, 40]}), parquet, row_group_size=2)
+    shop = preprocessing.ClickLog(format="parquet", session="sid", item="sku", time="ts",
+                                  time_format="epoch_s")
+    with pytest.raises(preprocessing.InputError) as raised:
+        preprocessing.read_log([str(parquet)], shop)
+    assert str(raised.value) == f"{parquet}, row group 1, column 'sid' (session): row 1 of " \
+                                f"the group is null"
+    pq.write_table(pa.table({"sid": [1, 2], "sku": ["5", "6"], "ts": [10, 20]}), parquet)
+    with pytest.raises(preprocessing.InputError, match="column 'sku' \\(item\\): has type "
+                                                       "string"):
+        preprocessing.read_log([str(parquet)], shop)
+
+
+def test_a_bad_click_log_build_leaves_nothing_loadable(tmp_path):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "clicks.csv").write_text("session_id,item_id,time\n1,2,not-a-time\n")
+    from tfds_builders.click_log import click_log_dataset_builder as click_log
+
+    config = click_log.ClickLogConfig(name="bad_shop", files="clicks.csv")
+    builder = click_log.Builder(config=config, data_dir=str(tmp_path / "out"))
+    with pytest.raises(preprocessing.InputError,
+                       match=f"{manual}/clicks.csv, line 2: field 3 has an unparsable value"):
+        builder.download_and_prepare(
+            download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
+    assert not list((tmp_path / "out").rglob("dataset_info.json"))

@@ -373,3 +373,54 @@ def test_nothing_left_after_filtering(tmp_path):
     clicks = pp.read_yoochoose_clicks(path)
     with pytest.raises(pp.InputError, match=re.escape(f"{path}: no session is left")):
         pp.preprocess(clicks, 1, 1, source=path)
+
+
+def test_rules_flow_through_preprocess(tmp_path):
+    # Train: [10, 20] x 2, [10, 20, 30] x 3 and session 8 = [10, 20, 30, 10, 20, 30]: item 30
+    # is seen 5 times. Test: five sessions [10, 20, 10].
+    sessions = {**repeated_sessions(1, 1, [10, 20], 2), **repeated_sessions(3, 1, [10, 20, 30], 3),
+                8: [(ts(1, 20, i), item) for i, item in enumerate([10, 20, 30, 10, 20, 30])],
+                **repeated_sessions(900, 3, [10, 20, 10], 5)}
+    path = write(tmp_path, yoochoose_text(sessions))
+    clicks = pp.read_yoochoose_clicks(path)
+    spec = pp.preprocess(clicks, 1, 1)  # item 30 seen 5 times: kept
+    assert spec.vocabulary.tolist() == [10, 20, 30]
+    strict = pp.preprocess(clicks, 1, 1, min_item_support=6)  # 30 goes; session 8 -> 4 clicks
+    assert strict.vocabulary.tolist() == [10, 20]
+    assert strict.statistics["train_prefixes"] == 2 * 1 + 3 * 1 + 3
+    long_only = pp.preprocess(clicks, 1, 1, min_session_length=3)  # sessions 1, 2 go; test too
+    assert long_only.statistics["train_sessions"] == 4
+    both = pp.preprocess(clicks, 1, 1, min_session_length=3, min_item_support=6)
+    assert both.statistics["train_sessions"] == 1  # session 8 = [10, 20, 10, 20]
+    short = pp.preprocess(clicks, 1, 1, max_len=2, validation_share=0.5)
+    everything = pp.Prefixes(*(np.concatenate([getattr(short.train, f),
+                                               getattr(short.validation, f)])
+                               for f in ("prefixes", "labels", "lengths", "session_ids")))
+    assert short.train.prefixes.shape[1] == 2
+    assert rows(everything.take(np.flatnonzero(everything.session_ids == 8))) == \
+        [[1, 2], [3, 1], [2, 3], [1, 2], [1]]  # the last 2 of prefixes of 5, 4, 3, 2, 1
+    assert short.statistics["validation_sessions"] == 3  # floor(0.5 * 6)
+
+
+@pytest.mark.parametrize("time_format, times", [
+    ("epoch_s", ["1396310400", "1396310460"]),
+    ("epoch_ms", ["1396310400000", "1396310460000"]),
+    ("iso", ["2014-04-01T00:00:00.000000Z", "2014-04-01T02:01:00+02:00"]),
+])
+def test_time_formats_give_ms_order_and_second_dates(tmp_path, time_format, times):
+    lines = [f"1;{item};{t}\n" for item, t in zip((10, 20), times, strict=True)]
+    path = write(tmp_path, "".join(lines), "log.csv")
+    log = pp.ClickLog(header=False, delimiter=";", session=0, item=1, time=2,
+                      time_format=time_format)
+    clicks = pp.read_log([path], log)
+    assert clicks["date"].tolist() == [1396310400, 1396310460]
+    assert clicks["item_id"].tolist() == [10, 20] and log.date_unit_seconds == 1
+
+
+def test_click_log_defaults_are_the_spec_and_csv_with_a_header():
+    log = pp.ClickLog()
+    assert (log.format, log.files, log.delimiter, log.header) == ("csv", "*.csv", ",", True)
+    assert (log.test_days, log.min_item_support, log.min_session_length, log.max_len,
+            log.fraction, log.validation_share, log.seed) == (1, 5, 2, 19, 1, 0.1, 0)
+    assert pp.ClickLog(files="clicks-*.parquet").format == "parquet"
+    assert pp.ClickLog(format="parquet").files == "*.parquet"

@@ -1,22 +1,19 @@
 """DIGINETICA item views -> NARM session-prefix examples (SPEC section 1).
 
 Build: `tfds build tfds_builders/diginetica --manual_dir=DIR --data_dir=OUT` with DIR holding
-`train-item-views.csv`. Vocabulary and statistics: `narm_tf.data`.
+`train-item-views.csv`. A thin wrapper over click_log's `diginetica` config and pipeline
+(`tfds_builders/click_log`); the schema is `tfds_builders.session_prefixes`.
 """
 
 from __future__ import annotations
 
-import pathlib
-import sys
 import textwrap
 
-import tensorflow_datasets as tfds
+import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 
-try:
-    from narm_tf import data, preprocessing
-except ImportError:  # `tfds build tfds_builders/diginetica` from an uninstalled clone.
-    sys.path.append(str(pathlib.Path(__file__).resolve().parents[2]))
-    from narm_tf import data, preprocessing
+from narm_tf import preprocessing
+from tfds_builders import session_prefixes
+from tfds_builders.click_log import click_log_dataset_builder as click_log
 
 VIEWS_FILE = "train-item-views.csv"
 
@@ -29,56 +26,19 @@ validation. Exact duplicate clicks are kept (counted in the statistics). The voc
 id of every index) and statistics are in the dataset metadata (see narm_tf.data).
 """
 
-_CITATION = """
-@inproceedings{li2017narm,
-  title={Neural Attentive Session-based Recommendation},
-  author={Li, Jing and Ren, Pengjie and Chen, Zhumin and Ren, Zhaochun and Lian, Tao and Ma, Jun},
-  booktitle={CIKM}, year={2017}}
-"""
 
-
-class Builder(tfds.core.GeneratorBasedBuilder):
+class Builder(session_prefixes.SessionPrefixBuilder):
     """DIGINETICA session prefixes."""
 
-    VERSION = tfds.core.Version("2.0.0")
-    RELEASE_NOTES = {
-        "1.0.0": "Initial release: SPEC section 1 preprocessing.",
-        "2.0.0": "Validation holds out 10% of the training sessions (all their prefixes), not "
-                 "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
-                 "validation, so early stopping saw near-copies of training examples. Same "
-                 "example format; train and validation differ, test is unchanged. Statistics "
-                 "add validation_sessions, kept_train_sessions and duplicate_clicks.",
-    }
+    DESCRIPTION = _DESCRIPTION
+    HOMEPAGE = "https://competitions.codalab.org/competitions/11161"
     MANUAL_DOWNLOAD_INSTRUCTIONS = textwrap.dedent(f"""\
     Download the CIKM Cup 2016 Track 2 (DIGINETICA) data and extract `{VIEWS_FILE}`
     (`session_id;user_id;item_id;timeframe;eventdate`, with header) into the manual dir:
     `<manual_dir>/{VIEWS_FILE}`.
     """)
 
-    def _info(self) -> tfds.core.DatasetInfo:
-        return tfds.core.DatasetInfo(
-            builder=self,
-            description=_DESCRIPTION,
-            homepage="https://competitions.codalab.org/competitions/11161",
-            citation=_CITATION,
-            **data.info_arguments(),
-        )
-
-    def _split_generators(self, dl_manager: tfds.download.DownloadManager):
-        path = data.manual_file(dl_manager, VIEWS_FILE, self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-        clicks = preprocessing.read_diginetica_views(str(path))
-        result = preprocessing.preprocess(
-            clicks, test_days=preprocessing.DIGINETICA_TEST_DAYS,
-            date_unit_seconds=preprocessing.SECONDS_PER_DAY, seed=0, source=str(path))
-        return data.split_generators(result, self.info, self._generate_examples)
-
-    def _generate_examples(self, prefixes: preprocessing.Prefixes):
-        """One split's examples, in date order (keys are positions)."""
-        return data.generate_examples(prefixes)
-
-    def download_and_prepare(self, *args, **kwargs):
-        """Builds (if needed) then prints the statistics and the duplicate clicks kept."""
-        super().download_and_prepare(*args, **kwargs)
-        statistics = self.info.metadata["statistics"]
-        print(data.format_statistics(self.name, statistics))
-        print(preprocessing.duplicates_note(statistics))
+    def _preprocess(self, dl_manager):
+        return click_log.preprocess_config(dl_manager, click_log.DIGINETICA_CONFIG,
+                                           self.MANUAL_DOWNLOAD_INSTRUCTIONS,
+                                           preprocessing.DIGINETICA_COLUMNS)

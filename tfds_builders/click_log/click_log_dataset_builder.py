@@ -1,0 +1,98 @@
+"""Any click log (CSV/TSV or Parquet) -> NARM session-prefix examples (SPEC section 1 rules).
+
+Build your own log, its files in the manual dir, with a JSON config (TFDS passes it to
+`ClickLogConfig`; the keys and defaults are `narm_tf.preprocessing.ClickLog`'s):
+
+  tfds build tfds_builders/click_log --manual_dir=DIR --data_dir=OUT --config='{"name":
+    "my_shop", "files": "clicks-*.parquet", "format": "parquet", "session": "sid",
+    "item": "sku", "time": "ts", "time_format": "epoch_ms", "test_days": 7}'
+
+or a named config: `yoochoose1_64`, `yoochoose1_4`, `yoochoose_full`, `diginetica` (the same
+pipeline the `yoochoose` and `diginetica` builders run). A bad config fails when it is parsed,
+naming the valid keys or values; a missing column fails before any file is read in full.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+
+import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
+import tensorflow_datasets as tfds
+
+from narm_tf import preprocessing
+from tfds_builders import session_prefixes
+
+
+@dataclasses.dataclass(eq=False)
+class _ClickLogFields(tfds.core.BuilderConfig, preprocessing.ClickLog):
+    pass
+
+
+class ClickLogConfig(_ClickLogFields):
+    """A click log and its rules: `name` plus the keys of `narm_tf.preprocessing.ClickLog`."""
+
+    KEYS = ("name", *(field.name for field in dataclasses.fields(preprocessing.ClickLog)))
+
+    def __init__(self, **kwargs):
+        known = {field.name for field in dataclasses.fields(_ClickLogFields)}
+        unknown = sorted(set(kwargs) - known)
+        if unknown or "name" not in kwargs:
+            problem = f"unknown key(s) {unknown}" if unknown else "no 'name'"
+            raise ValueError(f"click_log config: {problem}; valid keys: {', '.join(self.KEYS)} "
+                             f"(and TFDS's version, description, tags)")
+        super().__init__(**kwargs)
+
+    @property
+    def log(self) -> preprocessing.ClickLog:
+        """The reading and rules part, for `narm_tf.preprocessing`."""
+        return preprocessing.ClickLog(**{key: getattr(self, key) for key in self.KEYS[1:]})
+
+
+def _named(name: str, log: preprocessing.ClickLog, description: str, **changes):
+    return ClickLogConfig(name=name, description=description,
+                          **{**dataclasses.asdict(log), **changes})
+
+
+YOOCHOOSE_CONFIGS = [
+    _named("yoochoose1_64", preprocessing.YOOCHOOSE,
+           "Most recent 1/64 of the training prefixes (paper default).", fraction=64),
+    _named("yoochoose1_4", preprocessing.YOOCHOOSE,
+           "Most recent 1/4 of the training prefixes.", fraction=4),
+    _named("yoochoose_full", preprocessing.YOOCHOOSE, "All training prefixes."),
+]
+DIGINETICA_CONFIG = _named("diginetica", preprocessing.DIGINETICA,
+                           "DIGINETICA item views, clicks in timeframe order.")
+
+_DESCRIPTION = """
+A click log of any shop, preprocessed as in NARM (Li et al., CIKM 2017) with the rules its
+config sets (defaults: sessions of length >= 2, items seen >= 5 times, the last day as test,
+every session prefix an example, truncated to its last 19 clicks, 10% of the training sessions
+held out as validation). The vocabulary (raw item id of every index) and statistics are in the
+dataset metadata (see narm_tf.data).
+"""
+
+
+class Builder(session_prefixes.SessionPrefixBuilder):
+    """Any click log; configs name how to read it and which rules apply."""
+
+    VERSION = tfds.core.Version("1.0.0")
+    RELEASE_NOTES = {"1.0.0": "Any CSV/TSV or Parquet click log through a JSON config; "
+                              "YOOCHOOSE and DIGINETICA as named configs."}
+    DESCRIPTION = _DESCRIPTION
+    MANUAL_DOWNLOAD_INSTRUCTIONS = """
+    Put the click log's files in the manual dir; the config's `files` glob names them
+    (e.g. `clicks-*.parquet`; the YOOCHOOSE configs read `yoochoose-clicks.dat`, DIGINETICA
+    `train-item-views.csv`).
+    """
+    BUILDER_CONFIGS = [*YOOCHOOSE_CONFIGS, DIGINETICA_CONFIG]
+    DEFAULT_CONFIG_NAME = "yoochoose1_64"
+
+    def _preprocess(self, dl_manager):
+        return preprocess_config(dl_manager, self.builder_config,
+                                 self.MANUAL_DOWNLOAD_INSTRUCTIONS)
+
+
+def preprocess_config(dl_manager, config: ClickLogConfig, instructions: str, columns=None):
+    """The config's files in the manual dir -> splits (`narm_tf.preprocessing.preprocess_log`)."""
+    paths = session_prefixes.manual_files(dl_manager, config.files, instructions)
+    return preprocessing.preprocess_log([str(path) for path in paths], config.log, columns)
