@@ -1,6 +1,10 @@
 """NARM layers: the shared item embedding with its bilinear decoder (eq. 10), attention (eq. 6-8)
 and each click's share of the attended representation (`attention_share`).
 
+Each equation is written once, as a function of tensors (`bilinear_scores`, `with_padding_score`,
+`attend`, `attention_share`; the GRU step is `narm_tf.gru.gru_step`) that the layers here and
+serving's lean pass (`narm_tf.serving.inference`) both call.
+
 Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
 item ids, `[batch, max_len, hidden]` GRU states, `[batch, num_items + 1]` scores (column 0 is
 padding and always scores `PADDING_SCORE`).
