@@ -18,8 +18,9 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     python_requires=">=3.10",
-    packages=find_packages(include=["narm_tf", "narm_tf.*", "tfds_builders", "tfds_builders.*",
-                                    "export", "export.*"]),
+    # The serving code is `narm_tf.serving`; `export/` only holds the clone's commands
+    # (`python -m export.export_saved_model`), so no top-level `export` package is installed.
+    packages=find_packages(include=["narm_tf", "narm_tf.*", "tfds_builders", "tfds_builders.*"]),
     package_data={"narm_tf": ["configs/*.cfg"]},
     install_requires=REQUIREMENTS,
 )

@@ -48,8 +48,8 @@ def make_export(base: str) -> str:
     """A DIGINETICA-sized export with random weights; returns its version folder."""
     import keras
 
-    from export import export_saved_model
     from narm_tf.model import build_narm
+    from narm_tf.serving import export_lib
 
     keras.utils.set_random_seed(0)
     model = build_narm(FLAGS.num_items)
@@ -57,15 +57,17 @@ def make_export(base: str) -> str:
     vocabulary = 214_500_000 + rng.choice(10_000_000, FLAGS.num_items, replace=False)
     popularity = rng.zipf(1.5, FLAGS.num_items)
     start = time.perf_counter()
-    path = export_saved_model.export_model(model, vocabulary, popularity, base, k=FLAGS.k,
-                                           exclude_seen=FLAGS.exclude_seen)
+    path = export_lib.export_model(model, vocabulary, popularity, base, k=FLAGS.k,
+                                    exclude_seen=FLAGS.exclude_seen)
     print(f"export: {time.perf_counter() - start:.1f} s -> {path}")
     return path
 
 
 def request_batches(export_dir: str, batch: int, count: int, int64: bool, seed: int = 1):
     """`count` arrays `[batch, width]` of raw ids: sessions of 1-25 clicks, some unknown."""
-    with open(os.path.join(export_dir, "assets", "vocabulary.txt")) as f:
+    from narm_tf.serving.contract import VOCABULARY_ASSET
+
+    with open(os.path.join(export_dir, "assets", VOCABULARY_ASSET)) as f:
         vocabulary = np.array(f.read().split(), np.int64)
     rng = np.random.default_rng(seed)
     batches = []

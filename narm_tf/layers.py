@@ -1,6 +1,10 @@
 """NARM layers: the shared item embedding with its bilinear decoder (eq. 10), attention (eq. 6-8)
 and each click's share of the attended representation (`attention_share`).
 
+Each equation is written once, as a function of tensors (`bilinear_scores`, `with_padding_score`,
+`attend`, `attention_share`; the GRU step is `narm_tf.gru.gru_step`) that the layers here and
+serving's lean pass (`narm_tf.serving.inference`) both call.
+
 Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
 item ids, `[batch, max_len, hidden]` GRU states, `[batch, num_items + 1]` scores (column 0 is
 padding and always scores `PADDING_SCORE`).
@@ -10,7 +14,9 @@ from __future__ import annotations
 
 import keras
 import numpy as np
+import tensorflow as tf
 from keras import ops
+from keras.backend import standardize_dtype
 
 # Finite, so softmax and cross-entropy stay finite; far below any real logit.
 PADDING_SCORE = -1e9
@@ -27,6 +33,56 @@ def padding_score_bias(num_scores: int, dtype: str = "float32"):
     bias = np.zeros((num_scores,), dtype=dtype)
     bias[0] = value
     return ops.convert_to_tensor(bias, dtype=dtype)
+
+
+def with_padding_score(scores):
+    """Scores `[batch, N + 1]` -> the same with column 0 (padding) at `PADDING_SCORE`."""
+    return scores + padding_score_bias(scores.shape[-1], standardize_dtype(scores.dtype))
+
+
+def bilinear_scores(query, embeddings, padding_in_product: bool = False):
+    """Eq. 10, `S_i = emb_i^T (B c_t)`: queries `[batch, D]` (already `B c_t`) and the item
+    table `[N + 1, D]` -> scores `[batch, N + 1]`, column 0 at `PADDING_SCORE`.
+
+    `padding_in_product=True` (training): the padding score rides in the product as one more
+    column, `[q, 1] [E', b]^T` with row 0 of `E'` zeroed and `b = (PADDING_SCORE, 0, ...)`, so
+    XLA makes one pass over the scores, not two. False (serving, no XLA): a separate add, as
+    the augmented table would be a copy of the whole table on every request.
+    """
+    if not padding_in_product:
+        return with_padding_score(tf.matmul(query, embeddings, transpose_b=True))
+    num_scores = embeddings.shape[0]
+    bias = tf.expand_dims(padding_score_bias(num_scores, standardize_dtype(query.dtype)), -1)
+    is_padding = tf.expand_dims(tf.range(num_scores) == 0, -1)
+    table = tf.concat([tf.where(is_padding, tf.zeros_like(embeddings), embeddings), bias], -1)
+    query = tf.concat([query, tf.ones_like(query[..., :1])], axis=-1)
+    return tf.matmul(query, table, transpose_b=True)
+
+
+def attend(hidden_states, final_state, weights, mask, normalize: str | None = None):
+    """Attention (eq. 6-8): `alpha_tj = v^T sigmoid(A1 h_t + A2 h_j)`, `c_l = sum_j alpha_tj h_j`.
+
+    Args:
+        hidden_states: `h_j`, `[batch, max_len, H]`; final_state: `h_t`, `[batch, H]`.
+        weights: `(A1 [H, units], A2 [H, units], v [units, 1])`.
+        mask: `[batch, max_len]` bool, true at clicks.
+        normalize: None (raw alpha, the paper) or `"softmax"` (over the valid positions).
+    Returns `(c_l [batch, H], alpha [batch, max_len])`, alpha 0 at padding.
+    """
+    a1, a2, v = weights
+    hidden, units = hidden_states.shape[-1], a2.shape[-1]
+    max_len = hidden_states.shape[1]
+    if max_len is None:
+        max_len = tf.shape(hidden_states)[1]
+    mask = tf.cast(mask, "bool")
+    keys = tf.reshape(tf.matmul(tf.reshape(hidden_states, [-1, hidden]), a2),
+                      [-1, max_len, units])                                       # [b, T, u]
+    query = tf.matmul(final_state, a1)[:, None, :]                                # [b, 1, u]
+    alpha = tf.squeeze(tf.matmul(tf.sigmoid(keys + query), v), -1)                # [b, T]
+    if normalize == "softmax":
+        alpha = tf.nn.softmax(tf.where(mask, alpha, PADDING_SCORE), axis=-1)
+    alpha = alpha * tf.cast(mask, alpha.dtype)
+    return tf.squeeze(tf.matmul(alpha[:, None, :], hidden_states), 1), alpha     # [b, H]
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")
@@ -54,17 +110,9 @@ class ItemEmbedding(keras.layers.Embedding):
             return super().call(inputs)
         if mode != "decode":
             raise ValueError(f"ItemEmbedding mode must be 'embed' or 'decode', got {mode!r}")
-        # The padding score rides in the product as one more column, `[q, 1] [E', b]^T` with
-        # row 0 of `E'` zeroed and `b = (PADDING_SCORE, 0, ..., 0)`: a separate add of `b`
-        # would be one more full pass over the `[batch, N + 1]` scores.
-        query = ops.cast(inputs, self.compute_dtype)
-        embeddings = ops.cast(self.embeddings, self.compute_dtype)
-        bias = ops.expand_dims(padding_score_bias(self.input_dim, self.compute_dtype), -1)
-        is_padding = ops.expand_dims(ops.arange(self.input_dim) == 0, -1)
-        table = ops.concatenate(
-            [ops.where(is_padding, ops.zeros_like(embeddings), embeddings), bias], axis=-1)
-        query = ops.concatenate([query, ops.ones_like(query[..., :1])], axis=-1)
-        return ops.matmul(query, ops.transpose(table))
+        return bilinear_scores(ops.cast(inputs, self.compute_dtype),
+                               ops.cast(self.embeddings, self.compute_dtype),
+                               padding_in_product=True)
 
     def compute_mask(self, inputs, mask=None):
         # Decode-mode inputs are float queries: the scores carry no mask.
@@ -89,7 +137,7 @@ class PaddingScoreMask(keras.layers.Layer):
     """Scores `[batch, num_items + 1]` -> the same with column 0 (padding) at `PADDING_SCORE`."""
 
     def call(self, scores):
-        return scores + padding_score_bias(scores.shape[-1], self.compute_dtype)
+        return with_padding_score(scores)
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -155,15 +203,8 @@ class NarmAttention(keras.layers.Layer):
         mask = hidden_states_mask if mask is None else mask
         if mask is None:
             mask = ops.ones(ops.shape(hidden_states)[:2], dtype="bool")
-        mask = ops.cast(mask, hidden_states.dtype)
-        query = ops.expand_dims(ops.matmul(final_state, self.a1), 1)       # [b, 1, u]
-        keys = ops.matmul(hidden_states, self.a2)                          # [b, T, u]
-        alpha = ops.squeeze(ops.matmul(ops.sigmoid(query + keys), self.v), -1)  # [b, T]
-        if self.normalize == "softmax":
-            alpha = ops.softmax(ops.where(mask > 0, alpha, PADDING_SCORE), axis=-1)
-        alpha = alpha * mask
-        local = ops.sum(ops.expand_dims(alpha, -1) * hidden_states, axis=1)  # [b, H]
-        return local, alpha
+        return attend(hidden_states, final_state, (self.a1, self.a2, self.v), mask,
+                      self.normalize)
 
     def compute_mask(self, hidden_states, mask=None):
         return None

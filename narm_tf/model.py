@@ -33,6 +33,15 @@ VARIANTS = ("global", "local", "hybrid")
 DECODERS = ("bilinear", "dense")
 ATTENTIONS = ("unnormalized", "softmax")
 
+# The layers' names: what serving (`narm_tf.serving.inference`) and `attention_model` look up.
+ITEM_EMBEDDING = "item_embedding"
+GRU = "gru"
+ATTENTION = "attention"
+SESSION_REPRESENTATION = "session_representation"
+BILINEAR_DECODER = "bilinear_decoder"
+DENSE_DECODER = "dense_decoder"
+SCORES = "scores"
+
 
 def build_narm(
     num_items: int,
@@ -64,33 +73,34 @@ def build_narm(
     _check_choice("attention", attention, ATTENTIONS)
     item_ids = keras.Input(shape=(max_len,), dtype="int32", name="item_ids")
     item_embedding = ItemEmbedding(num_items + 1, embedding_dim, mask_zero=True,
-                                   name="item_embedding")
+                                   name=ITEM_EMBEDDING)
     embedded = item_embedding(item_ids)
     embedded = PhiloxDropout(embedding_dropout, name="embedding_dropout")(embedded)
     # Default activations, reset_after=True, not unrolled: cuDNN-eligible on GPU. (Unrolling
     # the 19 steps measured no faster under XLA on CPU.) On CPU, NarmGRU skips most padded
     # steps and writes its gradient out (narm_tf.gru).
     hidden_states, final_state = NarmGRU(
-        hidden_units, return_sequences=True, return_state=True, name="gru")(embedded)
+        hidden_units, return_sequences=True, return_state=True, name=GRU)(embedded)
     if variant == "global":
-        session = keras.layers.Identity(name="session_representation")(final_state)
+        session = keras.layers.Identity(name=SESSION_REPRESENTATION)(final_state)
     else:
         normalize = "softmax" if attention == "softmax" else None
-        local, _ = NarmAttention(normalize=normalize, name="attention")(hidden_states, final_state)
+        local, _ = NarmAttention(normalize=normalize, name=ATTENTION)(hidden_states, final_state)
         if variant == "local":
-            session = keras.layers.Identity(name="session_representation")(local)
+            session = keras.layers.Identity(name=SESSION_REPRESENTATION)(local)
         else:
-            session = keras.layers.Concatenate(name="session_representation")(
+            session = keras.layers.Concatenate(name=SESSION_REPRESENTATION)(
                 [final_state, local])
     session = PhiloxDropout(representation_dropout, name="representation_dropout")(session)
     if decoder == "bilinear":
-        query = keras.layers.Dense(embedding_dim, use_bias=False, name="bilinear_decoder")(session)
+        query = keras.layers.Dense(embedding_dim, use_bias=False, name=BILINEAR_DECODER)(session)
         scores = item_embedding(query, mode="decode")
-        scores = keras.layers.Identity(name="scores")(scores)
+        scores = keras.layers.Identity(name=SCORES)(scores)
     else:
-        scores = keras.layers.Dense(num_items + 1, name="dense_decoder")(session)
-        scores = PaddingScoreMask(name="scores")(scores)
-    return NarmModel(item_ids, scores, name=f"narm_{variant}_{decoder}")
+        scores = keras.layers.Dense(num_items + 1, name=DENSE_DECODER)(session)
+        scores = PaddingScoreMask(name=SCORES)(scores)
+    return NarmModel(item_ids, scores, name=f"narm_{variant}_{decoder}",
+                     narm={"variant": variant, "decoder": decoder, "attention": attention})
 
 
 # Per thread: MirroredStrategy traces each replica's step in its own thread.
@@ -99,7 +109,9 @@ _in_train_step = threading.local()
 
 @keras.saving.register_keras_serializable(package="narm_tf")
 class NarmModel(keras.Model):
-    """The functional NARM model, whose training steps may skip the compiled metrics.
+    """The functional NARM model, declaring its settings (`narm`: `{"variant", "decoder",
+    "attention"}` of `build_narm`, None for a model built otherwise), whose training steps may
+    skip the compiled metrics.
 
     With `train_metrics = False` (what `compile_narm` sets by default) a `fit` step updates the
     loss only: Recall@K and MRR@K over the full item set are one more pass over the
@@ -110,6 +122,15 @@ class NarmModel(keras.Model):
     """
 
     train_metrics = True
+
+    def __init__(self, *args, narm: dict | None = None, **kwargs):
+        super().__init__(*args, **kwargs)
+        self.narm = narm
+
+    def get_config(self):
+        """The functional config and `narm`: the build_narm `variant`, `decoder` and `attention`
+        the model was built with, saved in `.keras` files (what serving reproduces)."""
+        return {**super().get_config(), "narm": self.narm}
 
     def train_step(self, data):
         _in_train_step.active = True
@@ -137,12 +158,12 @@ def attention_model(model: keras.Model) -> keras.Model:
     """
     item_ids = model.inputs[0]
     try:
-        weights = model.get_layer("attention").output[1]
+        weights = model.get_layer(ATTENTION).output[1]
     except ValueError:
         zeros = ops.zeros_like(ops.cast(item_ids, "float32"))
         weights, share = zeros, zeros
     else:
-        hidden_states = model.get_layer("gru").output[0]
+        hidden_states = model.get_layer(GRU).output[0]
         share = attention_share(weights, hidden_states, ops.not_equal(item_ids, 0))
     return keras.Model(item_ids, {"scores": model.outputs[0], "attention_weights": weights,
                                   "attention_share": share},

@@ -9,31 +9,26 @@ TF Serving serves: `serving_default`, or `string_ids_with_options` with `--exclu
 
 from __future__ import annotations
 
-import os
-
 import numpy as np
 import tensorflow as tf
 from absl import app, flags
 
+from narm_tf.serving import contract
+from narm_tf.serving.contract import resolve_export_dir
+
 FLAGS = flags.FLAGS
 
 
-def define_flags() -> None:
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The command line's flags (defined on demand: other modules import this one)."""
-    flags.DEFINE_string("export_dir", None, "SavedModel version folder, or the base path above it.")
-    flags.DEFINE_list("items", [], "The session's raw item ids, oldest first, comma-separated.")
+    fv = {"flag_values": flag_values}
+    flags.DEFINE_string("export_dir", None, "SavedModel version folder, or the base path above it.",
+                        **fv)
+    flags.DEFINE_list("items", [], "The session's raw item ids, oldest first, comma-separated.",
+                      **fv)
     flags.DEFINE_bool("exclude_seen", None,
-                      "Drop the session's items from the results (default: the export's setting).")
-
-
-def resolve_export_dir(path: str) -> str:
-    """A version folder as given, or the highest integer version under a base path."""
-    if os.path.exists(os.path.join(path, "saved_model.pb")):
-        return path
-    versions = [int(n) for n in os.listdir(path) if n.isdigit()] if os.path.isdir(path) else []
-    if not versions:
-        raise FileNotFoundError(f"{path} holds neither saved_model.pb nor version folders")
-    return os.path.join(path, str(max(versions)))
+                      "Drop the session's items from the results (default: the export's setting).",
+                      **fv)
 
 
 def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = None) -> dict:
@@ -44,12 +39,12 @@ def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = Non
     `session_item_ids [19]` (str, `""` padding).
     """
     loaded = tf.saved_model.load(resolve_export_dir(export_dir))
-    item_ids = tf.constant([items], tf.string) if items else tf.zeros([1, 0], tf.string)
-    if exclude_seen is None:
-        outputs = loaded.signatures["serving_default"](item_ids=item_ids)
-    else:
-        outputs = loaded.signatures["string_ids_with_options"](
-            item_ids=item_ids, exclude_seen=tf.constant([exclude_seen]))
+    inputs = {contract.ITEM_IDS: tf.constant([items], tf.string) if items
+              else tf.zeros([1, 0], tf.string)}
+    if exclude_seen is not None:
+        inputs[contract.EXCLUDE_SEEN] = tf.constant([exclude_seen])
+    signature = contract.signature_name(int64=False, with_options=exclude_seen is not None)
+    outputs = loaded.signatures[signature](**inputs)
     result = {name: value.numpy()[0] for name, value in outputs.items()}
     for name in ("top_k_item_ids", "session_item_ids"):
         result[name] = np.array([x.decode() for x in result[name]])

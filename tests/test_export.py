@@ -1,4 +1,5 @@
-"""export/export_saved_model.py: the TF Serving export, checked the way TF Serving loads it.
+"""narm_tf.serving (export_lib, signatures, top_k, client_lib, contract) and the commands in
+export/: the TF Serving export, checked the way TF Serving loads it.
 
 A small NARM is trained for a few steps and exported twice, under umask 022: from memory with
 exclusion off, and from a saved model_dir with exclusion on. A fresh Python process that cannot
@@ -23,9 +24,11 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import export_saved_model as ex
+from export import export_saved_model
 from narm_tf import run_dir
 from narm_tf.model import attention_model, build_narm
+from narm_tf.serving import client_lib, contract, export_lib, top_k
+from narm_tf.serving.signatures import compact_sessions
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_ITEMS, K, MAX_LEN = 194, 20, 19
@@ -73,8 +76,8 @@ def exports(trained, tmp_path_factory):
     base = str(tmp_path_factory.mktemp("exports") / "narm")
     umask = os.umask(0o022)
     try:
-        plain = ex.export_model(model, vocabulary, popularity, base, k=K)
-        excluding = ex.export_from_model_dir(str(model_dir), base, k=K, exclude_seen=True)
+        plain = export_lib.export_model(model, vocabulary, popularity, base, k=K)
+        excluding = export_lib.export_from_model_dir(str(model_dir), base, k=K, exclude_seen=True)
     finally:
         os.umask(umask)
     return {"base": base, "plain": plain, "exclude": excluding, "model_dir": model_dir}
@@ -224,9 +227,9 @@ def served(exports, trained, tmp_path_factory):
     jobs = {exports["plain"]: {}, exports["exclude"]: {}}
     for dtype in ("string", "int64"):
         long_ids = encode(long, dtype)
-        single = ex.SIGNATURE_STRING if dtype == "string" else ex.SIGNATURE_INT64
-        options = (ex.SIGNATURE_STRING_OPTIONS if dtype == "string"
-                   else ex.SIGNATURE_INT64_OPTIONS)
+        single = contract.SIGNATURE_STRING if dtype == "string" else contract.SIGNATURE_INT64
+        options = (contract.SIGNATURE_STRING_OPTIONS if dtype == "string"
+                   else contract.SIGNATURE_INT64_OPTIONS)
         for case, (rows, flags) in cases.items():
             inputs = {"item_ids": encode(rows, dtype)}
             if case.startswith("options"):
@@ -314,7 +317,7 @@ def test_exclude_seen_must_match_the_batch(served, dtype, size):
 def test_warmup_requests_replay(served, exports):
     _, results = served
     for name in ("plain", "exclude"):
-        assert set(results[("warmup", exports[name])]) == set(ex.SIGNATURES)
+        assert set(results[("warmup", exports[name])]) == set(contract.SIGNATURES)
 
 
 def test_layout_and_versions(exports):
@@ -324,9 +327,9 @@ def test_layout_and_versions(exports):
     for version in ("1", "2"):
         assert (base / version / "saved_model.pb").is_file()
         assert (base / version / "variables" / "variables.index").is_file()
-        assert (base / version / "assets" / ex.VOCABULARY_ASSET).is_file()
-        assert (base / version / "assets.extra" / ex.WARMUP_FILE).is_file()
-    assert ex.next_version(str(base)) == 3
+        assert (base / version / "assets" / contract.VOCABULARY_ASSET).is_file()
+        assert (base / version / "assets.extra" / contract.WARMUP_FILE).is_file()
+    assert contract.next_version(str(base)) == 3
 
 
 def modes(root):
@@ -351,19 +354,19 @@ def test_make_readable_follows_the_umask(tmp_path):
     (root / "sub").mkdir(mode=0o700)
     (root / "sub" / "file").write_text("x")
     (root / "sub" / "file").chmod(0o600)
-    ex.make_readable(str(root), umask=0o027)
+    export_lib.make_readable(str(root), umask=0o027)
     assert modes(root) == {".": 0o750, "sub": 0o750, "sub/file": 0o640}
     umask = os.umask(0o002)
     try:
-        assert ex.current_umask() == 0o002
-        ex.make_readable(str(root))
+        assert export_lib.current_umask() == 0o002
+        export_lib.make_readable(str(root))
     finally:
         os.umask(umask)
     assert modes(root) == {".": 0o775, "sub": 0o775, "sub/file": 0o664}
 
 
 def test_vocabulary_asset_is_the_vocabulary(exports, trained):
-    text = (pathlib.Path(exports["plain"]) / "assets" / ex.VOCABULARY_ASSET).read_text()
+    text = (pathlib.Path(exports["plain"]) / "assets" / contract.VOCABULARY_ASSET).read_text()
     assert [int(x) for x in text.split()] == trained[1].tolist()
 
 
@@ -373,10 +376,10 @@ def test_saved_model_cli_lists_signatures(exports):
     assert proc.returncode == 0, proc.stderr[-2000:]
     blocks = re.split(r"signature_def\['", proc.stdout)[1:]
     signatures = {block.split("'")[0]: block for block in blocks}
-    assert set(ex.SIGNATURES) <= set(signatures)
-    for name in ex.SIGNATURES:
-        raw = "DT_STRING" if name in (ex.SIGNATURE_STRING, ex.SIGNATURE_STRING_OPTIONS) \
-            else "DT_INT64"
+    assert set(contract.SIGNATURES) <= set(signatures)
+    for name in contract.SIGNATURES:
+        raw = "DT_STRING" if name in (contract.SIGNATURE_STRING,
+                                      contract.SIGNATURE_STRING_OPTIONS) else "DT_INT64"
         inputs = {"item_ids": (raw, "(-1, -1)")}
         if name.endswith("with_options"):
             inputs["exclude_seen"] = ("DT_BOOL", "(-1)")
@@ -425,11 +428,11 @@ def test_interrupted_export_leaves_no_version(trained, tmp_path, monkeypatch):
         assert (pathlib.Path(export_dir) / "saved_model.pb").exists()  # midway: model written
         raise KeyboardInterrupt
 
-    monkeypatch.setattr(ex, "write_warmup_requests", interrupted)
+    monkeypatch.setattr(export_lib, "write_warmup_requests", interrupted)
     with pytest.raises(KeyboardInterrupt):
-        ex.export_model(model, vocabulary, popularity, str(base), k=K)
+        export_lib.export_model(model, vocabulary, popularity, str(base), k=K)
     assert list(base.iterdir()) == []
-    assert ex.next_version(str(base)) == 1
+    assert contract.next_version(str(base)) == 1
 
 
 def test_killed_export_leaves_no_version(trained, tmp_path):
@@ -443,32 +446,33 @@ def test_killed_export_leaves_no_version(trained, tmp_path):
         sys.path.insert(0, {str(ROOT)!r})
         import keras, numpy as np
         import narm_tf.model
-        from export import export_saved_model as ex
-        ex.write_warmup_requests = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
+        from narm_tf.serving import export_lib
+        export_lib.write_warmup_requests = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         model = keras.models.load_model("model.keras", compile=False)
-        ex.export_model(model, np.load("vocabulary.npy"), np.load("popularity.npy"), "narm")
+        export_lib.export_model(model, np.load("vocabulary.npy"), np.load("popularity.npy"),
+                                "narm")
     ''')
     proc = subprocess.run([sys.executable, "-c", script], cwd=tmp_path, capture_output=True,
                           text=True, timeout=240)
     assert proc.returncode == -signal.SIGKILL, proc.stderr[-2000:]
     left = os.listdir(tmp_path / "narm")
     assert left and all(name.startswith(".tmp-") for name in left)
-    assert ex.next_version(str(tmp_path / "narm")) == 1
+    assert contract.next_version(str(tmp_path / "narm")) == 1
 
 
 def test_existing_version_is_never_overwritten(trained, exports):
     model, vocabulary, popularity = trained
     with pytest.raises(FileExistsError):
-        ex.export_model(model, vocabulary, popularity, exports["base"], version=1)
+        export_lib.export_model(model, vocabulary, popularity, exports["base"], version=1)
     assert sorted(os.listdir(exports["base"])) == ["1", "2"]
 
 
 def test_compact_sessions_keeps_last_known_clicks_in_order():
     indices = tf.constant([[0, 5, 0, 6, 7], [0, 0, 0, 0, 0], [1, 2, 3, 4, 0]], tf.int64)
-    np.testing.assert_array_equal(ex.compact_sessions(indices, max_len=3).numpy(),
+    np.testing.assert_array_equal(compact_sessions(indices, max_len=3).numpy(),
                                   [[5, 6, 7], [0, 0, 0], [2, 3, 4]])
     empty = tf.zeros([2, 0], tf.int64)
-    assert ex.compact_sessions(empty, max_len=3).numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
+    assert compact_sessions(empty, max_len=3).numpy().tolist() == [[0, 0, 0], [0, 0, 0]]
 
 
 def test_export_from_model_dir(trained, exports, tmp_path):
@@ -476,13 +480,13 @@ def test_export_from_model_dir(trained, exports, tmp_path):
     model in memory above) is the next version. A folder without them is refused."""
     assert exports["exclude"] == os.path.join(exports["base"], "2")
     with pytest.raises(run_dir.RunFolderError, match="no config.json"):
-        ex.export_from_model_dir(str(tmp_path), str(tmp_path / "narm"))
+        export_lib.export_from_model_dir(str(tmp_path), str(tmp_path / "narm"))
     # A model of another run beside this run's vocabulary (a reused folder) is refused.
     foreign = tmp_path / "foreign"
     shutil.copytree(exports["model_dir"], foreign)
     run_dir.write_json(run_dir.path(str(foreign), run_dir.BEST_RECORD), {"run_id": "older"})
     with pytest.raises(run_dir.RunFolderError, match="best.keras belongs to run older"):
-        ex.export_from_model_dir(str(foreign), str(tmp_path / "narm"))
+        export_lib.export_from_model_dir(str(foreign), str(tmp_path / "narm"))
     assert not (tmp_path / "narm").exists()
 
 
@@ -490,7 +494,7 @@ def test_export_from_model_dir(trained, exports, tmp_path):
 def test_k_below_one_is_refused_up_front(trained, tmp_path, k):
     model, vocabulary, popularity = trained
     with pytest.raises(ValueError, match=rf"k \(--k\).* must be >= 1, got {k}"):
-        ex.export_model(model, vocabulary, popularity, str(tmp_path / "narm"), k=k)
+        export_lib.export_model(model, vocabulary, popularity, str(tmp_path / "narm"), k=k)
     assert not (tmp_path / "narm").exists()
 
 
@@ -501,7 +505,7 @@ def test_command_line_bounds(argument, message):
     from absl import flags
 
     flag_values = flags.FlagValues()
-    ex.define_flags(flag_values)
+    export_saved_model.define_flags(flag_values)
     with pytest.raises(flags.IllegalFlagValueError) as raised:
         flag_values(["export_saved_model", "--model_dir=run", argument])
     assert str(raised.value) == message
@@ -510,26 +514,24 @@ def test_command_line_bounds(argument, message):
 def test_mismatched_vocabulary_is_refused(trained, tmp_path):
     model, vocabulary, popularity = trained
     with pytest.raises(ValueError, match="vocabulary"):
-        ex.export_model(model, vocabulary[:-1], popularity[:-1], str(tmp_path / "narm"))
+        export_lib.export_model(model, vocabulary[:-1], popularity[:-1], str(tmp_path / "narm"))
     assert [p for p in (tmp_path / "narm").iterdir()] == []
 
 
 def test_client_builds_padded_requests():
-    from export import client
-
-    request = client.build_request([["11", "12"], ["13"]], model_name="narm")
+    request = client_lib.build_request([["11", "12"], ["13"]], model_name="narm")
     assert request.model_spec.name == "narm"
     assert request.model_spec.signature_name == "serving_default"
     assert set(request.inputs) == {"item_ids"}
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["item_ids"]),
                                   [[b"11", b"12"], [b"13", b""]])
-    request = client.build_request([[11, 12], []], exclude_seen=True, int64=True,
+    request = client_lib.build_request([[11, 12], []], exclude_seen=True, int64=True,
                                    model_version=3)
     assert request.model_spec.signature_name == "int64_ids_with_options"
     assert request.model_spec.version.value == 3
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["item_ids"]), [[11, 12], [0, 0]])
     np.testing.assert_array_equal(tf.make_ndarray(request.inputs["exclude_seen"]), [True, True])
-    empty = client.build_request([[]])
+    empty = client_lib.build_request([[]])
     assert tf.make_ndarray(empty.inputs["item_ids"]).shape == (1, 0)
 
 
@@ -539,8 +541,6 @@ def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
 
     import grpc
     from tensorflow_serving.apis import predict_pb2, prediction_service_pb2_grpc
-
-    from export import client
 
     loaded = tf.saved_model.load(exports["plain"])
 
@@ -560,8 +560,8 @@ def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
     try:
         vocabulary = trained[1]
         session = [str(vocabulary[3]), "12345", str(vocabulary[4])]
-        request = client.build_request([session], exclude_seen=True)
-        outputs = client.parse_response(client.predict(f"localhost:{port}", request))
+        request = client_lib.build_request([session], exclude_seen=True)
+        outputs = client_lib.parse_response(client_lib.predict(f"localhost:{port}", request))
     finally:
         server.stop(None)
     ids, scores, _, _, _ = reference(trained, [[int(x) for x in session]], [True])
@@ -577,7 +577,7 @@ def test_blockwise_top_k_equals_top_k(width, k):
     scores = rng.standard_normal((3, width)).astype(np.float32)
     scores[1, 100:200] = 5.0  # a run of ties at the top
     scores[2] = np.round(scores[2])  # ties everywhere
-    values, indices = ex.blockwise_top_k(tf.constant(scores), k)
+    values, indices = top_k.blockwise_top_k(tf.constant(scores), k)
     expected_values, expected_indices = tf.math.top_k(scores, k)
     np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
     np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())

@@ -1,5 +1,6 @@
-"""export/inference.py: the lean serving pass equals the Keras model for every model setting
-(scores, attention weights and their share, which the Keras fallback's `scoring_model` gives too).
+"""narm_tf/serving/inference.py: the lean serving pass equals the Keras model for every model
+setting (scores, attention weights and their share, which the Keras fallback's `scoring_model`
+gives too), and refuses, naming why, a model it cannot reproduce.
 """
 
 import itertools
@@ -9,10 +10,10 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export.export_saved_model import scoring_model
-from export.inference import NarmInference, UnsupportedModel
 from narm_tf.layers import PADDING_SCORE
 from narm_tf.model import ATTENTIONS, DECODERS, VARIANTS, attention_model, build_narm
+from narm_tf.serving.inference import NarmInference, UnsupportedModel
+from narm_tf.serving.signatures import scoring_model
 
 NUM_ITEMS, MAX_LEN = 90, 19
 
@@ -75,3 +76,43 @@ def test_refuses_what_it_does_not_reproduce():
         keras.mixed_precision.set_dtype_policy("float32")
     with pytest.raises(UnsupportedModel, match="bfloat16"):
         NarmInference(model)
+
+
+def test_refuses_a_model_that_does_not_declare_its_parts():
+    model = build_narm(NUM_ITEMS, embedding_dim=8, hidden_units=12, variant="global")
+    assert model.narm == {"variant": "global", "decoder": "bilinear",
+                          "attention": "unnormalized"}
+    with pytest.raises(UnsupportedModel, match="declares no NARM settings"):
+        NarmInference(keras.Model(model.inputs, model.outputs))     # built by hand
+    model.narm = {**model.narm, "variant": "hybrid"}    # a part it does not hold (or renamed)
+    with pytest.raises(UnsupportedModel, match="has no layer 'attention'"):
+        NarmInference(model)
+
+
+def test_undeclared_model_is_served_through_the_keras_graph(tmp_path):
+    """A model NarmInference cannot reproduce is exported and served by its Keras graph: the
+    same top-k, scores and attention as the declared model's lean pass and as Keras."""
+    from narm_tf.serving import contract, export_lib
+    from narm_tf.serving.signatures import ServingModule
+
+    keras.utils.set_random_seed(5)
+    model = build_narm(NUM_ITEMS, embedding_dim=8, hidden_units=12, max_len=MAX_LEN)
+    undeclared = keras.Model(model.inputs, model.outputs, name="by_hand")  # same weights
+    vocabulary = np.arange(1, NUM_ITEMS + 1, dtype=np.int64) * 10 + 3
+    popularity = np.arange(NUM_ITEMS) + 1
+    path = export_lib.export_model(undeclared, vocabulary, popularity, str(tmp_path), k=5)
+    served = tf.saved_model.load(path).signatures[contract.SIGNATURE_INT64]
+    x = right_padded(np.random.default_rng(6), 6)
+    raw = np.where(x > 0, vocabulary[np.maximum(x, 1) - 1], 0)
+    out = {name: value.numpy() for name, value in served(item_ids=tf.constant(raw)).items()}
+    lean = ServingModule(model, vocabulary, popularity, path + "/assets/vocabulary.txt", 5,
+                         False, MAX_LEN)
+    assert lean.inference is not None
+    assert ServingModule(undeclared, vocabulary, popularity, path + "/assets/vocabulary.txt", 5,
+                         False, MAX_LEN).inference is None
+    expected = lean.recommend(tf.constant(raw), None)
+    for name in contract.OUTPUTS:
+        np.testing.assert_allclose(out[name], expected[name].numpy(), atol=1e-5, err_msg=name)
+    logits = model(x, training=False).numpy()
+    top = np.argsort(-logits[:, 1:], axis=1, kind="stable")[:, :5] + 1   # column 0: padding
+    np.testing.assert_array_equal(out["top_k_item_ids"], vocabulary[top - 1])

@@ -1,4 +1,5 @@
-"""Tests for narm_tf.layers: shared embedding + bilinear decode (eq. 10), attention (eq. 6-8)."""
+"""Tests for narm_tf.layers: shared embedding + bilinear decode (eq. 10), attention (eq. 6-8),
+and narm_tf.gru: the GRU step and NarmGRU's CPU loop against Keras' GRU."""
 
 import keras
 import numpy as np
@@ -13,6 +14,7 @@ from narm_tf.layers import (
     PaddingScoreMask,
     PhiloxDropout,
     attention_share,
+    bilinear_scores,
 )
 
 
@@ -45,6 +47,33 @@ def test_decode_scores_every_item_with_the_input_embedding():
     assert layer.compute_mask(query) is None
     np.testing.assert_array_equal(keras.ops.convert_to_numpy(layer.compute_mask(ids)),
                                   [[True, True, False]])
+
+
+@pytest.mark.parametrize("padding_in_product", [True, False])
+def test_bilinear_scores_by_hand(padding_in_product):
+    """Both ways of adding the padding score (training's, serving's) give eq. 10's scores."""
+    table = tf.constant([[9.0, 9.0], [1.0, 0.0], [0.0, 2.0], [1.0, -1.0]])   # row 0: padding
+    query = tf.constant([[2.0, 3.0], [-1.0, 0.5]])
+    scores = bilinear_scores(query, table, padding_in_product=padding_in_product).numpy()
+    np.testing.assert_allclose(scores[:, 1:], [[2.0, 6.0, -1.0], [-1.0, 1.0, -1.5]])
+    np.testing.assert_allclose(scores[:, 0], PADDING_SCORE, rtol=1e-6)
+
+
+def test_gru_step_equals_keras_gru_cell():
+    """One `gru_step` on the cell's own weights is the step of `keras.layers.GRUCell`."""
+    from narm_tf.gru import gru_step
+
+    cell = keras.layers.GRUCell(4)
+    rng = np.random.default_rng(8)
+    x = rng.normal(size=(3, 5)).astype("float32")
+    h = rng.normal(size=(3, 4)).astype("float32")
+    cell.build((3, 5))
+    cell.bias.assign(rng.normal(size=cell.bias.shape).astype("float32"))
+    expected, _ = cell(x, [h])
+    projected = x @ cell.kernel.numpy() + cell.bias.numpy()[0]
+    found, _ = gru_step(projected[:, :8], projected[:, 8:], tf.constant(h),
+                        cell.recurrent_kernel, cell.bias[1])
+    np.testing.assert_allclose(found.numpy(), expected.numpy(), rtol=1e-5, atol=1e-6)
 
 
 def test_decode_gradient_reaches_the_embedding():

@@ -8,9 +8,9 @@ import keras
 import numpy as np
 import pytest
 
-from export import export_saved_model as ex
 from narm_tf import predict
 from narm_tf.model import build_narm
+from narm_tf.serving import export_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_ITEMS, K = 12, 5
@@ -24,7 +24,7 @@ def export(tmp_path_factory):
     vocabulary = np.arange(1, NUM_ITEMS + 1, dtype=np.int64) * 1000 + 7
     popularity = np.arange(NUM_ITEMS)[::-1] + 1  # item 1 the most popular
     base = tmp_path_factory.mktemp("exports") / "narm"
-    ex.export_model(model, vocabulary, popularity, str(base), k=K)
+    export_lib.export_model(model, vocabulary, popularity, str(base), k=K)
     return base, vocabulary, popularity
 
 

@@ -1,0 +1,155 @@
+"""Writing an export: a model (or a training run's folder) -> `export_base/<version>/` for TF
+Serving, atomically, with its vocabulary asset and warm-up requests.
+
+Everything is written to a hidden temporary folder beside the version (`.tmp-<version>-*`, a name
+TF Serving ignores) that is renamed to `<version>` only once complete, with the modes a plain
+`mkdir`/`open` would give under the umask (0755 folders, 0644 files under umask 022), so a
+server running as another user can read it. The signatures are `narm_tf.serving.signatures`'.
+"""
+
+from __future__ import annotations
+
+import os
+import shutil
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+from absl import logging
+
+from narm_tf import run_dir
+from narm_tf.preprocessing import MAX_LEN
+from narm_tf.serving import contract
+from narm_tf.serving.signatures import ServingModule
+
+
+def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
+                 export_base: str, version: int | None = None, k: int = 20,
+                 exclude_seen: bool = False, max_len: int = MAX_LEN) -> str:
+    """Writes `export_base/<version>/` for TF Serving, atomically; returns that folder.
+
+    Args:
+        model: a NARM model from `narm_tf.model.build_narm` (input `item_ids [batch, max_len]`).
+        vocabulary: raw item ids, int64 `[N]`: vocabulary index `i` is `vocabulary[i - 1]`.
+        popularity: training label counts `[N]`, same order; its top k answer empty sessions.
+        export_base: the model's base path in TF Serving (`--model_base_path`).
+        version: the version folder; default: the next integer.
+        k: number of items returned.
+        exclude_seen: whether the two single-input signatures drop the session's own items.
+        max_len: the model's session length.
+    """
+    if k < 1:
+        raise ValueError(f"k (--k), the number of recommended items, must be >= 1, got {k}")
+    if max_len < 1:
+        raise ValueError(f"max_len, the model's session length, must be >= 1, got {max_len}")
+    vocabulary = np.asarray(vocabulary, np.int64)
+    popularity = np.asarray(popularity)
+    _check_vocabulary(vocabulary, popularity)
+    os.makedirs(export_base, exist_ok=True)
+    version = contract.next_version(export_base) if version is None else int(version)
+    if version < 0:
+        raise ValueError(f"TF Serving versions are integers >= 0, got {version}")
+    final_dir = os.path.join(export_base, str(version))
+    if os.path.exists(final_dir):
+        raise FileExistsError(f"{final_dir} exists: pass another --version or remove it")
+    temp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
+    try:
+        _write_export(temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len)
+        make_readable(temp_dir)  # mkdtemp's 0700 would hide it from a server run as another user
+        os.rename(temp_dir, final_dir)  # atomic: TF Serving sees no version or a complete one
+    except BaseException:
+        shutil.rmtree(temp_dir, ignore_errors=True)
+        raise
+    return final_dir
+
+
+def export_from_model_dir(model_dir: str, export_base: str, version: int | None = None,
+                          k: int = 20, exclude_seen: bool = False) -> str:
+    """Exports a training run's `best.keras` with its own `vocabulary.tsv`; returns the version
+    dir. Refuses (`run_dir.RunFolderError`) a folder whose model, metrics and config do not
+    belong to one run."""
+    import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
+
+    run_dir.check_complete(model_dir)
+    model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL), compile=False)
+    vocabulary, popularity = run_dir.read_vocabulary(model_dir)
+    return export_model(model, vocabulary, popularity, export_base, version=version, k=k,
+                        exclude_seen=exclude_seen)
+
+
+def current_umask() -> int:
+    """The process umask (Python can only read it by setting it: 0o077 meanwhile, so a file
+    another thread creates in between is never more open than it should be)."""
+    umask = os.umask(0o077)
+    os.umask(umask)
+    return umask
+
+
+def make_readable(root: str, umask: int | None = None) -> None:
+    """Gives `root` and everything below it the modes a plain `mkdir` / `open` would:
+    folders `0o777 & ~umask`, files `0o666 & ~umask` (0755 / 0644 under umask 022)."""
+    umask = current_umask() if umask is None else umask
+    for folder, _, files in os.walk(root):
+        os.chmod(folder, 0o777 & ~umask)
+        for name in files:
+            os.chmod(os.path.join(folder, name), 0o666 & ~umask)
+
+
+def _check_vocabulary(vocabulary, popularity) -> None:
+    if len(popularity) != len(vocabulary):
+        raise ValueError(f"popularity has {len(popularity)} counts for {len(vocabulary)} items")
+    if len(popularity) and np.min(popularity) < 0:
+        raise ValueError(f"popularity holds a negative count ({np.min(popularity)})")
+    if len(np.unique(vocabulary)) != len(vocabulary):
+        raise ValueError("the vocabulary has duplicate raw ids")
+    if np.any(vocabulary == 0):
+        logging.warning("raw item id 0 is in the vocabulary: the int64 signatures read 0 as "
+                        "padding, so only the string signatures can ask for it")
+
+
+def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
+    with tempfile.TemporaryDirectory() as staging:
+        vocabulary_file = os.path.join(staging, contract.VOCABULARY_ASSET)
+        with open(vocabulary_file, "w") as f:
+            f.writelines(f"{item_id}\n" for item_id in vocabulary)
+        num_scores = model(np.ones((1, max_len), np.int32), training=False).shape[-1]
+        if num_scores != len(vocabulary) + 1:
+            raise ValueError(f"the model scores {num_scores - 1} items, the vocabulary has "
+                             f"{len(vocabulary)}: export with the model_dir's own vocabulary.tsv")
+        module = ServingModule(model, vocabulary, popularity, vocabulary_file,
+                               k, exclude_seen, max_len)
+        tf.saved_model.save(module, export_dir, signatures=module.signatures())
+    write_warmup_requests(export_dir, vocabulary, popularity)
+
+
+def warmup_inputs(vocabulary: np.ndarray, popularity: np.ndarray) -> dict:
+    """Example `item_ids` for the warm-up: sessions of popular items, batch 1 and batch 8."""
+    popular = vocabulary[np.argsort(-np.asarray(popularity), kind="stable")[:24]]
+    batch = np.resize(popular, (8, 3)).astype(np.int64)
+    batch[1:, 0] = 0  # padded rows too
+    return {"batch_1": batch[:1], "batch_8": batch}
+
+
+def write_warmup_requests(export_dir: str, vocabulary: np.ndarray, popularity: np.ndarray,
+                          model_name: str = "narm") -> str:
+    """`assets.extra/tf_serving_warmup_requests`: PredictionLog records for every signature."""
+    from tensorflow_serving.apis import prediction_log_pb2
+
+    from narm_tf.serving.client_lib import build_request
+
+    path = os.path.join(export_dir, "assets.extra", contract.WARMUP_FILE)
+    os.makedirs(os.path.dirname(path), exist_ok=True)
+    with tf.io.TFRecordWriter(path) as writer:
+        for ids in warmup_inputs(vocabulary, popularity).values():
+            for signature in contract.SIGNATURES:
+                int64 = signature in (contract.SIGNATURE_INT64, contract.SIGNATURE_INT64_OPTIONS)
+                with_options = signature in (contract.SIGNATURE_STRING_OPTIONS,
+                                             contract.SIGNATURE_INT64_OPTIONS)
+                values = ids if int64 else np.where(ids == 0, "", ids.astype(str))
+                flags_ = np.arange(len(ids)) % 2 == 0 if with_options else None
+                request = build_request(values, model_name, flags_, int64)
+                log = prediction_log_pb2.PredictionLog(
+                    predict_log=prediction_log_pb2.PredictLog(request=request))
+                writer.write(log.SerializeToString())
+    return path

@@ -1,0 +1,141 @@
+"""NARM's inference pass in few, plain TF ops, on the Keras model's own variables (for serving).
+
+The Keras graph of the model costs about 30 ops per GRU step in TF Serving's executor (masking,
+per-step weight splits, tiles, squeezes); at batch 1 those ops, not arithmetic, set the latency.
+`NarmInference` computes the same outputs (eq. 1-10, to float32 round-off) with the functions
+training calls (`narm_tf.gru.gru_step`, `narm_tf.layers.attend`, `bilinear_scores`,
+`with_padding_score`, `attention_share`) in about 11 ops per step: one input projection for all
+steps, and the final state gathered at each row's last click instead of masking every step (rows
+are right-padded, never empty). The export test checks it against the Keras model for every
+variant, decoder and attention.
+
+It finds the model's parts by declaration: the settings `build_narm` records in the model
+(`NarmModel.narm`) and the layer names of `narm_tf.model`. A model without them, or with a
+setting this pass does not reproduce, raises `UnsupportedModel` (serving then runs the Keras
+graph).
+"""
+
+from __future__ import annotations
+
+import keras
+import tensorflow as tf
+
+from narm_tf import model as narm_model
+from narm_tf.gru import gru_step
+from narm_tf.layers import attend, attention_share, bilinear_scores, with_padding_score
+
+
+class UnsupportedModel(ValueError):
+    """The model does not declare its NARM parts, or has a setting `NarmInference` does not
+    reproduce."""
+
+
+class NarmInference:
+    """`__call__(item_ids [b, T] int32, right-padded, >= 1 item per row)` ->
+    `(scores [b, N + 1] logits with column 0 at PADDING_SCORE, attention_weights [b, T],
+    attention_share [b, T])` (`narm_tf.layers.attention_share`; zeros for `global`).
+
+    Holds the `tf.Variable`s of a `narm_tf.model.build_narm` model (no copies: a SavedModel
+    holding this object restores the trained weights).
+    """
+
+    def __init__(self, model: keras.Model):
+        settings = declared_settings(model)
+        gru = _layer(model, narm_model.GRU, keras.layers.GRU)
+        _check_gru(gru)
+        for layer in model.layers:
+            if layer.compute_dtype != "float32":
+                raise UnsupportedModel(f"layer {layer.name} computes in {layer.compute_dtype}")
+        cell = gru.cell
+        self.variant, self.decoder = settings["variant"], settings["decoder"]
+        self.embeddings = _layer(model, narm_model.ITEM_EMBEDDING).embeddings.value
+        self.kernel = cell.kernel.value                      # [D, 3H]: z, r, h
+        self.recurrent_kernel = cell.recurrent_kernel.value  # [H, 3H]
+        self.bias = cell.bias.value                          # [2, 3H]: input, recurrent
+        self.attention, self.normalize = None, None
+        if self.variant != "global":
+            attention = _layer(model, narm_model.ATTENTION)
+            self.attention = (attention.a1.value, attention.a2.value, attention.v.value)
+            self.normalize = attention.normalize
+        if self.decoder == "bilinear":
+            self.decoder_kernel = _layer(model, narm_model.BILINEAR_DECODER).kernel.value
+        else:
+            dense = _layer(model, narm_model.DENSE_DECODER)
+            self.decoder_kernel, self.decoder_bias = dense.kernel.value, dense.bias.value
+
+    def __call__(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
+        valid = item_ids > 0
+        lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        # One dense read of the table: a gather on the variable itself (ResourceGather) would
+        # switch it to copy-on-read, and every later read would copy all N x D floats.
+        embeddings = tf.convert_to_tensor(self.embeddings)
+        states = self._gru_states(tf.gather(embeddings, tf.transpose(item_ids)))  # [b, T, H]
+        final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)        # [b, H]
+        if self.variant == "global":
+            session, weights = final, tf.zeros_like(tf.cast(valid, tf.float32))
+            share = weights
+        else:
+            local, weights = attend(states, final, self.attention, valid, self.normalize)
+            share = attention_share(weights, states, valid)
+            session = local if self.variant == "local" else tf.concat([final, local], 1)
+        if self.decoder == "bilinear":
+            scores = bilinear_scores(tf.matmul(session, self.decoder_kernel), embeddings)
+        else:
+            scores = with_padding_score(tf.matmul(session, self.decoder_kernel)
+                                        + self.decoder_bias)
+        return scores, weights, share
+
+    def _gru_states(self, embedded):
+        """Time-major embeddings `[T, b, D]` -> every step's state `[b, T, H]` (from zeros)."""
+        units, max_len = self.recurrent_kernel.shape[0], embedded.shape[0]
+        batch = tf.shape(embedded)[1]
+        # Input projection of every step at once, time-major: [T, b, 3H].
+        projected = tf.reshape(
+            tf.matmul(tf.reshape(embedded, [-1, embedded.shape[-1]]), self.kernel)
+            + self.bias[0], [max_len, batch, 3 * units])
+        steps_zr, steps_h = tf.split(projected, [2 * units, units], axis=2)
+        steps_zr, steps_h = tf.unstack(steps_zr), tf.unstack(steps_h)
+        state = tf.zeros([batch, units], tf.float32)
+        states = []
+        for t in range(max_len):
+            state, _ = gru_step(steps_zr[t], steps_h[t], state, self.recurrent_kernel,
+                                self.bias[1])
+            states.append(state)
+        return tf.stack(states, axis=1)
+
+
+def declared_settings(model: keras.Model) -> dict:
+    """The `{"variant", "decoder", "attention"}` a `build_narm` model records (`NarmModel`)."""
+    settings = getattr(model, "narm", None)
+    if not isinstance(settings, dict) or not {"variant", "decoder"} <= set(settings):
+        raise UnsupportedModel(
+            f"model {model.name!r} declares no NARM settings (narm_tf.model.NarmModel's `narm`, "
+            "set by build_narm)")
+    if settings["variant"] not in narm_model.VARIANTS:
+        raise UnsupportedModel(f"variant {settings['variant']!r} not in {narm_model.VARIANTS}")
+    if settings["decoder"] not in narm_model.DECODERS:
+        raise UnsupportedModel(f"decoder {settings['decoder']!r} not in {narm_model.DECODERS}")
+    return settings
+
+
+def _layer(model: keras.Model, name: str, kind=keras.layers.Layer):
+    """The model's layer `name` (a `narm_tf.model` constant), or `UnsupportedModel`."""
+    try:
+        layer = model.get_layer(name)
+    except ValueError as error:
+        raise UnsupportedModel(f"model {model.name!r} has no layer {name!r}") from error
+    if not isinstance(layer, kind):
+        raise UnsupportedModel(f"layer {name!r} is a {type(layer).__name__}, not {kind.__name__}")
+    return layer
+
+
+def _check_gru(gru) -> None:
+    cell = gru.cell
+    expected = {"reset_after": True, "use_bias": True, "go_backwards": False,
+                "activation": keras.activations.tanh,
+                "recurrent_activation": keras.activations.sigmoid}
+    found = {"reset_after": cell.reset_after, "use_bias": cell.use_bias,
+             "go_backwards": gru.go_backwards, "activation": cell.activation,
+             "recurrent_activation": cell.recurrent_activation}
+    if found != expected:
+        raise UnsupportedModel(f"GRU settings {found}, serving supports {expected}")
