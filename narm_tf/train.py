@@ -408,9 +408,9 @@ def train(config: dict) -> dict:
         metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
                          time.time() - started)
         if config["export_base"]:
-            from export import export_saved_model
+            from narm_tf.serving import export_lib
 
-            exported = export_saved_model.export_from_model_dir(
+            exported = export_lib.export_from_model_dir(
                 model_dir, config["export_base"], k=config["export_k"])
             print(f"Exported for TF Serving: {exported}")
     return metrics
