@@ -66,8 +66,13 @@ def main(argv):
     del argv
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required (a narm_tf.train output folder)")
-    path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
-                                 k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
+    from narm_tf import run_dir
+
+    try:
+        path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
+                                     k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
+    except run_dir.RunFolderError as error:
+        raise SystemExit(f"export: {error}") from None
     print(f"exported {path}")
 
 

@@ -208,16 +208,29 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     return results, by_length(results)
 
 
+def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
+    """The command line's flags (defined on demand: other modules import this one)."""
+    flags.DEFINE_string("model_dir", None, "A training run's --model_dir.", required=True,
+                        flag_values=flag_values)
+    flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.",
+                      flag_values=flag_values)
+    flags.DEFINE_string("data_dir", "", "Override the data_dir recorded in config.json.",
+                        flag_values=flag_values)
+
+
 def main(argv):
+    from narm_tf import run_dir
+
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    results, rows = evaluate_model_dir(FLAGS.model_dir, FLAGS.split, FLAGS.data_dir or None)
+    try:
+        results, rows = evaluate_model_dir(FLAGS.model_dir, FLAGS.split, FLAGS.data_dir or None)
+    except run_dir.RunFolderError as error:
+        raise SystemExit(f"narm_tf.evaluate: {error}") from None
     print(format_summary("NARM", results))
     print(format_by_length(rows, results.k))
 
 
 if __name__ == "__main__":
-    flags.DEFINE_string("model_dir", None, "A training run's --model_dir.", required=True)
-    flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.")
-    flags.DEFINE_string("data_dir", "", "Override the data_dir recorded in config.json.")
+    define_flags()
     app.run(main)
