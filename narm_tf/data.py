@@ -105,9 +105,10 @@ def dataset_version(name: str, data_dir: str) -> str:
 
 
 def load_statistics(name: str, data_dir: str) -> dict:
-    """The build's statistics: clicks, train/test sessions, vocabulary_size, train_prefixes
-    (before the validation hold-out), train_items (items in the fraction), validation_prefixes,
-    test_prefixes, average_length, split_date, fraction."""
+    """The build's statistics: clicks, duplicate_clicks (exact duplicates, kept), train/test
+    sessions, kept_train_sessions (sessions of the fraction's prefixes), validation_sessions,
+    vocabulary_size, train_prefixes (before the validation hold-out), train_items (items in
+    the fraction), validation_prefixes, test_prefixes, average_length, split_date, fraction."""
     return dict(_prepared_builder(name, data_dir).info.metadata["statistics"])
 
 
