@@ -1,0 +1,179 @@
+"""The Beam path (`tfds build --beam_pipeline_options`) builds the same dataset as in memory.
+
+Each test builds through the real TFDS builders twice, once per path, and compares what a
+reader loads back from disk: every split's examples in order, the vocabulary, the statistics.
+"""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+
+import pytest
+import tensorflow_datasets as tfds
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from narm_tf import preprocessing, synthetic
+from tfds_builders.click_log import click_log_dataset_builder as click_log
+from tfds_builders.diginetica import diginetica_dataset_builder as diginetica
+from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose
+
+from conftest import ROOT, shared_file
+
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def build(builder_class, manual, data_dir, beam_args=None, **kwargs) -> dict:
+    """Builds (on Beam if beam_args is not None), then loads it back from its directory:
+    {split: (prefixes, labels, lengths, session_ids) lists} plus vocabulary and statistics."""
+    builder = builder_class(data_dir=str(data_dir), **kwargs)
+    options = None if beam_args is None else PipelineOptions(beam_args)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual), beam_options=options))
+    return load(builder.data_dir)
+
+
+def load(directory) -> dict:
+    loaded = tfds.builder_from_directory(str(directory))
+    result = {"vocabulary": list(loaded.info.metadata["vocabulary"]),
+              "statistics": dict(loaded.info.metadata["statistics"])}
+    for split in ("train", "validation", "test"):
+        examples = list(tfds.as_numpy(loaded.as_dataset(split=split, shuffle_files=False)))
+        result[split] = [(e["prefix"].tolist(), int(e["label"]), int(e["length"]),
+                          int(e["session_id"])) for e in examples]
+    return result
+
+
+def assert_same(beam: dict, memory: dict) -> None:
+    assert beam["statistics"] == memory["statistics"]
+    assert beam["vocabulary"] == memory["vocabulary"]
+    for split in ("train", "validation", "test"):
+        assert len(beam[split]) == len(memory[split]), split
+        assert beam[split] == memory[split], split
+
+
+# ------------------------------------------------------------------- a log checked by hand
+
+
+def hand_log(folder: pathlib.Path) -> None:
+    """Two files; sessions 7 and 5 share a date and span both files; 7 has a time tie."""
+    (folder / "a.csv").write_text("session_id,item_id,time\n"
+                                  "7,30,1000\n5,10,1000\n7,20,1000\n")
+    (folder / "b.csv").write_text("session_id,item_id,time\n"
+                                  "5,40,2000\n7,50,2000\n9,60,200000\n9,30,200000\n9,20,200001\n")
+
+
+HAND = click_log.ClickLogConfig(name="hand", time_format="epoch_s", min_item_support=1,
+                                validation_share=0.5)
+
+
+@pytest.mark.parametrize("beam_args", [None, IN_PROCESS], ids=["in_memory", "beam"])
+def test_hand_log_order_ties_and_vocabulary(tmp_path, beam_args):
+    """Session 7 before 5 (same date: 7 appears first in the log); within 7, the tied clicks
+    at t=1000 keep file order (30 then 20); vocabulary 30,20,50,10,40 -> 1..5; test session 9
+    [60,30,20] keeps [30,20]; the split date is 200001 - 86400 = 113601. Validation: 1 of
+    the 2 train sessions, the first of np.random.default_rng(0).permutation(2) = [0, 1]:
+    session 7, the first in date order."""
+    hand_log(tmp_path)
+    built = build(click_log.Builder, tmp_path, tmp_path / "out", beam_args, config=HAND)
+    assert built["vocabulary"] == [30, 20, 50, 10, 40]
+    assert built["train"] == [([4], 5, 1, 5)]
+    assert built["validation"] == [([1, 2], 3, 2, 7), ([1], 2, 1, 7)]
+    assert built["test"] == [([1], 2, 1, 9)]
+    assert built["statistics"] == {
+        "clicks": 8, "duplicate_clicks": 0, "train_sessions": 2, "test_sessions": 1,
+        "vocabulary_size": 5, "train_prefixes": 3, "train_items": 5, "kept_train_sessions": 2,
+        "validation_sessions": 1, "validation_prefixes": 2, "test_prefixes": 1,
+        "average_length": pytest.approx(7 / 3), "split_date": 113601, "fraction": 1}
+
+
+# ---------------------------------------------------------------------- the shared samples
+
+
+def test_diginetica_sample_two_workers(tmp_path):
+    """DIGINETICA (days, timeframe order) on 2 worker processes: identical dataset."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "train-item-views.csv").symlink_to(
+        shared_file("diginetica_sample/train-item-views.csv"))
+    memory = build(diginetica.Builder, manual, tmp_path / "memory")
+    beam = build(diginetica.Builder, manual, tmp_path / "beam", TWO_WORKERS)
+    assert_same(beam, memory)
+    assert memory["statistics"]["test_prefixes"] == 99  # SPEC section 1 sample table
+
+
+def test_yoochoose_sample_one_64th(tmp_path):
+    """YOOCHOOSE 1/64: the fraction cut and the validation draw among the kept sessions."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "yoochoose-clicks.dat").symlink_to(
+        shared_file("yoochoose_sample/yoochoose-clicks.dat"))
+    memory = build(yoochoose.Builder, manual, tmp_path / "memory", config="yoochoose1_64")
+    beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS,
+                 config="yoochoose1_64")
+    assert_same(beam, memory)
+    assert memory["statistics"]["train_prefixes"] == 814  # SPEC section 1 sample table
+
+
+# ------------------------------------------------------------------------ a synthetic log
+
+
+def test_synthetic_log_in_three_files_two_workers(tmp_path):
+    """A synthetic log split into 3 CSV files mid-session, with rules other than the
+    defaults (fraction 4, validation 20%, seed 3): identical dataset on 2 workers."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=3000, num_items=300,
+                                            num_days=8)
+    lines = pathlib.Path(path).read_text().splitlines(keepends=True)
+    third = len(lines) // 3
+    for part in range(3):
+        rows = lines[part * third:] if part == 2 else lines[part * third:(part + 1) * third]
+        (manual / f"clicks-{part}.csv").write_text("".join(rows))
+    config = click_log.ClickLogConfig(
+        name="synthetic", files="clicks-*.csv", header=False, session=0, time=1, item=2,
+        fraction=4, validation_share=0.2, seed=3)
+    memory = build(click_log.Builder, manual, tmp_path / "memory", config=config)
+    beam = build(click_log.Builder, manual, tmp_path / "beam", TWO_WORKERS, config=config)
+    assert_same(beam, memory)
+    assert memory["statistics"]["clicks"] == len(lines)
+    assert memory["statistics"]["validation_sessions"] == \
+        int(0.2 * memory["statistics"]["kept_train_sessions"]) >= 1
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def tfds_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs `tfds build ...` from the repository root (as tests/test_builders.py does)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return subprocess.run(["tfds", "build", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_tfds_build_cli_with_beam_pipeline_options(tmp_path):
+    """`tfds build --beam_pipeline_options=...` runs the Beam path and builds the same
+    dataset as the in-process default build."""
+    hand_log(tmp_path)
+    config = '{"name": "hand", "time_format": "epoch_s", "min_item_support": 1, ' \
+             '"validation_share": 0.5}'
+    run = tfds_cli("tfds_builders/click_log", f"--config={config}", f"--manual_dir={tmp_path}",
+                   f"--data_dir={tmp_path / 'beam'}",
+                   "--beam_pipeline_options=direct_num_workers=2,"
+                   "direct_running_mode=multi_processing")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Statistics of click_log/hand" in run.stdout
+    beam_dir = next((tmp_path / "beam" / "click_log" / "hand").iterdir())
+    memory = build(click_log.Builder, tmp_path, tmp_path / "memory", config=HAND)
+    assert_same(load(beam_dir), memory)
+
+
+def test_missing_column_fails_before_the_pipeline_runs(tmp_path):
+    """The Beam path checks the files' columns when it builds the graph, naming them."""
+    hand_log(tmp_path)
+    bad = dataclasses.replace(HAND.log, item="sku")
+    from narm_tf import preprocessing_beam
+    with pytest.raises(preprocessing.InputError, match=r"a\.csv, line 1: no column 'sku'"):
+        preprocessing_beam.Preprocess([str(tmp_path / "a.csv")], bad)
