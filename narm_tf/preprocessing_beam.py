@@ -18,6 +18,11 @@ so the two paths share the rules. Every step is a transform or combiner:
               the validation draw of `preprocessing.hold_out_validation` on the kept sessions,
               each example's position in its split) and is joined back by session id.
 
+Reading is parallel over files (one file per task, read whole by `preprocessing.read_log`,
+so its errors name file and line as in memory): a log too big for one worker is logged as
+many files (`files: "clicks-*.parquet"`). The DirectRunner keeps shuffled data in the
+launching process; a cluster runner (Dataflow, Flink, Spark) keeps it in its shuffle service.
+
 Side inputs, all small global facts: the supported item ids (at most the distinct items), the
 max date (1 integer), the vocabulary (N raw ids). The per-session plans (a few integers per
 session) are a keyed PCollection joined with CoGroupByKey, not a side input.
