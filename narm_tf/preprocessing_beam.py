@@ -5,23 +5,25 @@ the launching process only builds the graph. Per-session rules reuse the pure fu
 `narm_tf.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
 so the two paths share the rules. Every step is a transform or combiner:
 
-  read        one file per worker task (`preprocessing.read_log` on that file), clicks keyed
-              by session, each with its global row position (file index, row) as tie-breaker
+  read        one task per Parquet row group or CSV file, clicks keyed by session, each
+              with its global row position (file index, row) as tie-breaker
   step 1      GroupByKey(session): clicks ordered by (time, row); date = latest click date;
               first_row = the session's first row in the log (the in-memory session order)
   step 2-3    item counts: CombinePerKey(sum); the supported items: a side input
   step 4      max date: CombineGlobally(max), a side input (one integer)
   step 5      vocabulary: CombinePerKey(min) of each item's first (date, first_row, position)
               in train, then one sort of those keys: a side input of N items (raw ids)
-  step 6-9    one sort of per-session keys (date, first_row, clicks): O(sessions) integers,
-              the only global sort; it places every session's prefixes (the fraction cut,
-              the validation draw of `preprocessing.hold_out_validation` on the kept sessions,
-              each example's position in its split) and is joined back by session id.
+  step 6-9    per split, one sort of per-session keys (date, first_row, clicks): 4 integers
+              a session, in one worker (with the vocabulary's, the only global sorts); it
+              places every session's prefixes (the fraction cut, the validation draw of
+              `preprocessing.hold_out_validation` on the kept sessions, each example's
+              position in its split) and is joined back by session id.
 
-Reading is parallel over files (one file per task, read whole by `preprocessing.read_log`,
-so its errors name file and line as in memory): a log too big for one worker is logged as
-many files (`files: "clicks-*.parquet"`). The DirectRunner keeps shuffled data in the
-launching process; a cluster runner (Dataflow, Flink, Spark) keeps it in its shuffle service.
+Reading is parallel over Parquet row groups and over CSV files (a CSV file is one task, read
+whole by `preprocessing.read_log`); errors name file and line or row group as in memory. A CSV
+log too big for one worker is logged as many files (`files: "clicks-*.csv"`) or as Parquet.
+The DirectRunner keeps shuffled data in the launching process; a cluster runner (Dataflow,
+Flink, Spark) keeps it in its shuffle service.
 
 Side inputs, all small global facts: the supported item ids (at most the distinct items), the
 max date (1 integer), the vocabulary (N raw ids). The per-session plans (a few integers per
@@ -34,6 +36,7 @@ import collections
 
 import apache_beam as beam
 import numpy as np
+import pyarrow.parquet as pq
 
 from narm_tf import preprocessing as pp
 
@@ -44,15 +47,42 @@ ROW_BITS = 40  # global row position = file index << ROW_BITS | row in file
 # ------------------------------------------------------------------------------ reading
 
 
-def _read_file(indexed_path, log: pp.ClickLog, columns):
-    """(file index, path) -> ('clicks', n) then (session id, clicks of it in this file).
+def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
+    """At launch, from Parquet footers only: (file index, path, row group or None for a
+    whole CSV file, first row of the task in its file)."""
+    tasks = []
+    for index, path in enumerate(paths):
+        if log.format != "parquet":
+            tasks.append((index, path, None, 0))
+            continue
+        metadata = pq.ParquetFile(path).metadata
+        if not metadata.num_rows:
+            raise pp.InputError(f"{path}: the file holds no clicks.")
+        starts = np.cumsum([0] + [metadata.row_group(g).num_rows
+                                  for g in range(metadata.num_row_groups)])
+        tasks += [(index, path, g, int(starts[g])) for g in range(metadata.num_row_groups)]
+    return tasks
 
-    A session's clicks in one file: (time [k], row [k], date [k], item [k]) as int lists.
+
+def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
+    """One Parquet row group -> {role: typed array}, bad values named as in memory."""
+    roles = {role: getattr(log, role) for role in pp.ROLES if getattr(log, role) is not None}
+    table = pq.ParquetFile(path).read_row_group(group, columns=list(roles.values()))
+    return {role: pp._parquet_column(path, group, role, column,
+                                     table.column(column).combine_chunks(), log.time_format)
+            for role, column in roles.items()}
+
+
+def _read_file(task, log: pp.ClickLog, columns):
+    """A read task -> ('clicks', n) then (session id, clicks of it in this task).
+
+    A session's clicks in one task: (time [k], row [k], date [k], item [k]) as int lists.
     """
-    index, path = indexed_path
-    frame = pp.read_log([path], log, columns)
+    index, path, group, first_row = task
+    frame = (pp.read_log([path], log, columns) if group is None
+             else pp._clicks_frame(_read_row_group(path, group, log), log))
     yield beam.pvalue.TaggedOutput("clicks", len(frame))
-    rows = (index << ROW_BITS) + np.arange(len(frame), dtype=np.int64)
+    rows = (index << ROW_BITS) + first_row + np.arange(len(frame), dtype=np.int64)
     sessions = frame["session_id"].to_numpy()
     order = np.argsort(sessions, kind="stable")
     sorted_sessions = sessions[order]
@@ -228,11 +258,12 @@ class Preprocess(beam.PTransform):
         super().__init__()
         pp.check_log_files(paths, log, columns)  # before any work: files and columns exist
         self.paths, self.log, self.columns = list(paths), log, columns
+        self.tasks = _read_tasks(self.paths, log)
 
     def expand(self, pbegin):
         log, source = self.log, ", ".join(self.paths)
         span = log.test_days * pp.SECONDS_PER_DAY // log.date_unit_seconds
-        read = (pbegin | "Files" >> beam.Create(list(enumerate(self.paths)))
+        read = (pbegin | "Files" >> beam.Create(self.tasks)
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Read" >> beam.FlatMap(_read_file, log, self.columns).with_outputs(
                     "clicks", main="parts"))

@@ -9,6 +9,9 @@ import os
 import pathlib
 import subprocess
 
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
 import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
@@ -140,6 +143,30 @@ def test_synthetic_log_in_three_files_two_workers(tmp_path):
     assert memory["statistics"]["clicks"] == len(lines)
     assert memory["statistics"]["validation_sessions"] == \
         int(0.2 * memory["statistics"]["kept_train_sessions"]) >= 1
+
+
+def test_parquet_row_groups_and_csv_of_the_same_clicks(tmp_path):
+    """A Parquet log read in row groups of 500 (each a read task) across 2 files, on Beam,
+    and the same clicks as one CSV in memory: identical datasets."""
+    path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=600, num_items=80,
+                                            num_days=6)
+    clicks = preprocessing.read_yoochoose_clicks(path)
+    frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
+                          "ts": clicks["time"]})
+    half = len(frame) // 2  # mid-session: sessions span both files
+    for part, rows in enumerate((frame[:half], frame[half:])):
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False),
+                       tmp_path / f"clicks-{part}.parquet", row_group_size=500)
+    frame.to_csv(tmp_path / "clicks.csv", index=False)
+    rules = {"session": "sid", "item": "sku", "time": "ts", "time_format": "epoch_ms",
+             "validation_share": 0.2}
+    parquet = click_log.ClickLogConfig(name="parquet", files="clicks-*.parquet", **rules)
+    csv = click_log.ClickLogConfig(name="csv", files="clicks.csv", **rules)
+    assert pq.ParquetFile(tmp_path / "clicks-0.parquet").metadata.num_row_groups >= 2
+    memory = build(click_log.Builder, tmp_path, tmp_path / "memory", config=csv)
+    beam = build(click_log.Builder, tmp_path, tmp_path / "beam", IN_PROCESS, config=parquet)
+    assert_same(beam, memory)
+    assert memory["statistics"]["clicks"] == len(frame)
 
 
 # ----------------------------------------------------------------------------- the CLI
