@@ -5,7 +5,7 @@ the launching process only builds the graph. Per-session rules reuse the pure fu
 `narm_tf.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
 so the two paths share the rules. Every step is a transform or combiner:
 
-  read        one task per Parquet row group or CSV file, clicks keyed by session, each
+  read        one task per Parquet row group or CSV byte range, clicks keyed by session, each
               with its global row position (file index, row) as tie-breaker
   step 1      GroupByKey(session): clicks ordered by (time, row); date = latest click date;
               first_row = the session's first row in the log (the in-memory session order)
@@ -19,9 +19,9 @@ so the two paths share the rules. Every step is a transform or combiner:
               `preprocessing.hold_out_validation` on the kept sessions, each example's
               position in its split) and is joined back by session id.
 
-Reading is parallel over Parquet row groups and over CSV files (a CSV file is one task, read
-whole by `preprocessing.read_log`); errors name file and line or row group as in memory. A CSV
-log too big for one worker is logged as many files (`files: "clicks-*.csv"`) or as Parquet.
+Reading is parallel over Parquet row groups and 64 MiB line-aligned byte ranges of CSV files
+(a smaller CSV file is one task, read by `preprocessing.read_log`); errors name file and line
+or row group as in memory. (Quoted fields holding newlines are not supported in CSV ranges.)
 The DirectRunner keeps shuffled data in the launching process; a cluster runner (Dataflow,
 Flink, Spark) keeps it in its shuffle service.
 
@@ -33,27 +33,37 @@ session) are a keyed PCollection joined with CoGroupByKey, not a side input.
 from __future__ import annotations
 
 import collections
+import os
 
 import apache_beam as beam
 import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
 from narm_tf import preprocessing as pp
 
 SPLITS = ("train", "validation", "test")
-ROW_BITS = 40  # global row position = file index << ROW_BITS | row in file
+ROW_BITS = 40  # global row position = file index << ROW_BITS | position in file
+CSV_CHUNK_BYTES = 64 << 20  # a larger CSV file is read as byte ranges of this size
 
 
 # ------------------------------------------------------------------------------ reading
 
 
 def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
-    """At launch, from Parquet footers only: (file index, path, row group or None for a
-    whole CSV file, first row of the task in its file)."""
+    """At launch, from file sizes and Parquet footers only: (file index, path, part, first
+    row position of the part in its file). part: None (a whole CSV file), a Parquet row
+    group, or a (start, end) byte range of a CSV file larger than CSV_CHUNK_BYTES."""
     tasks = []
     for index, path in enumerate(paths):
         if log.format != "parquet":
-            tasks.append((index, path, None, 0))
+            size = os.path.getsize(path)
+            if size <= CSV_CHUNK_BYTES:
+                tasks.append((index, path, None, 0))
+            else:  # positions: the range's first byte, + row; rows < bytes keeps them ordered
+                tasks += [(index, path, (start, min(start + CSV_CHUNK_BYTES, size)), start)
+                          for start in range(0, size, CSV_CHUNK_BYTES)]
             continue
         metadata = pq.ParquetFile(path).metadata
         if not metadata.num_rows:
@@ -62,6 +72,44 @@ def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
                                   for g in range(metadata.num_row_groups)])
         tasks += [(index, path, g, int(starts[g])) for g in range(metadata.num_row_groups)]
     return tasks
+
+
+def _line_start(f, position: int) -> int:
+    """The start of the first line beginning at or after byte `position`."""
+    if position == 0:
+        return 0
+    f.seek(position - 1)
+    f.readline()
+    return f.tell()
+
+
+def _read_csv_range(path: str, byte_range: tuple, log: pp.ClickLog, columns) -> dict | None:
+    """The lines starting in [start, end) of a CSV file -> {role: typed array} (None if no
+    line starts there), read as `preprocessing` reads a whole file; a bad line is named by
+    its number in the file."""
+    fields = pp._csv_fields(path, log, columns)
+    index = pp._role_indices(log, fields)
+    with open(path, "rb") as f:
+        begin, stop = (_line_start(f, position) for position in byte_range)
+        if begin >= stop:  # no line starts in the range
+            return None
+        f.seek(begin)
+        text = f.read(stop - begin)
+    time_type, time_parser = pp.TIME_FORMATS[log.time_format][:2]
+    types = {f"f{i}": (time_type if role == "time" else pa.int64()) for role, i in index.items()}
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(text),
+            read_options=pacsv.ReadOptions(column_names=[f"f{i}" for i in range(len(fields))],
+                                           skip_rows=int(log.header and begin == 0)),
+            parse_options=pacsv.ParseOptions(delimiter=log.delimiter),
+            convert_options=pacsv.ConvertOptions(column_types=types,
+                                                 include_columns=list(types),
+                                                 null_values=[], strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        parsers = {i: (time_parser if role == "time" else pp._int64) for role, i in index.items()}
+        pp._raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
+    return {role: table.column(f"f{i}") for role, i in index.items()}
 
 
 def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
@@ -78,10 +126,20 @@ def _read_file(task, log: pp.ClickLog, columns):
 
     A session's clicks in one task: (time [k], row [k], date [k], item [k]) as int lists.
     """
-    index, path, group, first_row = task
-    frame = (pp.read_log([path], log, columns) if group is None
-             else pp._clicks_frame(_read_row_group(path, group, log), log))
+    index, path, part, first_row = task
+    if part is None:
+        frame = pp.read_log([path], log, columns)
+    elif isinstance(part, tuple):
+        arrays = _read_csv_range(path, part, log, columns)
+        if arrays is None:
+            yield beam.pvalue.TaggedOutput("clicks", 0)
+            return
+        frame = pp._clicks_frame(arrays, log)
+    else:
+        frame = pp._clicks_frame(_read_row_group(path, part, log), log)
     yield beam.pvalue.TaggedOutput("clicks", len(frame))
+    if not len(frame):  # a byte range holding only the header
+        return
     rows = (index << ROW_BITS) + first_row + np.arange(len(frame), dtype=np.int64)
     sessions = frame["session_id"].to_numpy()
     order = np.argsort(sessions, kind="stable")

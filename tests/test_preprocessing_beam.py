@@ -9,6 +9,7 @@ import os
 import pathlib
 import subprocess
 
+import apache_beam as beam
 import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
@@ -16,7 +17,7 @@ import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from narm_tf import preprocessing, synthetic
+from narm_tf import preprocessing, preprocessing_beam, synthetic
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.diginetica import diginetica_dataset_builder as diginetica
 from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose
@@ -71,13 +72,18 @@ HAND = click_log.ClickLogConfig(name="hand", time_format="epoch_s", min_item_sup
                                 validation_share=0.5)
 
 
-@pytest.mark.parametrize("beam_args", [None, IN_PROCESS], ids=["in_memory", "beam"])
-def test_hand_log_order_ties_and_vocabulary(tmp_path, beam_args):
+@pytest.mark.parametrize("beam_args, chunk_bytes", [(None, None), (IN_PROCESS, None),
+                                                    (IN_PROCESS, 8)],
+                         ids=["in_memory", "beam", "beam_csv_byte_ranges"])
+def test_hand_log_order_ties_and_vocabulary(tmp_path, monkeypatch, beam_args, chunk_bytes):
     """Session 7 before 5 (same date: 7 appears first in the log); within 7, the tied clicks
     at t=1000 keep file order (30 then 20); vocabulary 30,20,50,10,40 -> 1..5; test session 9
     [60,30,20] keeps [30,20]; the split date is 200001 - 86400 = 113601. Validation: 1 of
     the 2 train sessions, the first of np.random.default_rng(0).permutation(2) = [0, 1]:
-    session 7, the first in date order."""
+    session 7, the first in date order. With 8-byte ranges, every CSV line is its own read
+    task (some ranges hold no line start), so order and ties cross tasks."""
+    if chunk_bytes:
+        monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", chunk_bytes)
     hand_log(tmp_path)
     built = build(click_log.Builder, tmp_path, tmp_path / "out", beam_args, config=HAND)
     assert built["vocabulary"] == [30, 20, 50, 10, 40]
@@ -122,9 +128,11 @@ def test_yoochoose_sample_one_64th(tmp_path):
 # ------------------------------------------------------------------------ a synthetic log
 
 
-def test_synthetic_log_in_three_files_two_workers(tmp_path):
-    """A synthetic log split into 3 CSV files mid-session, with rules other than the
-    defaults (fraction 4, validation 20%, seed 3): identical dataset on 2 workers."""
+def test_synthetic_log_in_three_files_two_workers(tmp_path, monkeypatch):
+    """A synthetic log split into 3 CSV files mid-session, read in 4 KiB byte ranges, with
+    rules other than the defaults (fraction 4, validation 20%, seed 3): identical dataset on
+    2 workers."""
+    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 4096)
     manual = tmp_path / "manual"
     manual.mkdir()
     path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=3000, num_items=300,
@@ -201,6 +209,18 @@ def test_missing_column_fails_before_the_pipeline_runs(tmp_path):
     """The Beam path checks the files' columns when it builds the graph, naming them."""
     hand_log(tmp_path)
     bad = dataclasses.replace(HAND.log, item="sku")
-    from narm_tf import preprocessing_beam
     with pytest.raises(preprocessing.InputError, match=r"a\.csv, line 1: no column 'sku'"):
         preprocessing_beam.Preprocess([str(tmp_path / "a.csv")], bad)
+
+
+def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):
+    """A bad value read in a byte range is reported with its line number in the whole file."""
+    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 8)
+    hand_log(tmp_path)
+    text = (tmp_path / "b.csv").read_text().replace("9,30,200000", "9,3x0,200000")
+    (tmp_path / "b.csv").write_text(text)
+    with pytest.raises(Exception, match=r"b\.csv, line 5: field 2 has an unparsable "
+                                        r"value '3x0'"):
+        with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
+            _ = pipeline | preprocessing_beam.Preprocess(
+                [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)
