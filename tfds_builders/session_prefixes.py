@@ -12,6 +12,7 @@ inside TFDS's incomplete dir, so they appear atomically with the splits.
 
 from __future__ import annotations
 
+import dataclasses
 import pathlib
 from collections.abc import Iterator
 
@@ -28,6 +29,16 @@ CITATION = """
   booktitle={CIKM}, year={2017}}
 """
 SPLITS = ("train", "validation", "test")
+
+
+@dataclasses.dataclass
+class RawLog:
+    """A builder's raw files and how to read them: preprocessed in memory, or on Beam when
+    `tfds build` gets --beam_pipeline_options (`narm_tf.preprocessing_beam`)."""
+
+    paths: list[str]
+    log: preprocessing.ClickLog
+    columns: tuple | None = None
 
 
 def example_features() -> tfds.features.FeaturesDict:
@@ -94,10 +105,12 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     }
     DESCRIPTION = ""
     HOMEPAGE = ""
+    _on_beam = False  # set per build by _generate_splits
 
     def _preprocess(self, dl_manager: tfds.download.DownloadManager
-                    ) -> preprocessing.Preprocessed:
-        """The builder's raw files (read through `dl_manager.manual_dir`) -> splits."""
+                    ) -> preprocessing.Preprocessed | RawLog:
+        """The builder's raw files (read through `dl_manager.manual_dir`) -> splits, or the
+        files as a `RawLog` (preprocessed in memory, or on Beam if the build asks for it)."""
         raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
@@ -114,9 +127,37 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     def _split_generators(self, dl_manager: tfds.download.DownloadManager):
         """Preprocesses; stores vocabulary + statistics in `info.metadata`; one split each."""
         result = self._preprocess(dl_manager)
+        if isinstance(result, RawLog) and self._on_beam:
+            return self._beam_splits(result)
+        if isinstance(result, RawLog):
+            result = preprocessing.preprocess_log(result.paths, result.log, result.columns)
         self.info.metadata["vocabulary"] = [int(v) for v in result.vocabulary]
         self.info.metadata["statistics"] = dict(result.statistics)
         return {split: self._generate_examples(getattr(result, split)) for split in SPLITS}
+
+    def _generate_splits(self, dl_manager, download_config):
+        """Notes whether the build runs on Beam (--beam_pipeline_options or a runner)."""
+        self._on_beam = bool(download_config.beam_options or download_config.beam_runner)
+        return super()._generate_splits(dl_manager, download_config)
+
+    def _beam_splits(self, raw: RawLog) -> dict:
+        """One Beam graph for all splits; vocabulary and statistics computed in it."""
+        import apache_beam as beam  # only when building on Beam
+
+        from narm_tf import preprocessing_beam
+
+        shared = {}
+
+        def split_of(pbegin, split):
+            if not shared:  # the first split builds the graph, metadata included
+                shared.update(pbegin | preprocessing_beam.Preprocess(raw.paths, raw.log,
+                                                                     raw.columns))
+                self.info._metadata = tfds.core.BeamMetadataDict()  # filled by the pipeline
+                for key in ("vocabulary", "statistics"):
+                    self.info.metadata[key] = shared[key]
+            return shared[split]
+
+        return {split: beam.ptransform_fn(split_of)(split) for split in SPLITS}
 
     def _generate_examples(self, prefixes: Prefixes):
         """One split's examples, in date order (keys are positions)."""

@@ -93,6 +93,7 @@ class Builder(session_prefixes.SessionPrefixBuilder):
 
 
 def preprocess_config(dl_manager, config: ClickLogConfig, instructions: str, columns=None):
-    """The config's files in the manual dir -> splits (`narm_tf.preprocessing.preprocess_log`)."""
+    """The config's files in the manual dir, to preprocess in memory
+    (`narm_tf.preprocessing.preprocess_log`) or on Beam (`narm_tf.preprocessing_beam`)."""
     paths = session_prefixes.manual_files(dl_manager, config.files, instructions)
-    return preprocessing.preprocess_log([str(path) for path in paths], config.log, columns)
+    return session_prefixes.RawLog([str(path) for path in paths], config.log, columns)

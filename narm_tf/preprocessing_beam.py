@@ -1,0 +1,407 @@
+"""SPEC section 1 as Apache Beam transforms: the same dataset as `preprocessing.preprocess_log`.
+
+`tfds build ... --beam_pipeline_options=...` runs this (see `tfds_builders/session_prefixes.py`);
+the launching process only builds the graph. Per-session rules reuse the pure functions of
+`narm_tf.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
+so the two paths share the rules. Every step is a transform or combiner:
+
+  read        one task per Parquet row group or CSV byte range, clicks keyed by session, each
+              with its global row position (file index, row) as tie-breaker
+  step 1      GroupByKey(session): clicks ordered by (time, row); date = latest click date;
+              first_row = the session's first row in the log (the in-memory session order)
+  step 2-3    item counts: CombinePerKey(sum); the supported items: a side input
+  step 4      max date: CombineGlobally(max), a side input (one integer)
+  step 5      vocabulary: CombinePerKey(min) of each item's first (date, first_row, position)
+              in train, then one sort of those keys: a side input of N items (raw ids)
+  step 6-9    per split, one sort of per-session keys (date, first_row, clicks): 4 integers
+              a session, in one worker (with the vocabulary's, the only global sorts); it
+              places every session's prefixes (the fraction cut, the validation draw of
+              `preprocessing.hold_out_validation` on the kept sessions, each example's
+              position in its split) and is joined back by session id.
+
+Reading is parallel over Parquet row groups and 64 MiB line-aligned byte ranges of CSV files
+(a smaller CSV file is one task, read by `preprocessing.read_log`); errors name file and line
+or row group as in memory. (Quoted fields holding newlines are not supported in CSV ranges.)
+The DirectRunner keeps shuffled data in the launching process; a cluster runner (Dataflow,
+Flink, Spark) keeps it in its shuffle service.
+
+Side inputs, all small global facts: the supported item ids (at most the distinct items), the
+max date (1 integer), the vocabulary (N raw ids). The per-session plans (a few integers per
+session) are a keyed PCollection joined with CoGroupByKey, not a side input.
+"""
+
+from __future__ import annotations
+
+import collections
+import os
+
+import apache_beam as beam
+import numpy as np
+import pyarrow as pa
+import pyarrow.csv as pacsv
+import pyarrow.parquet as pq
+
+from narm_tf import preprocessing as pp
+
+SPLITS = ("train", "validation", "test")
+ROW_BITS = 40  # global row position = file index << ROW_BITS | position in file
+CSV_CHUNK_BYTES = 64 << 20  # a larger CSV file is read as byte ranges of this size
+
+
+# ------------------------------------------------------------------------------ reading
+
+
+def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
+    """At launch, from file sizes and Parquet footers only: (file index, path, part, first
+    row position of the part in its file). part: None (a whole CSV file), a Parquet row
+    group, or a (start, end) byte range of a CSV file larger than CSV_CHUNK_BYTES."""
+    tasks = []
+    for index, path in enumerate(paths):
+        if log.format != "parquet":
+            size = os.path.getsize(path)
+            if size <= CSV_CHUNK_BYTES:
+                tasks.append((index, path, None, 0))
+            else:  # positions: the range's first byte, + row; rows < bytes keeps them ordered
+                tasks += [(index, path, (start, min(start + CSV_CHUNK_BYTES, size)), start)
+                          for start in range(0, size, CSV_CHUNK_BYTES)]
+            continue
+        metadata = pq.ParquetFile(path).metadata
+        if not metadata.num_rows:
+            raise pp.InputError(f"{path}: the file holds no clicks.")
+        starts = np.cumsum([0] + [metadata.row_group(g).num_rows
+                                  for g in range(metadata.num_row_groups)])
+        tasks += [(index, path, g, int(starts[g])) for g in range(metadata.num_row_groups)]
+    return tasks
+
+
+def _line_start(f, position: int) -> int:
+    """The start of the first line beginning at or after byte `position`."""
+    if position == 0:
+        return 0
+    f.seek(position - 1)
+    f.readline()
+    return f.tell()
+
+
+def _read_csv_range(path: str, byte_range: tuple, log: pp.ClickLog, columns) -> dict | None:
+    """The lines starting in [start, end) of a CSV file -> {role: typed array} (None if no
+    line starts there), read as `preprocessing` reads a whole file; a bad line is named by
+    its number in the file."""
+    fields = pp._csv_fields(path, log, columns)
+    index = pp._role_indices(log, fields)
+    with open(path, "rb") as f:
+        begin, stop = (_line_start(f, position) for position in byte_range)
+        if begin >= stop:  # no line starts in the range
+            return None
+        f.seek(begin)
+        text = f.read(stop - begin)
+    time_type, time_parser = pp.TIME_FORMATS[log.time_format][:2]
+    types = {f"f{i}": (time_type if role == "time" else pa.int64()) for role, i in index.items()}
+    try:
+        table = pacsv.read_csv(
+            pa.BufferReader(text),
+            read_options=pacsv.ReadOptions(column_names=[f"f{i}" for i in range(len(fields))],
+                                           skip_rows=int(log.header and begin == 0)),
+            parse_options=pacsv.ParseOptions(delimiter=log.delimiter),
+            convert_options=pacsv.ConvertOptions(column_types=types,
+                                                 include_columns=list(types),
+                                                 null_values=[], strings_can_be_null=False))
+    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
+        parsers = {i: (time_parser if role == "time" else pp._int64) for role, i in index.items()}
+        pp._raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
+    return {role: table.column(f"f{i}") for role, i in index.items()}
+
+
+def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
+    """One Parquet row group -> {role: typed array}, bad values named as in memory."""
+    roles = {role: getattr(log, role) for role in pp.ROLES if getattr(log, role) is not None}
+    table = pq.ParquetFile(path).read_row_group(group, columns=list(roles.values()))
+    return {role: pp._parquet_column(path, group, role, column,
+                                     table.column(column).combine_chunks(), log.time_format)
+            for role, column in roles.items()}
+
+
+def _read_file(task, log: pp.ClickLog, columns):
+    """A read task -> ('clicks', n) then (session id, clicks of it in this task).
+
+    A session's clicks in one task: (time [k], row [k], date [k], item [k]) as int lists.
+    """
+    index, path, part, first_row = task
+    if part is None:
+        frame = pp.read_log([path], log, columns)
+    elif isinstance(part, tuple):
+        arrays = _read_csv_range(path, part, log, columns)
+        if arrays is None:
+            yield beam.pvalue.TaggedOutput("clicks", 0)
+            return
+        frame = pp._clicks_frame(arrays, log)
+    else:
+        frame = pp._clicks_frame(_read_row_group(path, part, log), log)
+    yield beam.pvalue.TaggedOutput("clicks", len(frame))
+    if not len(frame):  # a byte range holding only the header
+        return
+    rows = (index << ROW_BITS) + first_row + np.arange(len(frame), dtype=np.int64)
+    sessions = frame["session_id"].to_numpy()
+    order = np.argsort(sessions, kind="stable")
+    sorted_sessions = sessions[order]
+    starts = np.flatnonzero(np.r_[True, sorted_sessions[1:] != sorted_sessions[:-1]])
+    ends = np.r_[starts[1:], len(order)]
+    columns_ = [frame["time"].to_numpy()[order], rows[order], frame["date"].to_numpy()[order],
+                frame["item_id"].to_numpy()[order]]
+    for start, end in zip(starts.tolist(), ends.tolist(), strict=True):
+        yield int(sorted_sessions[start]), tuple(c[start:end].tolist() for c in columns_)
+
+
+# ------------------------------------------------------------------------------ step 1
+
+
+def _session(keyed_parts):
+    """(session id, [file parts]) -> (session id, date, first_row, items, duplicates).
+
+    Items stay a tuple of ints between steps (cheap to encode; numpy only within a step).
+    """
+    session_id, parts = keyed_parts
+    times, rows, dates, items = (np.concatenate([np.asarray(p[i], np.int64) for p in parts])
+                                 for i in range(4))
+    order = np.lexsort((rows, times))
+    duplicates = pp._duplicate_clicks(np.zeros(len(order), np.int64), times[order],
+                                      dates[order], items[order])
+    return (session_id, int(dates.max()), int(rows.min()), tuple(items[order].tolist()),
+            duplicates)
+
+
+def _one_session(session, items=None) -> pp.Sessions:
+    """A session record as a one-session `preprocessing.Sessions`."""
+    session_id, date, _, session_items = session[:4]
+    session_items = session_items if items is None else items
+    return pp.Sessions(np.array([session_id], np.int64), np.array([date], np.int64),
+                       np.array([0, len(session_items)], np.int64),
+                       np.asarray(session_items, np.int64))
+
+
+# ------------------------------------------------------------------------------ step 2-5
+
+
+def _keep_supported(session, supported: frozenset, min_length: int):
+    """Step 3: the session without clicks on unsupported items, if still long enough."""
+    items = tuple(item for item in session[3] if item in supported)
+    if len(items) >= min_length:
+        yield (*session[:3], items)
+
+
+def _first_appearances(session):
+    """(item, (date, first_row, position)) of each distinct item of a train session."""
+    seen = set()
+    for position, item in enumerate(session[3]):
+        if item not in seen:
+            seen.add(item)
+            yield item, (session[1], session[2], position)
+
+
+def _vocabulary(firsts: list) -> list[int]:
+    """[(item, first key)] -> raw ids [N] in order of first appearance (one sort of N keys)."""
+    firsts.sort(key=lambda pair: pair[1])
+    return [item for item, _ in firsts]
+
+
+def _number_items(session, index: dict, min_length: int):
+    """Step 5: items -> indices 1..N; unknown (test) items dropped; short sessions dropped."""
+    items = tuple(index[item] for item in session[3] if item in index)
+    if len(items) >= min_length:
+        yield (*session[:3], items)
+
+
+# ------------------------------------------------------------------------------ step 6-9
+
+
+def _plan(summaries: list, split: str, fraction: int, seed: int, share: float):
+    """One sort of (date, first_row) over a split's sessions -> each session's place.
+
+    summaries: [(session id, date, first_row, clicks)]. Returns ({session id: [(split,
+    first key, first kept rank, kept count)]}, counts) where the session's kept prefixes,
+    longest first, are ranks first_kept..clicks-2 and take keys first_key, first_key + 1, ...
+    """
+    table = np.array(summaries, np.int64).reshape(-1, 4)
+    table = table[np.lexsort((table[:, 2], table[:, 1]))]
+    session_ids, counts = table[:, 0], table[:, 3] - 1
+    offsets = np.cumsum(counts) - counts
+    start = counts.sum() - counts.sum() // fraction  # the fraction keeps the last n // fraction
+    kept = np.clip(offsets + counts - start, 0, counts)
+    is_valid = np.zeros(len(table), bool)
+    if split == "train":
+        kept_sessions = np.flatnonzero(kept > 0)
+        fake = pp.Prefixes(np.zeros((len(kept_sessions), 1), np.int32),
+                           np.zeros(len(kept_sessions), np.int64),
+                           np.zeros(len(kept_sessions), np.int64), session_ids[kept_sessions])
+        _, validation = pp.hold_out_validation(fake, seed, share)
+        is_valid = np.isin(session_ids, validation.session_ids)
+    places = {}
+    for name, members in (("validation", is_valid), (split, ~is_valid)):
+        in_split = np.where(members, kept, 0)
+        keys = np.cumsum(in_split) - in_split
+        for i in np.flatnonzero(in_split).tolist():
+            places[int(session_ids[i])] = (name, int(keys[i]), int(counts[i] - kept[i]),
+                                           int(kept[i]))
+    facts = {"sessions": len(table), "clicks": int(table[:, 3].sum()),
+             "prefixes": int(kept.sum()), "kept_sessions": int((kept > 0).sum()),
+             "validation_sessions": int((is_valid & (kept > 0)).sum()),
+             "validation_prefixes": int(kept[is_valid].sum())}
+    return places, facts
+
+
+def _examples(joined, max_len: int):
+    """(session id, {session, place}) -> (split, (key, example)) of its kept prefixes, and
+    the distinct items of those prefixes (tag 'items', train sessions only)."""
+    _, grouped = joined
+    if not grouped["place"] or not grouped["session"]:
+        return
+    (split, first_key, first_rank, count), = grouped["place"]
+    session, = grouped["session"]
+    prefixes = pp.prefix_examples(_one_session(session), 1, max_len)
+    prefixes = prefixes.take(np.arange(first_rank, first_rank + count))
+    kept = np.minimum(prefixes.lengths, max_len)
+    for i in range(count):
+        example = {"prefix": prefixes.prefixes[i, :kept[i]].astype(np.int64),
+                   "label": int(prefixes.labels[i]), "length": int(prefixes.lengths[i]),
+                   "session_id": int(prefixes.session_ids[i])}
+        yield split, (first_key + i, example)
+    if split != "test":
+        items = np.union1d(prefixes.prefixes[prefixes.prefixes > 0], prefixes.labels)
+        for item in items.tolist():
+            yield beam.pvalue.TaggedOutput("items", item)
+
+
+def _statistics(facts: dict, clicks, duplicates, vocabulary, train_items, split_date,
+                fraction: int) -> dict:
+    """The statistics dict of `preprocessing.preprocess`, same keys in the same order."""
+    train, test = facts["train"], facts["test"]
+    return {
+        "clicks": clicks, "duplicate_clicks": duplicates,
+        "train_sessions": train["sessions"], "test_sessions": test["sessions"],
+        "vocabulary_size": len(vocabulary), "train_prefixes": train["prefixes"],
+        "train_items": train_items, "kept_train_sessions": train["kept_sessions"],
+        "validation_sessions": train["validation_sessions"],
+        "validation_prefixes": train["validation_prefixes"], "test_prefixes": test["prefixes"],
+        "average_length": float((train["clicks"] + test["clicks"])
+                                / (train["sessions"] + test["sessions"])),
+        "split_date": split_date, "fraction": fraction,
+    }
+
+
+def _check_split(max_date, span: int, source: str, log: pp.ClickLog) -> int:
+    """The split date, or the in-memory path's InputError when a step leaves nothing."""
+    if max_date is None:
+        raise pp.InputError(f"{source}: no session is left after dropping sessions shorter "
+                            f"than {log.min_session_length} and items seen fewer than "
+                            f"{log.min_item_support} times.")
+    return max_date - span
+
+
+def _check_counts(counts: dict, split_date: int, source: str, log: pp.ClickLog):
+    if counts.get("train_before", 0) == 0 or counts.get("test_before", 0) == 0:
+        raise pp.InputError(
+            f"{source}: the date split at {split_date} leaves {counts.get('train_before', 0)} "
+            f"train and {counts.get('test_before', 0)} test sessions; both must be non-empty "
+            f"(the log must span more than {log.test_days} day(s)).")
+    if counts.get("test", 0) == 0:
+        raise pp.InputError(f"{source}: no test session keeps {log.min_session_length} clicks "
+                            f"on training items.")
+
+
+class Preprocess(beam.PTransform):
+    """PBegin -> {split: PCollection of (key, example)} plus 'vocabulary' and 'statistics'
+    (one-element PCollections): `preprocessing.preprocess_log(paths, log, columns)` on Beam."""
+
+    def __init__(self, paths: list[str], log: pp.ClickLog, columns=None):
+        super().__init__()
+        pp.check_log_files(paths, log, columns)  # before any work: files and columns exist
+        self.paths, self.log, self.columns = list(paths), log, columns
+        self.tasks = _read_tasks(self.paths, log)
+
+    def expand(self, pbegin):
+        log, source = self.log, ", ".join(self.paths)
+        span = log.test_days * pp.SECONDS_PER_DAY // log.date_unit_seconds
+        read = (pbegin | "Files" >> beam.Create(self.tasks)
+                | "Reshuffle" >> beam.Reshuffle()
+                | "Read" >> beam.FlatMap(_read_file, log, self.columns).with_outputs(
+                    "clicks", main="parts"))
+        clicks = read.clicks | "CountClicks" >> beam.CombineGlobally(sum)
+        sessions = (read.parts | "BySession" >> beam.GroupByKey()
+                    | "Order" >> beam.Map(_session))
+        duplicates = (sessions | "Duplicates" >> beam.Map(lambda s: s[4])
+                      | "SumDuplicates" >> beam.CombineGlobally(sum))
+        long_enough = sessions | "MinLength" >> beam.Filter(
+            lambda s, n: len(s[3]) >= n, log.min_session_length)
+        supported = (long_enough
+                     | "ItemCounts" >> beam.FlatMap(
+                         lambda s: collections.Counter(s[3]).items())
+                     | "SumCounts" >> beam.CombinePerKey(sum)
+                     | "Supported" >> beam.Filter(lambda kv, n: kv[1] >= n,
+                                                  log.min_item_support)
+                     | "SupportedIds" >> beam.Keys()
+                     | "SupportedList" >> beam.combiners.ToList()
+                     | "SupportedSet" >> beam.Map(frozenset))
+        filtered = long_enough | "ItemSupport" >> beam.FlatMap(
+            _keep_supported, beam.pvalue.AsSingleton(supported), log.min_session_length)
+        max_date = (filtered | "Dates" >> beam.Map(lambda s: s[1])
+                    | "MaxDate" >> beam.CombineGlobally(lambda dates: max(dates, default=None)))
+        split_date = max_date | "SplitDate" >> beam.Map(_check_split, span, source, log)
+        split_view = beam.pvalue.AsSingleton(split_date)
+        train_raw = filtered | "Train" >> beam.Filter(lambda s, d: s[1] < d, split_view)
+        test_raw = filtered | "Test" >> beam.Filter(lambda s, d: s[1] > d, split_view)
+        vocabulary = (train_raw | "FirstSeen" >> beam.FlatMap(_first_appearances)
+                      | "FirstOfItem" >> beam.CombinePerKey(min)
+                      | "AllFirsts" >> beam.combiners.ToList()
+                      | "Vocabulary" >> beam.Map(_vocabulary))
+        vocab_view = beam.pvalue.AsSingleton(vocabulary | "Index" >> beam.Map(
+            lambda v: {item: i + 1 for i, item in enumerate(v)}))
+        numbered = {
+            name: raw | f"Number{name}" >> beam.FlatMap(_number_items, vocab_view,
+                                                        log.min_session_length)
+            for name, raw in (("train", train_raw), ("test", test_raw))}
+        counts = ({"train_before": train_raw, "test_before": test_raw, "test": numbered["test"]}
+                  | "Tag counts" >> _CountEach())
+        split_date = split_date | "CheckCounts" >> beam.Map(
+            lambda d, c: (_check_counts(c, d, source, log), d)[1], beam.pvalue.AsSingleton(counts))
+        plans, facts = {}, {}
+        for name, fraction in (("train", log.fraction), ("test", 1)):
+            planned = (numbered[name]
+                       | f"Summary{name}" >> beam.Map(lambda s: (s[0], s[1], s[2], len(s[3])))
+                       | f"Summaries{name}" >> beam.combiners.ToList()
+                       | f"Plan{name}" >> beam.Map(_plan, name, fraction, log.seed,
+                                                   log.validation_share))
+            plans[name] = planned | f"Places{name}" >> beam.FlatMap(lambda p: p[0].items())
+            facts[name] = planned | f"Facts{name}" >> beam.Map(lambda p, n: (n, p[1]), name)
+        keyed_sessions = (
+            (numbered["train"], numbered["test"]) | "AllSessions" >> beam.Flatten()
+            | "KeySessions" >> beam.Map(lambda s: (s[0], s)))
+        keyed_places = (plans["train"], plans["test"]) | "AllPlaces" >> beam.Flatten()
+        examples = ({"session": keyed_sessions, "place": keyed_places}
+                    | "Join" >> beam.CoGroupByKey()
+                    | "Examples" >> beam.FlatMap(_examples, log.max_len).with_outputs(
+                        "items", main="examples"))
+        train_items = (examples.items | "DistinctItems" >> beam.Distinct()
+                       | "CountItems" >> beam.combiners.Count.Globally())
+        all_facts = ((facts["train"], facts["test"]) | "AllFacts" >> beam.Flatten()
+                     | "FactsList" >> beam.combiners.ToDict())
+        statistics = all_facts | "Statistics" >> beam.Map(
+            _statistics, *(beam.pvalue.AsSingleton(p) for p in
+                           (clicks, duplicates, vocabulary, train_items, split_date)),
+            log.fraction)
+        by_split = examples.examples | "Partition" >> beam.Partition(
+            lambda e, n: SPLITS.index(e[0]), len(SPLITS))
+        result = {split: by_split[i] | f"Keyed{split}" >> beam.Values()
+                  for i, split in enumerate(SPLITS)}
+        result["vocabulary"] = vocabulary
+        result["statistics"] = statistics
+        return result
+
+
+class _CountEach(beam.PTransform):
+    """{name: PCollection} -> one dict {name: element count} (a one-element PCollection)."""
+
+    def expand(self, named):
+        counted = [pcoll | f"Count{name}" >> beam.combiners.Count.Globally()
+                   | f"Name{name}" >> beam.Map(lambda n, k: (k, n), name)
+                   for name, pcoll in named.items()]
+        return tuple(counted) | "CountsFlatten" >> beam.Flatten() | beam.combiners.ToDict()

@@ -1,0 +1,226 @@
+"""The Beam path (`tfds build --beam_pipeline_options`) builds the same dataset as in memory.
+
+Each test builds through the real TFDS builders twice, once per path, and compares what a
+reader loads back from disk: every split's examples in order, the vocabulary, the statistics.
+"""
+
+import dataclasses
+import os
+import pathlib
+import subprocess
+
+import apache_beam as beam
+import pandas as pd
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+import tensorflow_datasets as tfds
+from apache_beam.options.pipeline_options import PipelineOptions
+
+from narm_tf import preprocessing, preprocessing_beam, synthetic
+from tfds_builders.click_log import click_log_dataset_builder as click_log
+from tfds_builders.diginetica import diginetica_dataset_builder as diginetica
+from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose
+
+from conftest import ROOT, shared_file
+
+TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_processing"]
+IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+
+
+def build(builder_class, manual, data_dir, beam_args=None, **kwargs) -> dict:
+    """Builds (on Beam if beam_args is not None), then loads it back from its directory:
+    {split: (prefixes, labels, lengths, session_ids) lists} plus vocabulary and statistics."""
+    builder = builder_class(data_dir=str(data_dir), **kwargs)
+    options = None if beam_args is None else PipelineOptions(beam_args)
+    builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
+        manual_dir=str(manual), beam_options=options))
+    return load(builder.data_dir)
+
+
+def load(directory) -> dict:
+    loaded = tfds.builder_from_directory(str(directory))
+    result = {"vocabulary": list(loaded.info.metadata["vocabulary"]),
+              "statistics": dict(loaded.info.metadata["statistics"])}
+    for split in ("train", "validation", "test"):
+        examples = list(tfds.as_numpy(loaded.as_dataset(split=split, shuffle_files=False)))
+        result[split] = [(e["prefix"].tolist(), int(e["label"]), int(e["length"]),
+                          int(e["session_id"])) for e in examples]
+    return result
+
+
+def assert_same(beam: dict, memory: dict) -> None:
+    assert beam["statistics"] == memory["statistics"]
+    assert beam["vocabulary"] == memory["vocabulary"]
+    for split in ("train", "validation", "test"):
+        assert len(beam[split]) == len(memory[split]), split
+        assert beam[split] == memory[split], split
+
+
+# ------------------------------------------------------------------- a log checked by hand
+
+
+def hand_log(folder: pathlib.Path) -> None:
+    """Two files; sessions 7 and 5 share a date and span both files; 7 has a time tie."""
+    (folder / "a.csv").write_text("session_id,item_id,time\n"
+                                  "7,30,1000\n5,10,1000\n7,20,1000\n")
+    (folder / "b.csv").write_text("session_id,item_id,time\n"
+                                  "5,40,2000\n7,50,2000\n9,60,200000\n9,30,200000\n9,20,200001\n")
+
+
+HAND = click_log.ClickLogConfig(name="hand", time_format="epoch_s", min_item_support=1,
+                                validation_share=0.5)
+
+
+@pytest.mark.parametrize("beam_args, chunk_bytes", [(None, None), (IN_PROCESS, None),
+                                                    (IN_PROCESS, 8)],
+                         ids=["in_memory", "beam", "beam_csv_byte_ranges"])
+def test_hand_log_order_ties_and_vocabulary(tmp_path, monkeypatch, beam_args, chunk_bytes):
+    """Session 7 before 5 (same date: 7 appears first in the log); within 7, the tied clicks
+    at t=1000 keep file order (30 then 20); vocabulary 30,20,50,10,40 -> 1..5; test session 9
+    [60,30,20] keeps [30,20]; the split date is 200001 - 86400 = 113601. Validation: 1 of
+    the 2 train sessions, the first of np.random.default_rng(0).permutation(2) = [0, 1]:
+    session 7, the first in date order. With 8-byte ranges, every CSV line is its own read
+    task (some ranges hold no line start), so order and ties cross tasks."""
+    if chunk_bytes:
+        monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", chunk_bytes)
+    hand_log(tmp_path)
+    built = build(click_log.Builder, tmp_path, tmp_path / "out", beam_args, config=HAND)
+    assert built["vocabulary"] == [30, 20, 50, 10, 40]
+    assert built["train"] == [([4], 5, 1, 5)]
+    assert built["validation"] == [([1, 2], 3, 2, 7), ([1], 2, 1, 7)]
+    assert built["test"] == [([1], 2, 1, 9)]
+    assert built["statistics"] == {
+        "clicks": 8, "duplicate_clicks": 0, "train_sessions": 2, "test_sessions": 1,
+        "vocabulary_size": 5, "train_prefixes": 3, "train_items": 5, "kept_train_sessions": 2,
+        "validation_sessions": 1, "validation_prefixes": 2, "test_prefixes": 1,
+        "average_length": pytest.approx(7 / 3), "split_date": 113601, "fraction": 1}
+
+
+# ---------------------------------------------------------------------- the shared samples
+
+
+def test_diginetica_sample_two_workers(tmp_path):
+    """DIGINETICA (days, timeframe order) on 2 worker processes: identical dataset."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "train-item-views.csv").symlink_to(
+        shared_file("diginetica_sample/train-item-views.csv"))
+    memory = build(diginetica.Builder, manual, tmp_path / "memory")
+    beam = build(diginetica.Builder, manual, tmp_path / "beam", TWO_WORKERS)
+    assert_same(beam, memory)
+    assert memory["statistics"]["test_prefixes"] == 99  # SPEC section 1 sample table
+
+
+def test_yoochoose_sample_one_64th(tmp_path):
+    """YOOCHOOSE 1/64: the fraction cut and the validation draw among the kept sessions."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    (manual / "yoochoose-clicks.dat").symlink_to(
+        shared_file("yoochoose_sample/yoochoose-clicks.dat"))
+    memory = build(yoochoose.Builder, manual, tmp_path / "memory", config="yoochoose1_64")
+    beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS,
+                 config="yoochoose1_64")
+    assert_same(beam, memory)
+    assert memory["statistics"]["train_prefixes"] == 814  # SPEC section 1 sample table
+
+
+# ------------------------------------------------------------------------ a synthetic log
+
+
+def test_synthetic_log_in_three_files_two_workers(tmp_path, monkeypatch):
+    """A synthetic log split into 3 CSV files mid-session, read in 4 KiB byte ranges, with
+    rules other than the defaults (fraction 4, validation 20%, seed 3): identical dataset on
+    2 workers."""
+    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 4096)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=3000, num_items=300,
+                                            num_days=8)
+    lines = pathlib.Path(path).read_text().splitlines(keepends=True)
+    third = len(lines) // 3
+    for part in range(3):
+        rows = lines[part * third:] if part == 2 else lines[part * third:(part + 1) * third]
+        (manual / f"clicks-{part}.csv").write_text("".join(rows))
+    config = click_log.ClickLogConfig(
+        name="synthetic", files="clicks-*.csv", header=False, session=0, time=1, item=2,
+        fraction=4, validation_share=0.2, seed=3)
+    memory = build(click_log.Builder, manual, tmp_path / "memory", config=config)
+    beam = build(click_log.Builder, manual, tmp_path / "beam", TWO_WORKERS, config=config)
+    assert_same(beam, memory)
+    assert memory["statistics"]["clicks"] == len(lines)
+    assert memory["statistics"]["validation_sessions"] == \
+        int(0.2 * memory["statistics"]["kept_train_sessions"]) >= 1
+
+
+def test_parquet_row_groups_and_csv_of_the_same_clicks(tmp_path):
+    """A Parquet log read in row groups of 500 (each a read task) across 2 files, on Beam,
+    and the same clicks as one CSV in memory: identical datasets."""
+    path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=600, num_items=80,
+                                            num_days=6)
+    clicks = preprocessing.read_yoochoose_clicks(path)
+    frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
+                          "ts": clicks["time"]})
+    half = len(frame) // 2  # mid-session: sessions span both files
+    for part, rows in enumerate((frame[:half], frame[half:])):
+        pq.write_table(pa.Table.from_pandas(rows, preserve_index=False),
+                       tmp_path / f"clicks-{part}.parquet", row_group_size=500)
+    frame.to_csv(tmp_path / "clicks.csv", index=False)
+    rules = {"session": "sid", "item": "sku", "time": "ts", "time_format": "epoch_ms",
+             "validation_share": 0.2}
+    parquet = click_log.ClickLogConfig(name="parquet", files="clicks-*.parquet", **rules)
+    csv = click_log.ClickLogConfig(name="csv", files="clicks.csv", **rules)
+    assert pq.ParquetFile(tmp_path / "clicks-0.parquet").metadata.num_row_groups >= 2
+    memory = build(click_log.Builder, tmp_path, tmp_path / "memory", config=csv)
+    beam = build(click_log.Builder, tmp_path, tmp_path / "beam", IN_PROCESS, config=parquet)
+    assert_same(beam, memory)
+    assert memory["statistics"]["clicks"] == len(frame)
+
+
+# ----------------------------------------------------------------------------- the CLI
+
+
+def tfds_cli(*args: str) -> subprocess.CompletedProcess:
+    """Runs `tfds build ...` from the repository root (as tests/test_builders.py does)."""
+    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
+    return subprocess.run(["tfds", "build", *args], cwd=ROOT, env=env, capture_output=True,
+                          text=True, timeout=600)
+
+
+def test_tfds_build_cli_with_beam_pipeline_options(tmp_path):
+    """`tfds build --beam_pipeline_options=...` runs the Beam path and builds the same
+    dataset as the in-process default build."""
+    hand_log(tmp_path)
+    config = '{"name": "hand", "time_format": "epoch_s", "min_item_support": 1, ' \
+             '"validation_share": 0.5}'
+    run = tfds_cli("tfds_builders/click_log", f"--config={config}", f"--manual_dir={tmp_path}",
+                   f"--data_dir={tmp_path / 'beam'}",
+                   "--beam_pipeline_options=direct_num_workers=2,"
+                   "direct_running_mode=multi_processing")
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "Statistics of click_log/hand" in run.stdout
+    beam_dir = next((tmp_path / "beam" / "click_log" / "hand").iterdir())
+    memory = build(click_log.Builder, tmp_path, tmp_path / "memory", config=HAND)
+    assert_same(load(beam_dir), memory)
+
+
+def test_missing_column_fails_before_the_pipeline_runs(tmp_path):
+    """The Beam path checks the files' columns when it builds the graph, naming them."""
+    hand_log(tmp_path)
+    bad = dataclasses.replace(HAND.log, item="sku")
+    with pytest.raises(preprocessing.InputError, match=r"a\.csv, line 1: no column 'sku'"):
+        preprocessing_beam.Preprocess([str(tmp_path / "a.csv")], bad)
+
+
+def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):
+    """A bad value read in a byte range is reported with its line number in the whole file."""
+    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 8)
+    hand_log(tmp_path)
+    text = (tmp_path / "b.csv").read_text().replace("9,30,200000", "9,3x0,200000")
+    (tmp_path / "b.csv").write_text(text)
+    with pytest.raises(Exception, match=r"b\.csv, line 5: field 2 has an unparsable "
+                                        r"value '3x0'"):
+        with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
+            _ = pipeline | preprocessing_beam.Preprocess(
+                [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)
