@@ -97,11 +97,11 @@ def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_d
     from narm_tf import evaluate, run_dir, train
 
     first = tmp_path / "first"
-    train.train(_config(data_dir, first, epochs=1))
+    train.train(_config(data_dir, first, epochs=1, steps_per_epoch=16))
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
     with pytest.raises(run_dir.RunFolderError, match="--hidden_units: 16 there, 8 now"):
-        train.train(_config(data_dir, copy, epochs=1, hidden_units=8))
+        train.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16, hidden_units=8))
     assert _json(copy, "metrics.json") == _json(first, "metrics.json")  # nothing was touched
 
     # --overwrite clears the old results before anything else: a new run that dies in its
@@ -116,7 +116,8 @@ def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_d
     with pytest.raises(run_dir.RunFolderError, match="has not finished an epoch"):
         evaluate.evaluate_model_dir(str(copy))
 
-    metrics = train.train(_config(data_dir, copy, epochs=1, hidden_units=8, overwrite=True))
+    metrics = train.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16, hidden_units=8,
+                                  overwrite=True))
     run_id = _json(copy, "config.json")["run_id"]
     assert metrics["run_id"] == run_id != _json(first, "config.json")["run_id"]
     assert len(_history(copy)) == 1
