@@ -12,6 +12,7 @@ inside TFDS's incomplete dir, so they appear atomically with the splits.
 
 from __future__ import annotations
 
+import abc
 import dataclasses
 import pathlib
 from collections.abc import Iterator
@@ -107,11 +108,11 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
     HOMEPAGE = ""
     _on_beam = False  # set per build by _generate_splits
 
+    @abc.abstractmethod
     def _preprocess(self, dl_manager: tfds.download.DownloadManager
                     ) -> preprocessing.Preprocessed | RawLog:
         """The builder's raw files (read through `dl_manager.manual_dir`) -> splits, or the
         files as a `RawLog` (preprocessed in memory, or on Beam if the build asks for it)."""
-        raise NotImplementedError
 
     def _info(self) -> tfds.core.DatasetInfo:
         return self.dataset_info_from_configs(
