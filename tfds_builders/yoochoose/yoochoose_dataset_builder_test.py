@@ -1,4 +1,5 @@
-"""The yoochoose builder on `dummy_data/yoochoose-clicks.dat`, 48 hand-made clicks.
+"""The yoochoose builder on `dummy_data/handmade-clicks.dat`
+(read as `yoochoose-clicks.dat`), 48 hand-made clicks.
 
 By hand: 11 train sessions of 3 clicks on items A, B, C (seen >= 5 times) give 22 prefixes;
 session 11 (one click) and session 12 ([A, Z], Z seen once) are dropped. Test (the last day):
@@ -11,6 +12,8 @@ sample in tests/test_builders.py.
 
 import tensorflow_datasets as tfds
 
+from tfds_builders.testing import raw_named_dummy_data
+
 from . import yoochoose_dataset_builder
 
 
@@ -18,6 +21,7 @@ class YoochooseFullTest(tfds.testing.DatasetBuilderTestCase):
     """All 22 train prefixes, of 11 sessions: 1 session (2 prefixes) to validation."""
 
     DATASET_CLASS = yoochoose_dataset_builder.Builder
+    EXAMPLE_DIR = raw_named_dummy_data(__file__, {"yoochoose-clicks.dat": "handmade-clicks.dat"})
     BUILDER_CONFIG_NAMES_TO_TEST = ["yoochoose_full"]
     SPLITS = {"train": 20, "validation": 2, "test": 7}
 
