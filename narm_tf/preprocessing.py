@@ -6,6 +6,7 @@ returns. Every step is vectorized over clicks; nothing loops over clicks in Pyth
 The path, in the SPEC's order (the rules' values come from a `ClickLog`; defaults: the SPEC's):
   preprocess_log(paths, log)                      the one path every builder takes:
     read_log(paths, log)                          CSV/TSV or Parquet files -> clicks frame
+                                                  (clicks after `end_date` cut: `before_end`)
                                                   (YOOCHOOSE, DIGINETICA: two ClickLogs)
     preprocess(clicks, ...)                       clicks -> Preprocessed (train/test prefixes)
     _sessions_in_time_order  step 1   group by session, order clicks, session date; count
@@ -163,6 +164,7 @@ class ClickLog:
     fraction: int = 1  # keep the most recent floor(n / fraction) training prefixes
     validation_share: float = VALIDATION_SHARE  # of the training sessions
     seed: int = 0  # of the validation hold-out
+    end_date: str | None = None  # YYYY-MM-DD (UTC): clicks after this day are ignored
 
     def __post_init__(self):
         if self.format is None:
@@ -185,6 +187,8 @@ class ClickLog:
                                ("min_session_length", 2, None), ("max_len", 1, MAX_LEN),
                                ("fraction", 1, None), ("seed", 0, None)):
             _check_int(key, getattr(self, key), low, high)
+        if self.end_date is not None:
+            _check_end_date(self.end_date)
         share = self.validation_share
         if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
             raise ValueError(f"validation_share must be a number in [0, 1), got {share!r}")
@@ -208,10 +212,35 @@ class ClickLog:
         """Seconds in one unit of a session date: 1 (whole seconds) or 86400 (days)."""
         return TIME_FORMATS[self.time_format][2]
 
+    @property
+    def date_limit(self) -> int | None:
+        """The first click date (in `date_unit_seconds`) past `end_date`, None without one.
+
+        `end_date` is inclusive and a UTC day: `2014-04-05` keeps the clicks before
+        2014-04-06T00:00:00Z (times in whole seconds: a click at 23:59:59.999 stays) and, for
+        `date` logs, the clicks dated 2014-04-05 or earlier.
+        """
+        if self.end_date is None:
+            return None
+        next_day = datetime.date.fromisoformat(self.end_date) + datetime.timedelta(days=1)
+        days = (next_day - datetime.date(1970, 1, 1)).days
+        return days * SECONDS_PER_DAY // self.date_unit_seconds
+
 
 def _check_choice(key, value, choices):
     if value not in choices:
         raise ValueError(f"{key} must be one of {', '.join(choices)}; got {value!r}")
+
+
+def _check_end_date(value) -> None:
+    try:
+        valid = isinstance(value, str) and bool(re.fullmatch(r"\d{4}-\d{2}-\d{2}", value)) \
+            and bool(datetime.date.fromisoformat(value))
+    except ValueError:
+        valid = False
+    if not valid:
+        raise ValueError(f"end_date must be a day YYYY-MM-DD (UTC; clicks after it are "
+                         f"ignored), got {value!r}")
 
 
 def _check_int(key, value, low, high):
@@ -356,8 +385,18 @@ def _clicks_frame(columns: dict, log: ClickLog) -> pd.DataFrame:
         time //= 1_000_000  # nanoseconds -> milliseconds
     date = time // 1000 if log.time_format in ("iso", "epoch_ms") else time
     order = columns["order"].to_numpy() if "order" in columns else time
-    return pd.DataFrame({"session_id": columns["session"].to_numpy(),
-                         "item_id": columns["item"].to_numpy(), "time": order, "date": date})
+    frame = pd.DataFrame({"session_id": columns["session"].to_numpy(),
+                          "item_id": columns["item"].to_numpy(), "time": order, "date": date})
+    return before_end(frame, log)
+
+
+def before_end(clicks: pd.DataFrame, log: ClickLog) -> pd.DataFrame:
+    """The clicks dated on or before `log.end_date` (all of them without one): the window
+    "the data as of day D". Both readers (in memory and Beam) cut here, before any rule."""
+    limit = log.date_limit
+    if limit is None:
+        return clicks
+    return clicks[clicks["date"].to_numpy() < limit].reset_index(drop=True)
 
 
 def check_log_files(paths: list[str], log: ClickLog, columns=None) -> None:
@@ -602,6 +641,9 @@ def preprocess_log(paths: list[str], log: ClickLog, columns=None) -> Preprocesse
     """The one path from raw files to splits: `read_log`, then `preprocess` with the log's
     rules. Every builder (click_log and its YOOCHOOSE/DIGINETICA configs) calls this."""
     clicks = read_log(paths, log, columns)
+    if not len(clicks):
+        raise InputError(f"{', '.join(paths)}: no click is dated on or before end_date "
+                         f"{log.end_date} (UTC).")
     return preprocess(
         clicks, log.test_days, log.date_unit_seconds, log.fraction, log.seed,
         source=", ".join(paths), min_item_support=log.min_item_support,

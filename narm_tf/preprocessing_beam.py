@@ -6,7 +6,8 @@ the launching process only builds the graph. Per-session rules reuse the pure fu
 so the two paths share the rules. Every step is a transform or combiner:
 
   read        one task per Parquet row group or CSV byte range, clicks keyed by session, each
-              with its global row position (file index, row) as tie-breaker
+              with its global row position (file index, row) as tie-breaker; clicks after the
+              log's `end_date` are cut as in memory (`preprocessing.before_end`)
   step 1      GroupByKey(session): clicks ordered by (time, row); date = latest click date;
               first_row = the session's first row in the log (the in-memory session order)
   step 2-3    item counts: CombinePerKey(sum); the supported items: a side input

@@ -306,6 +306,10 @@ def test_named_diginetica_config_gives_the_sample_counts():
     ({"name": "x", "format": "parquet", "item": 2}, "item must be a column name (str)"),
     ({"name": "x", "item": "sid", "session": "sid"}, "must be distinct columns"),
     ({"name": "x", "files": "../clicks.csv"}, "files must be a glob inside the manual dir"),
+    ({"name": "x", "end_date": "2014-04-31"}, "end_date must be a day YYYY-MM-DD (UTC; "
+     "clicks after it are ignored), got '2014-04-31'"),
+    ({"name": "x", "base": "yoochoose"}, "base must be one of yoochoose1_64, yoochoose1_4, "
+     "yoochoose_full, diginetica, got 'yoochoose'"),
 ])
 def test_bad_configs_fail_when_parsed_naming_the_valid_choices(config, message):
     from tfds_builders.click_log import click_log_dataset_builder as click_log
@@ -372,3 +376,48 @@ def test_a_bad_click_log_build_leaves_nothing_loadable(tmp_path):
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     assert not list((tmp_path / "out").rglob("dataset_info.json"))
+
+
+# ------------------------------------------------------------------ time windows (end_date)
+
+
+def test_tfds_build_cli_yoochoose_window_from_a_named_base(tiny_manual, tmp_path):
+    """`tfds build tfds_builders/yoochoose --config=JSON` with base + end_date: the named
+    config's rules on the clicks dated before the day after end_date (UTC)."""
+    day = "2014-04-06"
+    config = {"name": "full_to_0406", "base": "yoochoose_full", "end_date": day}
+    run = tfds_cli("tfds_builders/yoochoose", f"--config={json.dumps(config)}",
+                   f"--manual_dir={tiny_manual}", f"--data_dir={tmp_path}")
+    assert run.returncode == 0, run.stderr[-3000:]
+    lines = (tiny_manual / "yoochoose-clicks.dat").read_text().splitlines()
+    window = [line for line in lines if line.split(",")[1][:10] <= day]
+    assert 0 < len(window) < len(lines)
+    (tmp_path / "cut").mkdir()
+    (tmp_path / "cut" / "yoochoose-clicks.dat").write_text("\n".join(window) + "\n")
+    expected = preprocessing.preprocess_log([str(tmp_path / "cut" / "yoochoose-clicks.dat")],
+                                            preprocessing.YOOCHOOSE)
+    name = "yoochoose/full_to_0406"
+    assert data.load_statistics(name, str(tmp_path)) == expected.statistics
+    np.testing.assert_array_equal(data.load_vocabulary(name, str(tmp_path)), expected.vocabulary)
+    np.testing.assert_array_equal(data.load_split(name, "test", str(tmp_path)).labels,
+                                  expected.test.labels)
+
+
+def test_diginetica_window_through_click_log(tiny_manual, tmp_path):
+    """DIGINETICA's rules up to a day (inclusive) via click_log's base: eventdates after it go."""
+    from tfds_builders.click_log import click_log_dataset_builder as click_log
+
+    config = click_log.ClickLogConfig(name="digi_to_0409", base="diginetica",
+                                      end_date="2014-04-09")
+    builder = click_log.Builder(config=config, data_dir=str(tmp_path / "out"))
+    builder.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=str(tiny_manual)))
+    views = pd.read_csv(tiny_manual / "train-item-views.csv", sep=";")
+    kept = views[views["eventdate"] <= "2014-04-09"]
+    assert 0 < len(kept) < len(views)
+    (tmp_path / "cut").mkdir()
+    kept.to_csv(tmp_path / "cut" / "train-item-views.csv", sep=";", index=False)
+    expected = preprocessing.preprocess_log([str(tmp_path / "cut" / "train-item-views.csv")],
+                                            preprocessing.DIGINETICA)
+    statistics = data.load_statistics("click_log/digi_to_0409", str(tmp_path / "out"))
+    assert statistics == expected.statistics and statistics["clicks"] == len(kept)

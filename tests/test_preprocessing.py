@@ -424,3 +424,63 @@ def test_click_log_defaults_are_the_spec_and_csv_with_a_header():
             log.fraction, log.validation_share, log.seed) == (1, 5, 2, 19, 1, 0.1, 0)
     assert pp.ClickLog(files="clicks-*.parquet").format == "parquet"
     assert pp.ClickLog(format="parquet").files == "*.parquet"
+
+
+# ------------------------------------------------------------------------------ end_date
+
+
+def test_end_date_keeps_clicks_before_the_next_utc_midnight(tmp_path):
+    """end_date 2014-04-03 keeps 04-03T23:59:59.999Z and drops 04-04T00:00:00.000Z: session 1
+    loses its last click (date 04-03 23:59:59), session 2 (all on 04-04) goes entirely."""
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text("1,2014-04-03T23:00:00.000Z,10,0\n1,2014-04-03T23:59:59.999Z,20,0\n"
+                    "1,2014-04-04T00:00:00.000Z,30,0\n2,2014-04-04T10:00:00.000Z,10,0\n"
+                    "2,2014-04-04T10:01:00.000Z,20,0\n")
+    log = pp.ClickLog(**{**vars(pp.YOOCHOOSE), "end_date": "2014-04-03"})
+    clicks = pp.read_log([str(path)], log, pp.YOOCHOOSE_COLUMNS)
+    assert clicks["session_id"].tolist() == [1, 1]
+    assert clicks["item_id"].tolist() == [10, 20]
+    assert log.date_limit == 1396569600  # 2014-04-04T00:00:00Z in seconds
+    assert len(pp.read_log([str(path)], pp.YOOCHOOSE, pp.YOOCHOOSE_COLUMNS)) == 5  # no cut
+
+
+def test_end_date_on_day_dates_is_inclusive(tmp_path):
+    """DIGINETICA dates are days: end_date 2016-05-02 keeps eventdate 2016-05-02."""
+    path = tmp_path / "train-item-views.csv"
+    path.write_text(DIGINETICA_HEADER + "1;;10;1;2016-05-01\n1;;20;2;2016-05-02\n"
+                    "2;;10;1;2016-05-03\n")
+    log = pp.ClickLog(**{**vars(pp.DIGINETICA), "end_date": "2016-05-02"})
+    clicks = pp.read_log([str(path)], log, pp.DIGINETICA_COLUMNS)
+    assert clicks["item_id"].tolist() == [10, 20]
+    assert log.date_limit == 16924  # days from 1970-01-01 to 2016-05-03
+
+
+def test_a_window_is_the_log_cut_at_end_date(tmp_path):
+    """The window to day 3 = the whole log without its day-4 sessions: day 3 becomes test."""
+    sessions = {**repeated_sessions(100, 1, [10, 20, 30], 5), **TEST_DAY,
+                **repeated_sessions(950, 4, [30, 10], 5)}
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(yoochoose_text(sessions))
+    log = pp.ClickLog(**{**vars(pp.YOOCHOOSE), "end_date": "2014-04-03"})
+    window = pp.preprocess_log([str(path)], log, pp.YOOCHOOSE_COLUMNS)
+    assert window.statistics["clicks"] == 25  # 15 on day 1, 10 on day 3
+    assert sorted(set(window.test.session_ids.tolist())) == [900, 901, 902, 903, 904]
+    assert window.vocabulary.tolist() == [10, 20, 30]
+    whole = pp.preprocess_log([str(path)], pp.YOOCHOOSE, pp.YOOCHOOSE_COLUMNS)
+    assert sorted(set(whole.test.session_ids.tolist())) == [950, 951, 952, 953, 954]
+
+
+@pytest.mark.parametrize("value", ["2014-4-5", "2014-04-31", "yesterday", 20140405])
+def test_bad_end_date_is_named(value):
+    with pytest.raises(ValueError, match=r"end_date must be a day YYYY-MM-DD .*" +
+                       re.escape(repr(value))):
+        pp.ClickLog(end_date=value)
+
+
+def test_end_date_before_every_click(tmp_path):
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(yoochoose_text(TEST_DAY))
+    log = pp.ClickLog(**{**vars(pp.YOOCHOOSE), "end_date": "2014-03-01"})
+    with pytest.raises(pp.InputError, match="no click is dated on or before end_date "
+                                            "2014-03-01"):
+        pp.preprocess_log([str(path)], log, pp.YOOCHOOSE_COLUMNS)

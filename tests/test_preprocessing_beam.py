@@ -224,3 +224,24 @@ def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path,
         with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
             _ = pipeline | preprocessing_beam.Preprocess(
                 [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)
+
+
+@pytest.mark.parametrize("chunk_bytes", [None, 4096], ids=["whole_file", "byte_ranges"])
+def test_end_date_window_is_identical_on_beam(tmp_path, monkeypatch, chunk_bytes):
+    """A window ending 2014-04-05 of a 7-day synthetic log (from 2014-04-01): the same
+    dataset in memory and on Beam, whether the cut falls in whole files or byte ranges; its
+    clicks are those dated before 2014-04-06T00:00Z."""
+    if chunk_bytes:
+        monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", chunk_bytes)
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    path = synthetic.write_synthetic_clicks(str(manual), num_sessions=1200, num_items=150)
+    lines = open(path).read().splitlines()
+    kept = sum(line.split(",")[1] < "2014-04-06" for line in lines)
+    config = click_log.ClickLogConfig(name="to_0405", base="yoochoose_full",
+                                      end_date="2014-04-05")
+    memory = build(yoochoose.Builder, manual, tmp_path / "memory", config=config)
+    beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS, config=config)
+    assert_same(beam, memory)
+    assert memory["statistics"]["clicks"] == kept < len(lines)
+    assert memory["statistics"]["split_date"] < 1396742400  # 2014-04-06T00:00Z

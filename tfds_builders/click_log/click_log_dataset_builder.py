@@ -8,7 +8,16 @@ Build your own log, its files in the manual dir, with a JSON config (TFDS passes
     "item": "sku", "time": "ts", "time_format": "epoch_ms", "test_days": 7}'
 
 or a named config: `yoochoose1_64`, `yoochoose1_4`, `yoochoose_full`, `diginetica` (the same
-pipeline the `yoochoose` and `diginetica` builders run). A bad config fails when it is parsed,
+pipeline the `yoochoose` and `diginetica` builders run). A JSON config may start from a named
+one (`"base"`) and change some keys, e.g. a time window ending on a day (UTC, inclusive):
+
+  tfds build tfds_builders/click_log --config='{"name": "diginetica_to_0501",
+    "base": "diginetica", "end_date": "2016-05-01"}' ...
+  tfds build tfds_builders/yoochoose --config='{"name": "yoochoose_full_to_0405",
+    "base": "yoochoose_full", "end_date": "2014-04-05"}' ...
+
+(`end_date`: clicks after that day are ignored, see `narm_tf.preprocessing.ClickLog.date_limit`;
+absent: no cut.) A bad config fails when it is parsed,
 naming the valid keys or values; a missing column fails before any file is read in full.
 """
 
@@ -34,12 +43,14 @@ class ClickLogConfig(_ClickLogFields):
     KEYS = ("name", *(field.name for field in dataclasses.fields(preprocessing.ClickLog)))
 
     def __init__(self, **kwargs):
+        if "base" in kwargs:
+            kwargs = {**_base_fields(kwargs.pop("base")), **kwargs}
         known = {field.name for field in dataclasses.fields(_ClickLogFields)}
         unknown = sorted(set(kwargs) - known)
         if unknown or "name" not in kwargs:
             problem = f"unknown key(s) {unknown}" if unknown else "no 'name'"
             raise ValueError(f"click_log config: {problem}; valid keys: {', '.join(self.KEYS)} "
-                             f"(and TFDS's version, description, tags)")
+                             f"(and base, TFDS's version, description, tags)")
         super().__init__(**kwargs)
 
     @property
@@ -62,6 +73,19 @@ YOOCHOOSE_CONFIGS = [
 ]
 DIGINETICA_CONFIG = _named("diginetica", preprocessing.DIGINETICA,
                            "DIGINETICA item views, clicks in timeframe order.")
+
+
+
+def _base_fields(base) -> dict:
+    """The ClickLog keys of the named config `base` (its description too), to start from."""
+    named = {config.name: config for config in (*YOOCHOOSE_CONFIGS, DIGINETICA_CONFIG)}
+    if base not in named:
+        raise ValueError(f"click_log config: base must be one of {', '.join(named)}, "
+                         f"got {base!r}")
+    config = named[base]
+    return {"description": config.description,
+            **{key: getattr(config, key) for key in ClickLogConfig.KEYS[1:]}}
+
 
 _DESCRIPTION = """
 A click log of any shop, preprocessed as in NARM (Li et al., CIKM 2017) with the rules its

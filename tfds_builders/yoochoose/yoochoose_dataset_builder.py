@@ -1,7 +1,9 @@
 """YOOCHOOSE clicks -> NARM session-prefix examples (SPEC section 1), configs 1/64, 1/4, full.
 
 Build: `tfds build tfds_builders/yoochoose --config=yoochoose1_64 --manual_dir=DIR --data_dir=OUT`
-with DIR holding `yoochoose-clicks.dat`. A thin wrapper: the configs and the pipeline are
+with DIR holding `yoochoose-clicks.dat`; a time window: `--config='{"name": "full_to_0405",
+"base": "yoochoose_full", "end_date": "2014-04-05"}'` (clicks after that UTC day ignored).
+A thin wrapper: the configs and the pipeline are
 click_log's (`tfds_builders/click_log`), the schema `tfds_builders.session_prefixes`.
 """
 
