@@ -7,6 +7,7 @@ One module owns the folder, so training writes what evaluation and export read:
   best.json        that model's epoch and validation Recall@20, with the run_id
   metrics.json     test metrics of best.keras, with the run_id
   history.csv      per-epoch loss and metrics;  logs/  TensorBoard;  backup/  BackupAndRestore
+  warm_start.tsv   old index -> new index of a warm-started run (`narm_tf.warm_start`)
   .lock            held (flock) for a training run's life: one writer per folder
 
 A folder's results belong together when best.json and metrics.json carry config.json's run_id;
@@ -37,8 +38,10 @@ HISTORY = "history.csv"
 LOGS = "logs"
 BACKUP = "backup"
 LOCK = ".lock"
+WARM_START_MAP = "warm_start.tsv"
 MONITOR = "val_recall@20"  # The validation metric that selects best.keras (Keras' log key).
-RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, VOCABULARY, HISTORY, LOGS, BACKUP)
+RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, VOCABULARY, HISTORY, LOGS, BACKUP,
+           WARM_START_MAP)
 
 # Flags that may differ when a killed run is resumed: they extend the run, say where things
 # are, or change how (not what) it computes. Every other flag, the dataset's version and its
@@ -47,6 +50,8 @@ RESUMABLE_CHANGES = frozenset({
     "epochs", "patience", "export_base", "export_k", "eval_batch_size", "train_metrics",
     "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite",
 })
+# Flags added after runs were written: a config.json without one holds its default.
+ADDED_FLAG_DEFAULTS = {"warm_start_from": ""}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 
@@ -171,6 +176,8 @@ def new_identity(config: dict, dataset_version: str, vocabulary_size: int) -> di
 def differences(old: dict, new: dict) -> dict:
     """{key: (old, new)} over the flags and IDENTITY that a resumed run must keep."""
     keys = (set(old) | set(new)) - RESUMABLE_CHANGES - {"run_id"}
+    old = {**ADDED_FLAG_DEFAULTS, **old}
+    new = {**ADDED_FLAG_DEFAULTS, **new}
     return {key: (old.get(key), new.get(key)) for key in sorted(keys)
             if old.get(key) != new.get(key)}
 

@@ -96,6 +96,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string("data_dir", os.path.expanduser("~/tensorflow_datasets"),
            "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
     string("model_dir", "runs/narm", "The run folder: checkpoints, logs and metrics.")
+    string("warm_start_from", "",
+           "A finished run folder to start from (narm_tf.warm_start): known items keep their "
+           "rows, new items start at the mean row; architecture flags must match.")
     boolean("overwrite", False,
             "Delete the results of an earlier run in --model_dir and start afresh. Without it, "
             "a rerun resumes a killed run with the same settings, and refuses anything else.")
@@ -404,6 +407,10 @@ def train(config: dict) -> dict:
         keras.utils.set_random_seed(config["seed"])
         strategy = make_strategy()
         model = build_and_compile(config, num_items, strategy)
+        if config["warm_start_from"] and not resuming:  # a resumed run restores its backup
+            from narm_tf import warm_start
+
+            warm_start.warm_start(model, config, vocabulary)
         fit(config, model, splits, resuming)
         metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
                          time.time() - started)

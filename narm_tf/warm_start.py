@@ -1,0 +1,154 @@
+"""Warm start: a new run's model starts from an older run's best model as the catalogue moves.
+
+    python -m narm_tf.train --dataset=NEW_WINDOW ... --warm_start_from=OLD_MODEL_DIR
+
+Items are matched by raw item id through the two runs' vocabularies (the old run's
+`vocabulary.tsv`, the new dataset's vocabulary):
+- an item both know keeps its learned rows (embedding row; dense decoder column and bias);
+- an item new to the catalogue gets the mean of the known items' rows plus Gaussian noise of
+  NEW_ROW_NOISE times their per-dimension standard deviation (seeded by `--seed`): it starts
+  as an average item, told apart from the other new ones;
+- an item gone from the new vocabulary is dropped.
+Every other weight (GRU, attention, bilinear decoder, any layer a flag adds) is copied by its
+path (`layer/variable`) and must have the same shape. The optimizer starts fresh (the model is
+compiled anew). `warm_start.tsv` in the new run folder maps every old index to its new one.
+
+A run's `--warm_start_from` is part of its identity (config.json): a killed warm-started run
+resumes from its own backup (BackupAndRestore) and is not warm-started again.
+"""
+
+from __future__ import annotations
+
+import os
+
+import numpy as np
+
+from narm_tf import run_dir
+
+NEW_ROW_NOISE = 0.1  # noise of a new item's rows, in units of the known rows' std
+# Flags that may differ from the old run: what and how the new run trains, not the model's
+# shape. Every other flag (embedding_dim, hidden_units, variant, ...) must match.
+WARM_START_CHANGES = frozenset({
+    "dataset", "dataset_version", "vocabulary_size", "learning_rate", "batch_size", "seed",
+    "steps_per_epoch", "embedding_dropout", "representation_dropout", "length_buckets",
+    "num_cpu_devices", "warm_start_from",
+})
+# Layers whose weights are indexed by item (axis of size N + 1): remapped, not copied.
+ITEM_AXES = {"item_embedding": 0, "dense_decoder": -1}
+
+
+class WarmStartError(run_dir.RunFolderError):
+    """The old run folder cannot seed this run (the message names the flag or weight)."""
+
+
+def architecture_differences(old_config: dict, new_config: dict) -> dict:
+    """{flag: (old, new)} of the flags that shape the model and differ between the runs."""
+    return {key: values for key, values in run_dir.differences(old_config, new_config).items()
+            if key not in WARM_START_CHANGES}
+
+
+def source_indices(old_vocabulary: np.ndarray, new_vocabulary: np.ndarray) -> np.ndarray:
+    """The old index of every new index `[N_new + 1]` (0 -> 0, padding); -1 for a new item."""
+    position = {int(item): index for index, item in enumerate(old_vocabulary, start=1)}
+    return np.array([0] + [position.get(int(item), -1) for item in new_vocabulary], np.int64)
+
+
+def index_map(old_vocabulary: np.ndarray, new_vocabulary: np.ndarray) -> np.ndarray:
+    """The new index of every old index `[N_old + 1]` (0 -> 0); 0 for an item dropped."""
+    source = source_indices(old_vocabulary, new_vocabulary)
+    mapping = np.zeros(len(old_vocabulary) + 1, np.int64)
+    known = np.flatnonzero(source > 0)
+    mapping[source[known]] = known
+    return mapping
+
+
+def remap_items(old: np.ndarray, source: np.ndarray, axis: int,
+                rng: np.random.Generator) -> np.ndarray:
+    """An item-indexed weight (`[N_old + 1, ...]` along `axis`) -> `[N_new + 1, ...]`: known
+    items' slices copied, new items' the mean of the known ones plus NEW_ROW_NOISE * std."""
+    old = np.moveaxis(np.asarray(old), axis, 0)
+    items = old[1:]
+    mean, std = items.mean(axis=0), items.std(axis=0)
+    new = mean + NEW_ROW_NOISE * std * rng.standard_normal((len(source), *old.shape[1:]))
+    known = source >= 0
+    new[known] = old[source[known]]
+    return np.moveaxis(new.astype(old.dtype), 0, axis)
+
+
+def transfer_weights(old_model, new_model, source: np.ndarray, seed: int = 0) -> None:
+    """Assigns `old_model`'s weights to `new_model`'s by path, item-indexed ones remapped
+    through `source` (`source_indices`). WarmStartError names a weight without a match."""
+    import keras
+
+    rng = np.random.default_rng(seed)
+    old_weights = {weight.path: weight for weight in old_model.weights}
+    for weight in new_model.weights:
+        old = old_weights.get(weight.path)
+        if old is None:
+            raise WarmStartError(f"the old model has no weight {weight.path}: it was built "
+                                 "with other architecture flags")
+        value = keras.ops.convert_to_numpy(old)
+        axis = ITEM_AXES.get(weight.path.split("/")[0])
+        if axis is not None:
+            value = remap_items(value, source, axis, rng)
+        if tuple(value.shape) != tuple(weight.shape):
+            raise WarmStartError(f"weight {weight.path} has shape {tuple(value.shape)} in the "
+                                 f"old model, {tuple(weight.shape)} in the new one")
+        weight.assign(value)
+
+
+def write_map(model_dir: str, old_vocabulary: np.ndarray, new_vocabulary: np.ndarray) -> None:
+    """warm_start.tsv: `old_index, new_index, item_id` of every old item (new_index 0: the
+    item is gone from the new vocabulary), written atomically."""
+    mapping = index_map(old_vocabulary, new_vocabulary)
+    tmp = run_dir.path(model_dir, run_dir.WARM_START_MAP + ".tmp")
+    with open(tmp, "w") as f:
+        f.write("old_index\tnew_index\titem_id\n")
+        for old_index, item in enumerate(old_vocabulary, start=1):
+            f.write(f"{old_index}\t{mapping[old_index]}\t{item}\n")
+    os.replace(tmp, run_dir.path(model_dir, run_dir.WARM_START_MAP))
+
+
+def load_source(old_dir: str, config: dict):
+    """The old run's (best model, raw-id vocabulary), after checking it can seed `config`."""
+    import keras
+
+    import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
+
+    if os.path.realpath(old_dir) == os.path.realpath(config["model_dir"]):
+        raise WarmStartError(f"--warm_start_from={old_dir} is this run's own --model_dir: "
+                             "warm start from another run's folder")
+    try:
+        old_config = run_dir.check_complete(old_dir)
+    except run_dir.RunFolderError as error:
+        raise WarmStartError(f"--warm_start_from={old_dir}: {error}") from None
+    changed = architecture_differences(old_config, config)
+    if changed:
+        listed = "; ".join(f"--{key}: {a!r} there, {b!r} now" for key, (a, b) in changed.items())
+        raise WarmStartError(f"--warm_start_from={old_dir} holds a model with other "
+                             f"architecture flags ({listed}): train with its flags, or "
+                             "from scratch")
+    model = keras.models.load_model(run_dir.path(old_dir, run_dir.BEST_MODEL), compile=False)
+    return model, run_dir.read_vocabulary(old_dir)[0], old_config["run_id"]
+
+
+def warm_start(model, config: dict, vocabulary: np.ndarray) -> dict:
+    """The train hook: `model` (built and compiled for `config`) takes the weights of the run
+    in `config["warm_start_from"]`; writes warm_start.tsv; returns counts (kept, new,
+    dropped). On failure the new run folder is cleared (nothing trained yet) and
+    WarmStartError raised."""
+    model_dir = config["model_dir"]
+    try:
+        old_model, old_vocabulary, old_run = load_source(config["warm_start_from"], config)
+        source = source_indices(old_vocabulary, np.asarray(vocabulary))
+        transfer_weights(old_model, model, source, config["seed"])
+    except WarmStartError:
+        run_dir.clear(model_dir)
+        raise
+    write_map(model_dir, old_vocabulary, np.asarray(vocabulary))
+    counts = {"kept": int((source[1:] > 0).sum()), "new": int((source[1:] < 0).sum()),
+              "dropped": int(len(old_vocabulary) - (source[1:] > 0).sum())}
+    print(f"Warm start from {config['warm_start_from']} (run {old_run}): {counts['kept']} "
+          f"items kept, {counts['new']} new, {counts['dropped']} dropped; mapping in "
+          f"{run_dir.WARM_START_MAP}", flush=True)
+    return counts
