@@ -7,6 +7,12 @@ writes `exports/narm/<version>/` (TF Serving's layout; the version defaults to t
 atomically (`narm_tf.serving.export_lib`; in code: `export_lib.export_from_model_dir` or
 `export_lib.export_model`).
 
+With `--only_if_better [--margin=POINTS]` it first scores the candidate and the latest version
+under the export base on the candidate's test split (or `--dataset`/`--data_dir`) through their
+signatures, prints both, and writes the new version only if the candidate's Recall@20 is at
+most `--margin` points below; otherwise it exits with code 4 and writes nothing
+(`narm_tf.serving.publish`).
+
 Signatures (all outputs best first; `k` and the max session length 19 are fixed at export):
 
 | signature | inputs | id dtype, padding |
@@ -60,6 +66,15 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     flags.DEFINE_integer("k", 20, "Number of recommended items.", lower_bound=1, **fv)
     flags.DEFINE_bool("exclude_seen", False,
                       "Drop the session's own items from serving_default and int64_ids.", **fv)
+    flags.DEFINE_bool("only_if_better", False,
+                      "Publish only if the candidate's test Recall@20 is at most --margin points "
+                      "below the latest version's (else exit 4, writing nothing).", **fv)
+    flags.DEFINE_float("margin", 0.0, "Recall@20 points the candidate may lose (--only_if_better).",
+                       lower_bound=0.0, **fv)
+    flags.DEFINE_string("dataset", None, "--only_if_better: TFDS name/config of the test split "
+                        "to compare on; default: the candidate run's.", **fv)
+    flags.DEFINE_string("data_dir", None, "--only_if_better: its TFDS data_dir; default: the "
+                        "candidate run's.", **fv)
 
 
 def main(argv):
@@ -68,12 +83,34 @@ def main(argv):
         raise app.UsageError("--model_dir is required (a narm_tf.train output folder)")
     from narm_tf import run_dir
 
+    if FLAGS.only_if_better:
+        publish_or_exit()
+        return
     try:
         path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
                                      k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
     except run_dir.RunFolderError as error:
         raise SystemExit(f"export: {error}") from None
     print(f"exported {path}")
+
+
+def publish_or_exit() -> None:
+    """--only_if_better: prints both scores and the decision; exit code 4 when refused."""
+    import sys
+
+    from narm_tf import run_dir
+    from narm_tf.serving import publish
+
+    try:
+        outcome = publish.publish_if_better(
+            FLAGS.model_dir, FLAGS.export_base, margin=FLAGS.margin, k=FLAGS.k,
+            exclude_seen=FLAGS.exclude_seen, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
+            version=FLAGS.version)
+    except (run_dir.RunFolderError, ValueError, FileExistsError) as error:
+        raise SystemExit(f"export: {error}") from None
+    print(publish.describe(outcome, FLAGS.model_dir, FLAGS.margin), flush=True)
+    if not outcome.published:
+        sys.exit(publish.NOT_BETTER_EXIT_CODE)
 
 
 if __name__ == "__main__":

@@ -1,0 +1,138 @@
+"""Publish only a better model: a candidate run is exported as a new TF Serving version only if
+its Recall@20 is not worse than the latest version's by more than a margin.
+
+    python -m export.export_saved_model --model_dir=runs/today --export_base=exports/narm \
+        --only_if_better [--margin=0.0]
+
+Both models are scored on the same newest test split (the candidate's dataset unless told
+otherwise) through their exported signatures (`int64_ids_with_options`, `exclude_seen` off):
+raw item ids in, top-k raw ids out, so models with different vocabularies compare fairly (a
+target an old model does not know is a miss; a session none of whose clicks it knows gets its
+popular items, as served). From the top-k raw ids: Recall@20 = share of test prefixes whose
+raw target id is among the first 20; MRR@20 = mean of 1 / (its position, 1-based), 0 when
+absent. Ties are ordered as `tf.math.top_k` orders them (on continuous scores this matches
+SPEC section 3). The candidate is exported into a hidden `.candidate-*` folder under the
+export base (a name TF Serving ignores) and renamed to its version only when published; when
+refused, that folder is removed and nothing is written.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+import shutil
+import tempfile
+
+import numpy as np
+
+from narm_tf import run_dir
+from narm_tf.serving import contract
+
+K = 20  # Recall@K and MRR@K of the comparison
+NOT_BETTER_EXIT_CODE = 4  # the command's exit code when it refuses to publish
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What `publish_if_better` did: the scores (percent) and the version written, if any."""
+
+    published: bool
+    version: int
+    candidate: dict
+    current: dict | None  # None: no version under the export base yet
+    current_version: int | None
+    path: str | None  # the new version folder when published
+
+
+def raw_test_split(dataset: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
+    """The test split in raw ids: sessions `[n, 19]` int64 (0 = padding) and targets `[n]`."""
+    from narm_tf import data
+
+    vocabulary = np.concatenate([[0], data.load_vocabulary(dataset, data_dir)]).astype(np.int64)
+    test = data.load_split(dataset, "test", data_dir)
+    return vocabulary[test.prefixes], vocabulary[test.labels]
+
+
+def evaluate_export(export_dir: str, sessions: np.ndarray, targets: np.ndarray,
+                    batch_size: int = 1024) -> dict:
+    """Recall@20 and MRR@20 (percent) of an export's top-k raw ids against raw targets."""
+    import tensorflow as tf
+
+    signature = tf.saved_model.load(export_dir).signatures[contract.SIGNATURE_INT64_OPTIONS]
+    ranks = []
+    for start in range(0, len(targets), batch_size):
+        batch = sessions[start:start + batch_size]
+        top = signature(item_ids=tf.constant(batch, tf.int64),
+                        exclude_seen=tf.zeros(len(batch), tf.bool))["top_k_item_ids"].numpy()
+        if top.shape[1] < K:
+            raise ValueError(f"{export_dir} returns the top {top.shape[1]} items: Recall@{K} "
+                             f"needs an export with k >= {K}")
+        hit = top[:, :K] == targets[start:start + batch_size, None]
+        ranks.append(np.where(hit.any(axis=1), hit.argmax(axis=1) + 1, 0))
+    ranks = np.concatenate(ranks)
+    found = ranks > 0
+    return {f"recall@{K}": float(100 * found.mean()),
+            f"mrr@{K}": float(100 * np.where(found, 1 / np.maximum(ranks, 1), 0).mean()),
+            "count": int(len(ranks))}
+
+
+def is_good_enough(candidate: dict, current: dict | None, margin: float) -> bool:
+    """Whether the candidate's Recall@20 is at most `margin` points below the current one's."""
+    return current is None or candidate[f"recall@{K}"] >= current[f"recall@{K}"] - margin
+
+
+def publish_if_better(model_dir: str, export_base: str, margin: float = 0.0,
+                      k: int = K, exclude_seen: bool = False, dataset: str | None = None,
+                      data_dir: str | None = None, version: int | None = None) -> Outcome:
+    """Exports `model_dir`'s best model as the next version of `export_base` only if it is
+    good enough (`is_good_enough`) against the latest version on the test split of `dataset`
+    (default: the candidate run's); returns what happened."""
+    from narm_tf.serving import export_lib
+
+    if margin < 0:
+        raise ValueError(f"--margin must be >= 0 points of Recall@{K}, got {margin}")
+    if k < K:
+        raise ValueError(f"--k={k}: comparing by Recall@{K} needs an export with k >= {K}")
+    config = run_dir.check_complete(model_dir)
+    sessions, targets = raw_test_split(dataset or config["dataset"], data_dir or config["data_dir"])
+    existing = contract.versions(export_base)
+    current_version = max(existing, default=None)
+    version = contract.next_version(export_base) if version is None else int(version)
+    if version in existing:
+        raise FileExistsError(f"{os.path.join(export_base, str(version))} exists: pass "
+                              "another --version or none")
+    current = None if current_version is None else evaluate_export(
+        os.path.join(export_base, str(current_version)), sessions, targets)
+    os.makedirs(export_base, exist_ok=True)
+    staging = tempfile.mkdtemp(prefix=".candidate-", dir=export_base)
+    try:
+        staged = export_lib.export_from_model_dir(model_dir, staging, version=version, k=k,
+                                                  exclude_seen=exclude_seen)
+        candidate = evaluate_export(staged, sessions, targets)
+        published = is_good_enough(candidate, current, margin)
+        path = None
+        if published:
+            path = os.path.join(export_base, str(version))
+            os.rename(staged, path)  # atomic: TF Serving sees no version or a complete one
+    finally:
+        shutil.rmtree(staging, ignore_errors=True)
+    return Outcome(published, version, candidate, current, current_version, path)
+
+
+def describe(outcome: Outcome, model_dir: str, margin: float) -> str:
+    """The lines the command prints: both scores, then the decision."""
+    def scores(result):
+        return (f"Recall@{K} {result[f'recall@{K}']:6.2f}%   MRR@{K} {result[f'mrr@{K}']:6.2f}%"
+                f"   ({result['count']} test prefixes)")
+
+    lines = [f"candidate {model_dir}: {scores(outcome.candidate)}"]
+    if outcome.current is None:
+        lines.append("no version published yet")
+    else:
+        lines.append(f"current version {outcome.current_version}: {scores(outcome.current)}")
+    if outcome.published:
+        lines.append(f"published version {outcome.version}: {outcome.path}")
+    else:
+        lines.append(f"not published: the candidate's Recall@{K} is more than {margin} points "
+                     f"below version {outcome.current_version}'s; nothing written")
+    return "\n".join(lines)
