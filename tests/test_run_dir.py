@@ -161,3 +161,20 @@ def test_vocabulary_round_trips(tmp_path):
     np.testing.assert_array_equal(vocabulary, [214536502, 7])
     np.testing.assert_array_equal(counts, [5, 0])
     assert json.dumps(vocabulary.tolist()) == "[214536502, 7]"
+
+
+def test_a_killed_warm_started_run_resumes_only_from_the_same_source(tmp_path):
+    """--warm_start_from is identity: the same source resumes (from backup/, not warm-started
+    again), another source is refused naming the flag; --overwrite clears warm_start.tsv."""
+    old = _identity(warm_start_from="runs/day1")
+    _write(tmp_path, run_dir.CONFIG, old)
+    os.makedirs(tmp_path / run_dir.BACKUP)
+    open(tmp_path / run_dir.WARM_START_MAP, "w").close()
+    config, resuming = run_dir.start(str(tmp_path), _identity(warm_start_from="runs/day1"),
+                                     overwrite=False)
+    assert resuming and config["run_id"] == old["run_id"]
+    with pytest.raises(RunFolderError, match="--warm_start_from: 'runs/day1' there, "
+                                             "'runs/day0' now"):
+        run_dir.start(str(tmp_path), _identity(warm_start_from="runs/day0"), overwrite=False)
+    run_dir.start(str(tmp_path), _identity(), overwrite=True)
+    assert not os.path.exists(tmp_path / run_dir.WARM_START_MAP)
