@@ -285,25 +285,25 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
     sorted by length, cut into batches, each cut to its bucket width (the full batches of a pool
     shuffled, a partial batch last), as make_dataset does. Shuffle off: make_dataset's batches.
 
-    input_context: under a multi-worker strategy, each input pipeline reads its own shard:
-    whole files when there are at least as many files as pipelines, else every k-th record.
+    input_context: under a multi-worker strategy, this input pipeline keeps every k-th record
+    of the (shuffled) stream, k = the number of pipelines: sharding by data, after a shuffle
+    seeded alike on every worker, so the workers' batches of a step together hold what one
+    reader's global batch would. Every worker reads all the files (parses only its share).
     """
     builder = _prepared_builder(name, data_dir)
     info = builder.info.splits[split]
     files = [os.fspath(path) for path in info.filepaths]
     widths = bucket_widths(length_buckets)
     records = tf.data.Dataset.from_tensor_slices(files)
-    shards = input_context.num_input_pipelines if input_context else 1
-    if shards > 1 and len(files) >= shards:
-        records = records.shard(shards, input_context.input_pipeline_id)
     if shuffle and len(files) > 1:
         records = records.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
     records = records.interleave(tf.data.TFRecordDataset, cycle_length=1 if not shuffle else 4,
                                  num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shards > 1 and len(files) < shards:
-        records = records.shard(shards, input_context.input_pipeline_id)
     if shuffle:
         records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    shards = input_context.num_input_pipelines if input_context else 1
+    if shards > 1:
+        records = records.shard(shards, input_context.input_pipeline_id)
     pool = batch_size * (GROUP_POOL if widths is not None else 1)
     dataset = records.batch(pool).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
                                       deterministic=True)
