@@ -279,8 +279,9 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
     make_dataset gives them, without holding the split in memory.
 
     Records are parsed a batch at a time (`tf.io.parse_example`). With `shuffle`, the file
-    order and the records pass through a bounded buffer of `shuffle_buffer` examples (a new
-    seeded order each epoch), so the order is local, not a full permutation. Without
+    order is permuted and the records are permuted within blocks of `shuffle_buffer` (bounded
+    memory; the order is local, not a full permutation), by stateless shuffles seeded by
+    (seed, pass): a new order each epoch, the same on every worker and after a resume. Without
     `length_buckets` every batch is `[b, 19]`; with them, each pool of `GROUP_POOL` batches is
     sorted by length, cut into batches, each cut to its bucket width (the full batches of a pool
     shuffled, a partial batch last), as make_dataset does. Shuffle off: make_dataset's batches.
@@ -294,31 +295,44 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
     info = builder.info.splits[split]
     files = [os.fspath(path) for path in info.filepaths]
     widths = bucket_widths(length_buckets)
-    records = tf.data.Dataset.from_tensor_slices(files)
-    if shuffle and len(files) > 1:
-        records = records.shuffle(len(files), seed=seed, reshuffle_each_iteration=True)
-    records = records.interleave(tf.data.TFRecordDataset, cycle_length=1 if not shuffle else 4,
-                                 num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
-    if shuffle:
-        records = records.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     shards = input_context.num_input_pipelines if input_context else 1
-    if shards > 1:
-        records = records.shard(shards, input_context.input_pipeline_id)
-    pool = batch_size * (GROUP_POOL if widths is not None else 1)
-    dataset = records.batch(pool).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
-                                      deterministic=True)
-    if widths is None:
-        dataset = dataset.map(lambda f: (f["prefix"], tf.cast(f["label"], tf.int32)))
-    else:
-        seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True)
-        dataset = tf.data.Dataset.zip(dataset, seeds).flat_map(
-            lambda f, draw: _pool_batches(f, batch_size, shuffle, widths,
-                                          tf.stack([tf.constant(seed, tf.int64), draw])))
-    if shards == 1:
-        dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-            -(-info.num_examples // batch_size)))
+
+    def one_pass(draw: tf.Tensor) -> tf.data.Dataset:
+        """One pass over the split, its shuffles seeded by (seed, draw) only."""
+        def seed_of(index):
+            return tf.stack([tf.constant(seed, tf.int64), draw * 1_000_003 + index])
+
+        names = tf.constant(files)
+        if shuffle:
+            names = tf.gather(names, tf.random.experimental.stateless_shuffle(
+                tf.range(len(files)), seed=seed_of(0)))
+        records = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=4 if shuffle else 1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:  # a bounded shuffle: permute each block of `shuffle_buffer` records
+            records = records.batch(shuffle_buffer).enumerate(1).map(
+                lambda i, block: tf.random.experimental.stateless_shuffle(
+                    block, seed=seed_of(i))).unbatch()
+        if shards > 1:
+            records = records.shard(shards, input_context.input_pipeline_id)
+        pool = batch_size * (GROUP_POOL if widths is not None else 1)
+        dataset = records.batch(pool).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+        if widths is None:
+            return dataset.map(lambda f: (f["prefix"], tf.cast(f["label"], tf.int32)))
+        return dataset.enumerate(1 << 40).flat_map(
+            lambda i, f: _pool_batches(f, batch_size, shuffle, widths, seed_of(i)))
+
     if repeat:
-        dataset = dataset.repeat()
+        # Pass e is seeded by (seed, e): a new iterator (Keras makes more than one), another
+        # worker or a resumed run replays the same passes.
+        dataset = tf.data.Dataset.range(sys.maxsize).flat_map(one_pass)
+    else:  # Keras re-iterates a finite dataset each epoch: a new seeded draw each time.
+        dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        dataset = dataset.flat_map(one_pass)
+        if shards == 1:
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+                -(-info.num_examples // batch_size)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

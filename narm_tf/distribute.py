@@ -25,6 +25,7 @@ BackupAndRestore resumes all workers at the same epoch, and deletes it at the en
 from __future__ import annotations
 
 import contextlib
+import hashlib
 import json
 import os
 import shutil
@@ -72,13 +73,19 @@ def is_chief(strategy) -> bool:
 
 
 @contextlib.contextmanager
-def worker_dir(model_dir: str, chief: bool):
+def worker_dir(model_dir: str, strategy):
     """The folder this worker writes to: `model_dir` for the chief; for the others a temporary
-    folder (deleted on exit) that `copy_backup` fills from the chief's."""
-    if chief:
+    folder named by task and run folder (a killed worker's leftover is cleared on restart),
+    deleted on exit, that `copy_backup` fills from the chief's."""
+    if is_chief(strategy):
         yield model_dir
         return
-    temp = tempfile.mkdtemp(prefix="narm-worker-")
+    resolver = strategy.cluster_resolver
+    digest = hashlib.sha1(os.path.abspath(model_dir).encode()).hexdigest()[:12]
+    temp = os.path.join(tempfile.gettempdir(),
+                        f"narm-worker-{resolver.task_type}{resolver.task_id}-{digest}")
+    shutil.rmtree(temp, ignore_errors=True)
+    os.makedirs(temp)
     try:
         yield temp
     finally:
@@ -110,8 +117,10 @@ def fit(model: keras.Model, strategy, train_fn, validation_fn=None, epochs: int 
     with strategy.scope():
         model.optimizer.build(model.trainable_variables)
         train_iter = iter(strategy.distribute_datasets_from_function(train_fn))
-        train_step = tf.function(lambda batch: strategy.run(model.train_step, args=(batch,)))
-        test_step = tf.function(lambda batch: strategy.run(model.test_step, args=(batch,)))
+        train_step = tf.function(lambda batch: strategy.run(model.train_step, args=(batch,)),
+                                 autograph=False)  # as Keras: the step is not converted
+        test_step = tf.function(lambda batch: strategy.run(model.test_step, args=(batch,)),
+                                autograph=False)
         callback_list = keras.callbacks.CallbackList(
             list(callbacks), add_history=True, add_progbar=verbose != 0, verbose=verbose,
             epochs=epochs, steps=steps_per_epoch, model=model)
@@ -125,9 +134,9 @@ def fit(model: keras.Model, strategy, train_fn, validation_fn=None, epochs: int 
                 end = min(begin + log_every, steps_per_epoch) - 1
                 callback_list.on_train_batch_begin(begin)
                 for _ in range(begin, end + 1):
-                    train_step(next(train_iter))
-                callback_list.on_train_batch_end(end, _read_metrics(model))
-            logs = _read_metrics(model)
+                    keys = train_step(next(train_iter)).keys()  # what the step logs
+                callback_list.on_train_batch_end(end, _read_metrics(model, keys))
+            logs = _read_metrics(model, keys)
             if validation_fn is not None:
                 logs.update({f"val_{name}": value for name, value in
                              _evaluate(model, strategy, validation_fn, test_step).items()})
@@ -138,9 +147,22 @@ def fit(model: keras.Model, strategy, train_fn, validation_fn=None, epochs: int 
     return model.history
 
 
-def _read_metrics(model: keras.Model) -> dict:
-    """The model's metrics summed over all replicas of the cluster (a collective read)."""
-    return {name: float(value) for name, value in model.get_metrics_result().items()}
+def _read_metrics(model: keras.Model, keys=None) -> dict:
+    """The model's metrics (those named in `keys`, default all) over all replicas of the
+    cluster: a collective read, which every worker makes at the same point."""
+    return {name: float(value) for name, value in model.get_metrics_result().items()
+            if keys is None or name in keys}
+
+
+def barrier(strategy) -> None:
+    """Returns once every worker has called it: a worker that exits while another still works
+    makes the cluster's coordination service fail the others."""
+    @tf.function(autograph=False)
+    def all_reduce():
+        return strategy.run(lambda: tf.distribute.get_replica_context().all_reduce(
+            tf.distribute.ReduceOp.SUM, tf.ones([])))
+
+    all_reduce()
 
 
 def _evaluate(model: keras.Model, strategy, validation_fn, test_step) -> dict:

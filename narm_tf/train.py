@@ -469,7 +469,7 @@ def train(config: dict) -> dict:
     check_config(config)
     strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief, chief_dir = distribute.is_chief(strategy), config["model_dir"]
-    with distribute.worker_dir(chief_dir, chief) as model_dir, \
+    with distribute.worker_dir(chief_dir, strategy) as model_dir, \
             run_dir.locked(model_dir):
         started = time.time()
         data.register_builders()
@@ -487,16 +487,18 @@ def train(config: dict) -> dict:
         keras.utils.set_random_seed(config["seed"])
         model = build_and_compile(config, num_items, strategy)
         fit(config, model, splits, resuming, strategy)
-        if not chief:
-            return {}
-        metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
-                         time.time() - started)
-        if config["export_base"]:
-            from narm_tf.serving import export_lib
+        metrics = {}
+        if chief:
+            metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
+                             time.time() - started)
+            if config["export_base"]:
+                from narm_tf.serving import export_lib
 
-            exported = export_lib.export_from_model_dir(
-                model_dir, config["export_base"], k=config["export_k"])
-            print(f"Exported for TF Serving: {exported}")
+                exported = export_lib.export_from_model_dir(
+                    model_dir, config["export_base"], k=config["export_k"])
+                print(f"Exported for TF Serving: {exported}")
+        if distribute.is_multi_worker():
+            distribute.barrier(strategy)  # the other workers wait for the chief's report
     return metrics
 
 

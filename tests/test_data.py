@@ -155,7 +155,7 @@ def _batches(dataset):
 def _rows(batches):
     """The (prefix without padding, label) of every example: a multiset as a sorted list."""
     return sorted((tuple(row[row > 0]), int(label)) for items, labels in batches
-                  for row, label in zip(items, labels))
+                  for row, label in zip(items, labels, strict=True))
 
 
 @pytest.mark.parametrize("buckets", [None, (2, 4, 8, 12)])
@@ -183,7 +183,7 @@ def test_streamed_batches_without_shuffling_are_the_in_memory_batches(built, buc
     stream = _batches(data.make_stream_dataset(NAME, "train", data_dir, 16,
                                                length_buckets=buckets))
     assert len(stream) == len(memory) == -(-len(prefixes) // 16)
-    for (items, labels), (want_items, want_labels) in zip(stream, memory):
+    for (items, labels), (want_items, want_labels) in zip(stream, memory, strict=True):
         np.testing.assert_array_equal(items, want_items)
         np.testing.assert_array_equal(labels, want_labels)
 
