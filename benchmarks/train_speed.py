@@ -13,6 +13,8 @@ itself). Training settings:
   default; `narm_tf.train` runs 16 per call, `--steps_per_execution`);
 - `fit keras_gru`: the same model with `keras.layers.GRU`'s own loop in place of `NarmGRU`'s
   (which skips padded steps and writes its gradient out, `narm_tf.gru`);
+- `fit mixed_bfloat16`: `fit` under the `mixed_bfloat16` dtype policy (`--mixed_precision`;
+  the embedding, scores and loss stay float32; the GRU is then Keras' own loop);
 - `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
   `DEFAULT_LENGTH_BUCKETS`: prefixes of similar length together, each batch cut to its bucket
   width), timed over a whole epoch of 64 batches after a first epoch that compiles every width.
@@ -125,7 +127,8 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
 
 
 def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False,
-                steps_per_execution: int | None = None, keras_gru: bool = False) -> dict:
+                steps_per_execution: int | None = None, keras_gru: bool = False,
+                policy: str = "float32") -> dict:
     """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
     fixed `[batch, max_len]` batches."""
     import numpy as np
@@ -143,6 +146,11 @@ def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = Fal
         name += f" steps_per_execution={steps_per_execution}"
     if keras_gru:
         name += " keras_gru"
+    if policy != "float32":
+        import keras
+
+        keras.mixed_precision.set_global_policy(policy)  # this child builds one model
+        name += f" {policy}"
     return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
                       f"{name} jit_compile={jit_compile}", train_metrics=train_metrics,
                       steps_per_execution=steps_per_execution, keras_gru=keras_gru)
@@ -237,7 +245,8 @@ def main(argv=None) -> None:
                    "floor_model": lambda a, j: measure_floor(a, j, "model"),
                    "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True),
                    "fit_per_batch": lambda a, j: measure_fit(a, j, steps_per_execution=1),
-                   "fit_keras_gru": lambda a, j: measure_fit(a, j, keras_gru=True)}
+                   "fit_keras_gru": lambda a, j: measure_fit(a, j, keras_gru=True),
+                   "fit_bf16": lambda a, j: measure_fit(a, j, policy="mixed_bfloat16")}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
@@ -245,8 +254,9 @@ def main(argv=None) -> None:
     floor_settings = ["floor:true", "floor_logsumexp:true", "floor_model:true"]
     if args.jit in ("false", "both"):
         floor_settings.append("floor:false")
-    kinds = [kind for kind in ("fit", "fit_keras_gru", "fit_train_metrics", "fit_per_batch",
-                               "grouped") if not args.settings or kind in args.settings.split(",")]
+    kinds = [kind for kind in ("fit", "fit_keras_gru", "fit_bf16", "fit_train_metrics",
+                               "fit_per_batch", "grouped")
+             if not args.settings or kind in args.settings.split(",")]
     fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit] for kind in kinds]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len} "
