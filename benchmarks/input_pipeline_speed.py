@@ -1,7 +1,8 @@
-"""Examples/s of narm_tf.data: load_split (TFRecords -> numpy) and make_dataset (-> batches).
+"""Examples/s of narm_tf.data: load_split (TFRecords -> numpy) and make_dataset (-> batches),
+and the streamed path, make_stream_dataset (TFRecords -> batches, bounded shuffle).
 
 By default builds the synthetic `yoochoose_full` in a temp dir; `--data_dir` + `--name` measure
-an existing build instead. Target: make_dataset >= 100,000 examples/s.
+an existing build instead. Target: both paths >= 100,000 examples/s.
 
   python benchmarks/input_pipeline_speed.py
   python benchmarks/input_pipeline_speed.py --data_dir=~/tensorflow_datasets --name=diginetica
@@ -25,6 +26,7 @@ flags.DEFINE_string("name", "yoochoose/yoochoose_full", "Dataset to read.")
 flags.DEFINE_string("split", "train", "Split to read.")
 flags.DEFINE_integer("batch_size", 512, "Batch size (the paper's).")
 flags.DEFINE_integer("epochs", 5, "Shuffled epochs to time.")
+flags.DEFINE_integer("shuffle_buffer", data.SHUFFLE_BUFFER, "Streamed shuffle block size.")
 FLAGS = flags.FLAGS
 
 
@@ -34,14 +36,22 @@ def measure(data_dir: str) -> None:
     load_seconds = time.perf_counter() - start
     print(f"load_split {FLAGS.name}:{FLAGS.split}: {len(prefixes):,} examples in "
           f"{load_seconds:.2f} s ({len(prefixes) / load_seconds:,.0f} examples/s)")
-    dataset = data.make_dataset(prefixes, FLAGS.batch_size, shuffle=True, repeat=True)
+    steps = FLAGS.epochs * -(-len(prefixes) // FLAGS.batch_size)
+    time_batches("make_dataset", steps,
+                 data.make_dataset(prefixes, FLAGS.batch_size, shuffle=True, repeat=True))
+    time_batches("make_stream_dataset", steps, data.make_stream_dataset(
+        FLAGS.name, FLAGS.split, data_dir, FLAGS.batch_size, shuffle=True, repeat=True,
+        shuffle_buffer=FLAGS.shuffle_buffer))
+
+
+def time_batches(what: str, steps: int, dataset) -> None:
+    """Prints the examples/s of `steps` batches of `dataset` after one warm-up batch."""
     iterator = iter(dataset)
     next(iterator)  # warm-up: tracing and the first prefetch
-    steps = FLAGS.epochs * -(-len(prefixes) // FLAGS.batch_size)
     start = time.perf_counter()
     examples = sum(int(next(iterator)[1].shape[0]) for _ in range(steps))
     seconds = time.perf_counter() - start
-    print(f"make_dataset batch {FLAGS.batch_size}, shuffled: {examples:,} examples in "
+    print(f"{what} batch {FLAGS.batch_size}, shuffled: {examples:,} examples in "
           f"{seconds:.2f} s = {examples / seconds:,.0f} examples/s (target >= 100,000)")
 
 

@@ -13,6 +13,11 @@ itself). Training settings:
   default; `narm_tf.train` runs 16 per call, `--steps_per_execution`);
 - `fit keras_gru`: the same model with `keras.layers.GRU`'s own loop in place of `NarmGRU`'s
   (which skips padded steps and writes its gradient out, `narm_tf.gru`);
+- `fit mixed_bfloat16`: `fit` under the `mixed_bfloat16` dtype policy (`--mixed_precision`;
+  the embedding, scores and loss stay float32; the GRU is then Keras' own loop);
+- `fit 2 workers`: `narm_tf.distribute.fit` under MultiWorkerMirroredStrategy, two local
+  worker processes on 127.0.0.1, each pinned to one core, each fed half of every global batch
+  (what `narm_tf.train` runs when TF_CONFIG names a cluster); peak RSS per worker;
 - `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
   `DEFAULT_LENGTH_BUCKETS`: prefixes of similar length together, each batch cut to its bucket
   width), timed over a whole epoch of 64 batches after a first epoch that compiles every width.
@@ -125,7 +130,8 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
 
 
 def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = False,
-                steps_per_execution: int | None = None, keras_gru: bool = False) -> dict:
+                steps_per_execution: int | None = None, keras_gru: bool = False,
+                policy: str = "float32") -> dict:
     """Seconds per `model.fit` step (NARM hybrid/bilinear, compile_narm), after warm-up, on
     fixed `[batch, max_len]` batches."""
     import numpy as np
@@ -143,6 +149,11 @@ def measure_fit(args: argparse.Namespace, jit_compile, train_metrics: bool = Fal
         name += f" steps_per_execution={steps_per_execution}"
     if keras_gru:
         name += " keras_gru"
+    if policy != "float32":
+        import keras
+
+        keras.mixed_precision.set_global_policy(policy)  # this child builds one model
+        name += f" {policy}"
     return _timed_fit(args, jit_compile, dataset, args.warmup, args.steps,
                       f"{name} jit_compile={jit_compile}", train_metrics=train_metrics,
                       steps_per_execution=steps_per_execution, keras_gru=keras_gru)
@@ -216,14 +227,97 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
             "peak_rss_mb": _peak_rss_mb(), "rss_before_fit_mb": rss_before}
 
 
-def _run_child(args: argparse.Namespace, setting: str) -> dict:
+def measure_two_workers(args: argparse.Namespace, jit_compile) -> dict:
+    """Runs two MultiWorkerMirroredStrategy workers (1 core each) and combines their timings."""
+    import socket
+
+    sockets = [socket.socket() for _ in range(2)]
+    for sock in sockets:
+        sock.bind(("127.0.0.1", 0))
+    ports = ",".join(str(sock.getsockname()[1]) for sock in sockets)
+    for sock in sockets:
+        sock.close()
+    workers = [_start_child(args, f"worker:{index}:{ports}") for index in range(2)]
+    results = [json.loads(_finish_child(worker).strip().splitlines()[-1]) for worker in workers]
+    seconds = max(r["seconds_per_step"] for r in results)
+    return {"setting": "fit 2 workers (1 core each)", "seconds_per_step": seconds,
+            "cpu_seconds_per_step": sum(r["cpu_seconds_per_step"] for r in results),
+            "examples_per_second": args.batch_size / seconds,
+            "peak_rss_mb": max(r["peak_rss_mb"] for r in results),
+            "peak_rss_mb_per_worker": [r["peak_rss_mb"] for r in results]}
+
+
+def run_worker(args: argparse.Namespace, spec: str) -> dict:
+    """One worker of `measure_two_workers`: `spec` = 'INDEX:PORT0,PORT1'."""
+    index, ports = spec.split(":")
+    os.environ["TF_CONFIG"] = json.dumps({
+        "cluster": {"worker": [f"127.0.0.1:{port}" for port in ports.split(",")]},
+        "task": {"type": "worker", "index": int(index)}})
+    cores = sorted(os.sched_getaffinity(0))
+    os.sched_setaffinity(0, {cores[int(index) % len(cores)]})
+    import keras
+    import numpy as np
+    import tensorflow as tf
+
+    tf.config.threading.set_intra_op_parallelism_threads(1)
+    tf.config.threading.set_inter_op_parallelism_threads(1)
+    from narm_tf import distribute
+    from narm_tf.model import build_narm, compile_narm
+
+    strategy = distribute.make_strategy()
+    rng = np.random.default_rng(0)
+    per_worker = args.batch_size // 2
+    x, y = random_prefixes(rng, args.num_items, per_worker * 8, args.max_len, args.lengths)
+    keras.utils.set_random_seed(0)
+    with strategy.scope():
+        model = build_narm(args.num_items, args.embedding_dim, args.hidden_units)
+        compile_narm(model)
+    times = []
+
+    class StepTimer(keras.callbacks.Callback):
+        def on_train_batch_end(self, batch, logs=None):
+            times.append((batch, time.perf_counter(), time.process_time()))
+
+    def dataset_fn(context):
+        return tf.data.Dataset.from_tensor_slices((x, y)).batch(per_worker).cache().repeat()
+
+    log_every = 4
+    distribute.fit(model, strategy, dataset_fn, epochs=1,
+                   steps_per_epoch=args.warmup + args.steps, callbacks=[StepTimer()],
+                   log_every=log_every, verbose=0)
+    start = next(t for t in times if t[0] >= args.warmup - 1)
+    stop = times[-1]
+    steps = stop[0] - start[0]
+    return {"setting": f"worker {index}", "seconds_per_step": (stop[1] - start[1]) / steps,
+            "cpu_seconds_per_step": (stop[2] - start[2]) / steps,
+            "peak_rss_mb": _peak_rss_mb()}
+
+
+def _child_argv(args: argparse.Namespace, setting: str) -> tuple[list, dict]:
     argv = [sys.executable, os.path.abspath(__file__), f"--run={setting}"]
     for name in ("num_items", "batch_size", "embedding_dim", "hidden_units", "max_len",
                  "steps", "warmup", "lengths"):
         argv.append(f"--{name}={getattr(args, name)}")
     root = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
     env = {**os.environ, "PYTHONPATH": os.pathsep.join([root, os.environ.get("PYTHONPATH", "")])}
-    out = subprocess.run(argv, check=True, capture_output=True, text=True, env=env).stdout
+    return argv, env
+
+
+def _start_child(args: argparse.Namespace, setting: str) -> subprocess.Popen:
+    argv, env = _child_argv(args, setting)
+    return subprocess.Popen(argv, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                            env=env)
+
+
+def _finish_child(process: subprocess.Popen) -> str:
+    out, err = process.communicate(timeout=1800)
+    if process.returncode:
+        raise RuntimeError(f"{process.args[2]} failed:\n{err[-3000:]}")
+    return out
+
+
+def _run_child(args: argparse.Namespace, setting: str) -> dict:
+    out = _finish_child(_start_child(args, setting))
     return json.loads(out.strip().splitlines()[-1])
 
 
@@ -232,12 +326,17 @@ def main(argv=None) -> None:
     if args.run:
         kind, _, value = args.run.partition(":")
         jit = {"true": True, "false": False}.get(value, value)
+        if kind == "worker":
+            print(json.dumps(run_worker(args, value)))
+            return
         measure = {"floor": measure_floor, "fit": measure_fit, "grouped": measure_grouped_fit,
                    "floor_logsumexp": lambda a, j: measure_floor(a, j, "logsumexp"),
                    "floor_model": lambda a, j: measure_floor(a, j, "model"),
                    "fit_train_metrics": lambda a, j: measure_fit(a, j, train_metrics=True),
                    "fit_per_batch": lambda a, j: measure_fit(a, j, steps_per_execution=1),
-                   "fit_keras_gru": lambda a, j: measure_fit(a, j, keras_gru=True)}
+                   "fit_keras_gru": lambda a, j: measure_fit(a, j, keras_gru=True),
+                   "fit_bf16": lambda a, j: measure_fit(a, j, policy="mixed_bfloat16"),
+                   "fit_2workers": measure_two_workers}
         result = measure[kind](args, jit)
         print(json.dumps(result))
         return
@@ -245,8 +344,9 @@ def main(argv=None) -> None:
     floor_settings = ["floor:true", "floor_logsumexp:true", "floor_model:true"]
     if args.jit in ("false", "both"):
         floor_settings.append("floor:false")
-    kinds = [kind for kind in ("fit", "fit_keras_gru", "fit_train_metrics", "fit_per_batch",
-                               "grouped") if not args.settings or kind in args.settings.split(",")]
+    kinds = [kind for kind in ("fit", "fit_keras_gru", "fit_bf16", "fit_2workers",
+                               "fit_train_metrics", "fit_per_batch", "grouped")
+             if not args.settings or kind in args.settings.split(",")]
     fit_settings = [f"{kind}:{str(j).lower()}" for j in fits[args.jit] for kind in kinds]
     print(f"NARM train speed: {args.num_items} items, batch {args.batch_size}, "
           f"D={args.embedding_dim}, H={args.hidden_units}, prefixes 1..{args.max_len} "

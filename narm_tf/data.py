@@ -4,6 +4,7 @@ The builders (`tfds_builders/`, schema in `tfds_builders/session_prefixes.py`) w
 module reads what they wrote and feeds it to training:
   read   load_split / load_vocabulary / load_statistics   (a built dataset -> numpy)
   feed   make_dataset                                     (numpy -> tf.data batches)
+  stream make_stream_dataset / choose_input               (record files -> batches, no numpy)
   build  build_dataset                                    (programmatic `tfds build`)
 
 Each example: `prefix` (item indices 1..N, oldest first, at most MAX_LEN), `label`, `length`
@@ -228,6 +229,147 @@ def _grouped_batches(lengths: tf.Tensor, batch_size: int, shuffle: bool,
     if n % batch_size:
         dataset = dataset.concatenate(tf.data.Dataset.from_tensors(indices[full * batch_size:]))
     return dataset
+
+
+# ------------------------------------------------------------------------------ stream
+
+
+# Estimated resident bytes per prefix when a split is read whole: the numpy arrays of load_split
+# (19 int32 + 3 int64 = 100 B) and make_dataset's tf.constant copy (80 B), ~2x headroom.
+BYTES_PER_PREFIX = 400
+MEMORY_SHARE = 0.5  # `auto` reads in memory while the estimate stays below this share.
+SHUFFLE_BUFFER = 262_144  # Serialized examples held by the streamed shuffle (~30 MB).
+
+
+def available_memory() -> int:
+    """Bytes of memory available now (Linux MemAvailable; else physical memory)."""
+    try:
+        with open("/proc/meminfo") as f:
+            for line in f:
+                if line.startswith("MemAvailable:"):
+                    return int(line.split()[1]) * 1024
+    except OSError:
+        pass
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
+
+
+def split_sizes(name: str, data_dir: str) -> dict:
+    """Examples per split from the TFDS info, without reading the records: {split: n}."""
+    splits = _prepared_builder(name, data_dir).info.splits
+    return {split: splits[split].num_examples for split in splits.keys()}
+
+
+def choose_input(setting: str, name: str, data_dir: str, memory: int | None = None) -> str:
+    """`--input`: 'memory', 'stream', or for 'auto' the rule: stream when all splits' examples
+    (TFDS info) x BYTES_PER_PREFIX exceed MEMORY_SHARE of the available memory."""
+    if setting in ("memory", "stream"):
+        return setting
+    if setting != "auto":
+        raise ValueError(f"--input must be auto, memory or stream, got {setting!r}")
+    needed = sum(split_sizes(name, data_dir).values()) * BYTES_PER_PREFIX
+    return "stream" if needed > MEMORY_SHARE * (memory or available_memory()) else "memory"
+
+
+def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
+                        shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                        length_buckets=None, shuffle_buffer: int = SHUFFLE_BUFFER,
+                        input_context: tf.distribute.InputContext | None = None
+                        ) -> tf.data.Dataset:
+    """The split's record files -> batches of (item_ids [b, w] int32, label [b] int32), as
+    make_dataset gives them, without holding the split in memory.
+
+    Records are parsed a batch at a time (`tf.io.parse_example`). With `shuffle`, the file
+    order is permuted and the records are permuted within blocks of `shuffle_buffer` (bounded
+    memory; the order is local, not a full permutation), by stateless shuffles seeded by
+    (seed, pass): a new order each epoch, the same on every worker and after a resume. Without
+    `length_buckets` every batch is `[b, 19]`; with them, each pool of `GROUP_POOL` batches is
+    sorted by length, cut into batches, each cut to its bucket width (the full batches of a pool
+    shuffled, a partial batch last), as make_dataset does. Shuffle off: make_dataset's batches.
+
+    input_context: under a multi-worker strategy, this input pipeline keeps every k-th record
+    of the (shuffled) stream, k = the number of pipelines: sharding by data, after a shuffle
+    seeded alike on every worker, so the workers' batches of a step together hold what one
+    reader's global batch would. Every worker reads all the files (parses only its share).
+    """
+    builder = _prepared_builder(name, data_dir)
+    info = builder.info.splits[split]
+    files = [os.fspath(path) for path in info.filepaths]
+    widths = bucket_widths(length_buckets)
+    shards = input_context.num_input_pipelines if input_context else 1
+
+    def one_pass(draw: tf.Tensor) -> tf.data.Dataset:
+        """One pass over the split, its shuffles seeded by (seed, draw) only."""
+        def seed_of(index):
+            return tf.stack([tf.constant(seed, tf.int64), draw * 1_000_003 + index])
+
+        names = tf.constant(files)
+        if shuffle:
+            names = tf.gather(names, tf.random.experimental.stateless_shuffle(
+                tf.range(len(files)), seed=seed_of(0)))
+        records = tf.data.Dataset.from_tensor_slices(names).interleave(
+            tf.data.TFRecordDataset, cycle_length=4 if shuffle else 1,
+            num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
+        if shuffle:  # a bounded shuffle: permute each block of `shuffle_buffer` records
+            records = records.batch(shuffle_buffer).enumerate(1).map(
+                lambda i, block: tf.random.experimental.stateless_shuffle(
+                    block, seed=seed_of(i))).unbatch()
+        if shards > 1:
+            records = records.shard(shards, input_context.input_pipeline_id)
+        pool = batch_size * (GROUP_POOL if widths is not None else 1)
+        dataset = records.batch(pool).map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE,
+                                          deterministic=True)
+        if widths is None:
+            return dataset.map(lambda f: (f["prefix"], tf.cast(f["label"], tf.int32)))
+        return dataset.enumerate(1 << 40).flat_map(
+            lambda i, f: _pool_batches(f, batch_size, shuffle, widths, seed_of(i)))
+
+    if repeat:
+        # Pass e is seeded by (seed, e): a new iterator (Keras makes more than one), another
+        # worker or a resumed run replays the same passes.
+        dataset = tf.data.Dataset.range(sys.maxsize).flat_map(one_pass)
+    else:  # Keras re-iterates a finite dataset each epoch: a new seeded draw each time.
+        dataset = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).take(1)
+        dataset = dataset.flat_map(one_pass)
+        if shards == 1:
+            dataset = dataset.apply(tf.data.experimental.assert_cardinality(
+                -(-info.num_examples // batch_size)))
+    return dataset.prefetch(tf.data.AUTOTUNE)
+
+
+def _pool_batches(features: dict, batch_size: int, shuffle: bool, widths: tf.Tensor,
+                  seed: tf.Tensor) -> tf.data.Dataset:
+    """A parsed pool (at most GROUP_POOL batches) -> its batches of similar lengths, each cut
+    to its bucket width: make_dataset's grouping applied to one pool."""
+    items = features["prefix"]
+    lengths = tf.math.count_nonzero(items, axis=1, dtype=tf.int32)
+    order = tf.argsort(lengths, stable=True)
+    items, labels = tf.gather(items, order), tf.gather(tf.cast(features["label"], tf.int32), order)
+    n = tf.shape(labels)[0]
+    full = n // batch_size
+    starts = tf.range(full, dtype=tf.int32) * batch_size
+    if shuffle:
+        starts = tf.random.experimental.stateless_shuffle(starts, seed=seed)
+    starts = tf.concat([starts, tf.fill([tf.minimum(n % batch_size, 1)], full * batch_size)], 0)
+
+    def cut(start):
+        batch = items[start:start + batch_size]
+        longest = tf.reduce_max(tf.math.count_nonzero(batch, axis=1, dtype=tf.int32))
+        width = tf.gather(widths, tf.searchsorted(widths, longest[None])[0])
+        return batch[:, :width], labels[start:start + batch_size]
+
+    return tf.data.Dataset.from_tensor_slices(starts).map(cut)
+
+
+def stream_label_counts(name: str, split: str, data_dir: str, num_items: int) -> np.ndarray:
+    """Occurrences of each index 0..N as a label in a split, read in batches: `[N + 1]` int64."""
+    files = [os.fspath(path) for path in _prepared_builder(name, data_dir)
+             .info.splits[split].filepaths]
+    counts = np.zeros(num_items + 1, np.int64)
+    for batch in (tf.data.TFRecordDataset(files).batch(READ_BATCH)
+                  .map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+                  .as_numpy_iterator()):
+        counts += np.bincount(batch["label"], minlength=num_items + 1)
+    return counts
 
 
 # ------------------------------------------------------------------------------- build

@@ -72,8 +72,9 @@ def build_narm(
     _check_choice("decoder", decoder, DECODERS)
     _check_choice("attention", attention, ATTENTIONS)
     item_ids = keras.Input(shape=(max_len,), dtype="int32", name="item_ids")
+    # float32 under any mixed-precision policy: the lookup and the [batch, N + 1] scores.
     item_embedding = ItemEmbedding(num_items + 1, embedding_dim, mask_zero=True,
-                                   name=ITEM_EMBEDDING)
+                                   name=ITEM_EMBEDDING, dtype="float32")
     embedded = item_embedding(item_ids)
     embedded = PhiloxDropout(embedding_dropout, name="embedding_dropout")(embedded)
     # Default activations, reset_after=True, not unrolled: cuDNN-eligible on GPU. (Unrolling
@@ -95,10 +96,10 @@ def build_narm(
     if decoder == "bilinear":
         query = keras.layers.Dense(embedding_dim, use_bias=False, name=BILINEAR_DECODER)(session)
         scores = item_embedding(query, mode="decode")
-        scores = keras.layers.Identity(name=SCORES)(scores)
+        scores = keras.layers.Identity(name=SCORES, dtype="float32")(scores)
     else:
         scores = keras.layers.Dense(num_items + 1, name=DENSE_DECODER)(session)
-        scores = PaddingScoreMask(name=SCORES)(scores)
+        scores = PaddingScoreMask(name=SCORES, dtype="float32")(scores)
     return NarmModel(item_ids, scores, name=f"narm_{variant}_{decoder}",
                      narm={"variant": variant, "decoder": decoder, "attention": attention})
 

@@ -48,10 +48,10 @@ RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, VOCABULARY, HISTORY, LOGS, 
 # number of items must match the run being resumed.
 RESUMABLE_CHANGES = frozenset({
     "epochs", "patience", "export_base", "export_k", "eval_batch_size", "train_metrics",
-    "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite",
+    "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite", "input",
 })
 # Flags added after runs were written: a config.json without one holds its default.
-ADDED_FLAG_DEFAULTS = {"warm_start_from": ""}
+ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off"}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 

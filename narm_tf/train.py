@@ -1,5 +1,8 @@
 """Trains NARM with `model.fit` under MirroredStrategy and reports test Recall@20 / MRR@20.
 
+When TF_CONFIG names a cluster, it trains under MultiWorkerMirroredStrategy instead, with
+`narm_tf.distribute.fit` (Keras' fit fails there) on streamed input; the chief writes the run.
+
     python -m narm_tf.train --flagfile=narm_tf/configs/yoochoose1_64.cfg --data_dir=DIR
 
 Every hyperparameter default is defined here, once (`define_flags`); flagfiles in
@@ -140,6 +143,18 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "Batches per call into the compiled train step (Keras compile option): fewer "
             "stalls between batches; callbacks see every Nth batch.")
     integer("eval_batch_size", 1024, "Batch size of validation and the final test evaluation.")
+    # --- scale (issue 13): input, strategy, precision.
+    enum("input", "auto", ["auto", "memory", "stream"],
+         "Read the splits whole into memory, or stream batches from the TFDS record files "
+         "(bounded shuffle buffer). auto = stream when the splits' examples x "
+         "narm_tf.data.BYTES_PER_PREFIX exceed half the available memory, or under TF_CONFIG "
+         "multi-worker training (which always streams).")
+    enum("mixed_precision", "off", ["off", "mixed_float16", "mixed_bfloat16"],
+         "Keras dtype policy of the layers (variables stay float32; the item embedding, the "
+         "scores and the loss stay float32). mixed_float16 (GPUs) scales the loss; "
+         "mixed_bfloat16 suits CPUs with AVX512_BF16/AMX and TPUs. See README for what it did "
+         "to speed and Recall@20 here.")
+    # --- end scale.
     string("export_base", "",
            "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
     integer("export_k", 20, "Top-k of the exported signature.")
@@ -180,8 +195,14 @@ def configure_devices(num_cpu_devices: int) -> None:
 
 
 def make_strategy():
-    """MirroredStrategy over all GPUs, else over the (logical) CPU devices: one code path."""
+    """MultiWorkerMirroredStrategy when TF_CONFIG names a cluster; else MirroredStrategy over all
+    GPUs, else over the (logical) CPU devices: one code path."""
     import tensorflow as tf
+
+    from narm_tf import distribute
+
+    if distribute.is_multi_worker():
+        return distribute.make_strategy()
 
     gpus = tf.config.list_logical_devices("GPU")
     devices = [d.name for d in gpus] or [d.name for d in tf.config.list_logical_devices("CPU")]
@@ -303,24 +324,55 @@ def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool) -> lis
 # ------------------------------------------------------------------------------ the steps
 
 
+def input_mode(config: dict) -> str:
+    """`--input` resolved: 'memory' or 'stream' (multi-worker training always streams)."""
+    from narm_tf import data, distribute
+
+    if distribute.is_multi_worker():
+        if config["input"] == "memory":
+            raise ValueError("--input=memory: multi-worker training (TF_CONFIG names a "
+                             "cluster) streams its input; use --input=auto or --input=stream")
+        return "stream"
+    return data.choose_input(config["input"], config["dataset"], config["data_dir"])
+
+
 def load(config: dict) -> tuple[dict, object]:
-    """The dataset's splits {train, validation, test} and vocabulary (raw ids `[N]`)."""
+    """The dataset's splits {train, validation, test} and vocabulary (raw ids `[N]`); with
+    streamed input, train and validation are None (read batch by batch by `fit`)."""
     from narm_tf import data
 
     started = time.time()
     vocabulary = data.load_vocabulary(config["dataset"], config["data_dir"])
-    splits = {s: data.load_split(config["dataset"], s, config["data_dir"])
+    streamed = ("train", "validation") if input_mode(config) == "stream" else ()
+    splits = {s: None if s in streamed else data.load_split(config["dataset"], s,
+                                                            config["data_dir"])
               for s in ("train", "validation", "test")}
+    sizes = data.split_sizes(config["dataset"], config["data_dir"])
     print(f"{config['dataset']}: {len(vocabulary)} items; "
-          + ", ".join(f"{s} {len(p)} prefixes" for s, p in splits.items())
+          + ", ".join(f"{s} {sizes[s]} prefixes" + (" (streamed)" if s in streamed else "")
+                      for s in splits)
           + f" (loaded in {time.time() - started:.1f}s)", flush=True)
     return splits, vocabulary
 
 
+def label_counts(config: dict, splits: dict, num_items: int):
+    """Training-label popularity `[N]` over train + validation, in memory or streamed."""
+    from narm_tf import data, evaluate
+
+    if splits["train"] is not None:
+        return evaluate.label_counts(num_items, splits["train"], splits["validation"])
+    return sum(data.stream_label_counts(config["dataset"], s, config["data_dir"], num_items)
+               for s in ("train", "validation"))[1:]
+
+
 def build_and_compile(config: dict, num_items: int, strategy):
     """The NARM model of `config`, compiled, its variables placed by `strategy`."""
+    import keras
+
     from narm_tf import model as narm_model
 
+    policy = config["mixed_precision"]
+    keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
     with strategy.scope():
         model = narm_model.build_narm(
             num_items, embedding_dim=config["embedding_dim"],
@@ -335,21 +387,58 @@ def build_and_compile(config: dict, num_items: int, strategy):
     return model
 
 
-def fit(config: dict, model, splits: dict, resuming: bool) -> None:
-    """`model.fit` on the train split, validated on the validation split, with `callbacks`."""
-    from narm_tf import data
+def fit(config: dict, model, splits: dict, resuming: bool, strategy=None) -> None:
+    """`model.fit` on the train split, validated on the validation split, with `callbacks`;
+    under a multi-worker strategy `narm_tf.distribute.fit`, each worker on its shard."""
+    from narm_tf import data, distribute
 
     buckets = config["length_buckets"]
-    train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
-                                 seed=config["seed"], repeat=config["steps_per_epoch"] > 0,
-                                 length_buckets=buckets)
-    valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
-                                 length_buckets=buckets)  # metrics do not depend on order
+    steps = config["steps_per_epoch"] or None
+    callback_list = callbacks(config["model_dir"], config["run_id"], config["patience"],
+                              resuming)
+    if strategy is not None and distribute.is_multi_worker():
+        _fit_multi_worker(config, model, strategy, callback_list)
+        return
+    if splits["train"] is None:  # --input=stream
+        def stream(split, batch_size, **options):
+            return data.make_stream_dataset(config["dataset"], split, config["data_dir"],
+                                            batch_size, length_buckets=buckets, **options)
+
+        train_ds = stream("train", config["batch_size"], shuffle=True, seed=config["seed"],
+                          repeat=steps is not None)
+        valid_ds = stream("validation", config["eval_batch_size"])
+    else:
+        train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
+                                     seed=config["seed"], repeat=steps is not None,
+                                     length_buckets=buckets)
+        valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
+                                     length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
-              steps_per_epoch=config["steps_per_epoch"] or None,
-              callbacks=callbacks(config["model_dir"], config["run_id"], config["patience"],
-                                  resuming),
-              shuffle=False, verbose=2)
+              steps_per_epoch=steps, callbacks=callback_list, shuffle=False, verbose=2)
+
+
+def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
+    """distribute.fit on streamed shards: an epoch = --steps_per_epoch, or the train split's
+    examples // the global batch (every worker must take the same number of steps)."""
+    from narm_tf import data, distribute
+
+    name, data_dir = config["dataset"], config["data_dir"]
+    steps = (config["steps_per_epoch"]
+             or max(1, data.split_sizes(name, data_dir)["train"] // config["batch_size"]))
+
+    def shard(split, global_batch, **options):
+        def dataset_fn(context):
+            return data.make_stream_dataset(
+                name, split, data_dir, context.get_per_replica_batch_size(global_batch),
+                length_buckets=config["length_buckets"], input_context=context, **options)
+        return dataset_fn
+
+    distribute.fit(model, strategy,
+                   shard("train", config["batch_size"], shuffle=True, seed=config["seed"],
+                         repeat=True),
+                   shard("validation", config["eval_batch_size"]), epochs=config["epochs"],
+                   steps_per_epoch=steps, callbacks=callback_list,
+                   log_every=config["steps_per_execution"])
 
 
 def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: float) -> dict:
@@ -361,7 +450,7 @@ def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: f
 
     model_dir = config["model_dir"]
     best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
-    counts = evaluate.label_counts(num_items, splits["train"], splits["validation"])
+    counts = label_counts(config, splits, num_items)
     results = evaluate.evaluate_model(best, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
     popularity = evaluate.evaluate_popularity(counts, splits["test"], k=K)
@@ -387,39 +476,45 @@ def train(config: dict) -> dict:
     metrics. Raises ValueError (a bad setting), run_dir.RunFolderError or Diverged."""
     import keras
 
-    from narm_tf import data, evaluate
+    from narm_tf import data, distribute
 
     check_config(config)
-    model_dir = config["model_dir"]
-    with run_dir.locked(model_dir):
+    strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
+    chief, chief_dir = distribute.is_chief(strategy), config["model_dir"]
+    with distribute.worker_dir(chief_dir, strategy) as model_dir, \
+            run_dir.locked(model_dir):
         started = time.time()
         data.register_builders()
         splits, vocabulary = load(config)
         identity = run_dir.new_identity(
-            config, data.dataset_version(config["dataset"], config["data_dir"]),
-            len(vocabulary))
+            {**config, "model_dir": model_dir},
+            data.dataset_version(config["dataset"], config["data_dir"]), len(vocabulary))
         config, resuming = run_dir.start(model_dir, identity, config["overwrite"])
+        if not chief:  # other workers restore the chief's backup and write to a temp folder
+            distribute.copy_backup(chief_dir, model_dir, run_dir.BACKUP)
         print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
         run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
         num_items = len(vocabulary)
-        run_dir.write_vocabulary(model_dir, vocabulary, evaluate.label_counts(
-            num_items, splits["train"], splits["validation"]))
+        run_dir.write_vocabulary(model_dir, vocabulary, label_counts(config, splits, num_items))
         keras.utils.set_random_seed(config["seed"])
-        strategy = make_strategy()
         model = build_and_compile(config, num_items, strategy)
         if config["warm_start_from"] and not resuming:  # a resumed run restores its backup
             from narm_tf import warm_start
 
             warm_start.warm_start(model, config, vocabulary)
-        fit(config, model, splits, resuming)
-        metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
-                         time.time() - started)
-        if config["export_base"]:
-            from narm_tf.serving import export_lib
+        fit(config, model, splits, resuming, strategy)
+        metrics = {}
+        if chief:
+            metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
+                             time.time() - started)
+            if config["export_base"]:
+                from narm_tf.serving import export_lib
 
-            exported = export_lib.export_from_model_dir(
-                model_dir, config["export_base"], k=config["export_k"])
-            print(f"Exported for TF Serving: {exported}")
+                exported = export_lib.export_from_model_dir(
+                    model_dir, config["export_base"], k=config["export_k"])
+                print(f"Exported for TF Serving: {exported}")
+        if distribute.is_multi_worker():
+            distribute.barrier(strategy)  # the other workers wait for the chief's report
     return metrics
 
 

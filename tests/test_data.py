@@ -143,3 +143,99 @@ def test_make_dataset_rejects_empty_prefixes():
         data.make_dataset(prefixes, 2)
 
 
+
+
+# ------------------------------------------------------------------------------ stream
+
+
+def _batches(dataset):
+    return [(items, labels) for items, labels in dataset.as_numpy_iterator()]
+
+
+def _rows(batches):
+    """The (prefix without padding, label) of every example: a multiset as a sorted list."""
+    return sorted((tuple(row[row > 0]), int(label)) for items, labels in batches
+                  for row, label in zip(items, labels, strict=True))
+
+
+@pytest.mark.parametrize("buckets", [None, (2, 4, 8, 12)])
+def test_streamed_epoch_holds_the_in_memory_examples(built, buckets):
+    data_dir, _ = built
+    memory = data.make_dataset(data.load_split(NAME, "train", data_dir), 16, shuffle=True,
+                               length_buckets=buckets)
+    stream = data.make_stream_dataset(NAME, "train", data_dir, 16, shuffle=True,
+                                      shuffle_buffer=100, length_buckets=buckets)
+    first, second = _batches(stream), _batches(stream)
+    assert _rows(first) == _rows(second) == _rows(_batches(memory))
+    assert len(first) == int(stream.cardinality())
+    assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]  # reshuffled
+    if buckets:
+        for items, _ in first:
+            longest = np.count_nonzero(items, axis=1).max()
+            assert items.shape[1] == min(w for w in (2, 4, 8, 12, 19) if w >= longest)
+
+
+@pytest.mark.parametrize("buckets", [None, (2, 4, 8, 12)])
+def test_streamed_batches_without_shuffling_are_the_in_memory_batches(built, buckets):
+    data_dir, _ = built
+    prefixes = data.load_split(NAME, "train", data_dir)
+    memory = _batches(data.make_dataset(prefixes, 16, length_buckets=buckets))
+    stream = _batches(data.make_stream_dataset(NAME, "train", data_dir, 16,
+                                               length_buckets=buckets))
+    assert len(stream) == len(memory) == -(-len(prefixes) // 16)
+    for (items, labels), (want_items, want_labels) in zip(stream, memory, strict=True):
+        np.testing.assert_array_equal(items, want_items)
+        np.testing.assert_array_equal(labels, want_labels)
+
+
+def test_one_epoch_on_streamed_or_in_memory_batches_gives_the_same_metrics(built):
+    import keras
+
+    from narm_tf import model as narm_model
+
+    data_dir, _ = built
+    num_items = len(data.load_vocabulary(NAME, data_dir))
+    valid = data.load_split(NAME, "validation", data_dir)
+
+    def one_epoch(train):
+        keras.utils.set_random_seed(7)
+        model = narm_model.build_narm(num_items, embedding_dim=8, hidden_units=8)
+        narm_model.compile_narm(model, jit_compile=False, steps_per_execution=1)
+        model.fit(train, epochs=1, verbose=0)
+        return model.evaluate(data.make_dataset(valid, 256), return_dict=True, verbose=0)
+
+    memory = one_epoch(data.make_dataset(data.load_split(NAME, "train", data_dir), 32))
+    stream = one_epoch(data.make_stream_dataset(NAME, "train", data_dir, 32))
+    assert memory.keys() == stream.keys() and "recall@20" in memory
+    for key in memory:
+        assert stream[key] == pytest.approx(memory[key], rel=1e-6), key
+
+
+def test_auto_input_streams_when_the_split_would_not_fit(built):
+    data_dir, expected = built
+    examples = len(expected.train) + len(expected.validation) + len(expected.test)
+    needed = examples * data.BYTES_PER_PREFIX  # the rule: stream above half the free memory
+    assert data.choose_input("auto", NAME, data_dir, memory=2 * needed + 2) == "memory"
+    assert data.choose_input("auto", NAME, data_dir, memory=2 * needed - 2) == "stream"
+    assert data.choose_input("memory", NAME, data_dir, memory=1) == "memory"
+    with pytest.raises(ValueError, match="--input must be auto, memory or stream"):
+        data.choose_input("disk", NAME, data_dir)
+
+
+def test_streamed_label_counts(built):
+    data_dir, expected = built
+    counts = data.stream_label_counts(NAME, "train", data_dir, 130)
+    assert counts.sum() == len(expected.train)
+    np.testing.assert_array_equal(counts, np.bincount(expected.train.labels, minlength=131))
+
+
+def test_each_worker_streams_its_own_shard(built):
+    import tensorflow as tf
+
+    data_dir, expected = built
+    shards = [_batches(data.make_stream_dataset(
+        NAME, "train", data_dir, 16, input_context=tf.distribute.InputContext(2, worker, 16)))
+        for worker in (0, 1)]
+    both = _rows(shards[0] + shards[1])
+    assert both == _rows(_batches(data.make_stream_dataset(NAME, "train", data_dir, 16)))
+    assert abs(len(_rows(shards[0])) - len(_rows(shards[1]))) <= 1
