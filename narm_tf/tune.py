@@ -230,6 +230,11 @@ def best_flagfile(base: dict, values: dict, header: list[str]) -> str:
     return "\n".join([f"# {line}" for line in header] + [_flag_line(n, config[n]) for n in names])
 
 
+def _cell(metric: str, value: float):
+    """KerasTuner keeps metrics as floats: epochs back to integers, scores to 4 decimals."""
+    return int(value) if metric in ("best_epoch", "epochs_run") else round(value, 4)
+
+
 def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
     """trials.csv (every trial, in start order) and best.cfg (the best completed trial)."""
     columns = ["trial", "status", *space, "val_recall@20", "val_mrr@20", OBJECTIVE,
@@ -239,8 +244,8 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
         writer.writerow(columns)
         for trial_id in oracle.start_order:
             trial = oracle.trials[trial_id]
-            metrics = {m: trial.metrics.get_best_value(m) for m in columns[len(space) + 2:]
-                       if trial.metrics.exists(m)}
+            metrics = {m: _cell(m, trial.metrics.get_best_value(m))
+                       for m in columns[len(space) + 2:] if trial.metrics.exists(m)}
             writer.writerow([trial_id, trial.status,
                              *(trial.hyperparameters.values.get(n) for n in space),
                              *(metrics.get(m, "") for m in columns[len(space) + 2:])])
