@@ -36,6 +36,7 @@ SPLITS = ("train", "validation")  # What tuning may read. Never "test".
 OBJECTIVE = "score"  # val Recall@20 + val MRR@20, in %, at the selected epoch.
 BEST_CONFIG = "best.cfg"
 TRIALS_TABLE = "trials.csv"
+BASE_CONFIG = "base.json"  # The base flags of the search, checked when a rerun continues it.
 
 # train flag -> its searched values: ("choice", [values]), ("range", low, high, step) or
 # ("log", low, high) (log-uniform). To search another train flag, add a row.
@@ -263,6 +264,27 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
         f.write(best_flagfile(base, values, header) + "\n")
 
 
+def check_base(project_dir: str, base: dict) -> None:
+    """Records the search's base flags in a new project; a rerun must pass the same ones
+    (ValueError naming the flags that differ), as its trials would not be comparable."""
+    import json
+
+    path = os.path.join(project_dir, BASE_CONFIG)
+    kept = {k: v for k, v in base.items() if k not in RUN_LOCAL or k == "seed"}
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(kept, f, indent=2)
+        return
+    with open(path) as f:
+        earlier = json.load(f)
+    changed = [f"--{k}: {earlier.get(k)!r} there, {v!r} now" for k, v in kept.items()
+               if earlier.get(k) != (list(v) if isinstance(v, tuple) else v)]
+    if changed:
+        raise ValueError(f"{project_dir} holds a search with other base flags ("
+                         + "; ".join(changed) + "): pass the same flags to continue it, "
+                         "another --project_dir, or --overwrite to start afresh")
+
+
 def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
          search=(), overwrite: bool = False):
     """Runs (or continues) the search; returns the tuner. Reads the train and validation
@@ -272,6 +294,7 @@ def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
     if overwrite:
         shutil.rmtree(project_dir, ignore_errors=True)
     os.makedirs(project_dir, exist_ok=True)
+    check_base(project_dir, base)
     deadline = time.time() + 60 * max_minutes
     splits, num_items = load_splits(base)
     print(f"{base['dataset']}: {num_items} items; " +

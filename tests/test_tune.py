@@ -104,6 +104,8 @@ def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cf
         "0.003", "16", "1")
 
     monkeypatch.setattr(tune, "run_training", real_run)
+    with pytest.raises(ValueError, match=r"other base flags \(--embedding_dim: 8 there, 4 now\)"):
+        tune.tune(_base(without_test, embedding_dim=4), project, max_trials=3, max_minutes=30)
     capsys.readouterr()
     tune.tune(_base(without_test), project, max_trials=3, max_minutes=30)
     out = capsys.readouterr().out
