@@ -120,7 +120,7 @@ def trial_config(base: dict, values: dict, model_dir: str) -> dict:
         if isinstance(base[name], int) and not isinstance(base[name], bool):
             config[name] = int(value)
         elif isinstance(base[name], float):
-            config[name] = round(float(value), 10)
+            config[name] = _round(float(value))
     train.check_config(config)
     return config
 
@@ -231,6 +231,11 @@ def best_flagfile(base: dict, values: dict, header: list[str]) -> str:
     return "\n".join([f"# {line}" for line in header] + [_flag_line(n, config[n]) for n in names])
 
 
+def _round(value):
+    """Floats as best.cfg writes them (KerasTuner's stepped ranges give 0.35000000000000003)."""
+    return round(value, 10) if isinstance(value, float) else value
+
+
 def _cell(metric: str, value: float):
     """KerasTuner keeps metrics as floats: epochs back to integers, scores to 4 decimals."""
     return int(value) if metric in ("best_epoch", "epochs_run") else round(value, 4)
@@ -248,7 +253,7 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
             metrics = {m: _cell(m, trial.metrics.get_best_value(m))
                        for m in columns[len(space) + 2:] if trial.metrics.exists(m)}
             writer.writerow([trial_id, trial.status,
-                             *(trial.hyperparameters.values.get(n) for n in space),
+                             *(_round(trial.hyperparameters.values.get(n)) for n in space),
                              *(metrics.get(m, "") for m in columns[len(space) + 2:])])
     best = oracle.get_best_trials(1)
     if not best or best[0].score is None:
