@@ -37,6 +37,10 @@ flags.DEFINE_integer("seeds", 3, "Seeds of NARM and of the GRU-only model.")
 flags.DEFINE_integer("epochs", 30, "Maximum epochs of every trained model.")
 flags.DEFINE_integer("patience", 5, "Early-stopping patience on validation Recall@20.")
 flags.DEFINE_integer("batch_size", 512, "Training batch size.")
+flags.DEFINE_string("tuned_flagfile", "",
+                    "A flagfile found by `python -m narm_tf.tune` (its best.cfg): adds a "
+                    "'NARM (tuned)' row to Table 3, trained with it (its own epochs, patience and "
+                    "batch size) for every seed.")
 flags.DEFINE_enum("reference", "none", ["none", "yoochoose_sample"],
                   "Extra reference figures to print beside the measured ones.")
 
@@ -71,17 +75,20 @@ BASELINE_NAMES = {"pop": "POP", "spop": "S-POP", "itemknn": "Item-KNN", "sr": "S
 
 @dataclasses.dataclass(frozen=True)
 class ModelRun:
-    """One trained model: the flags that differ from narm_tf.train's defaults."""
+    """One trained model: the flags that differ from narm_tf.train's defaults, or a flagfile
+    (tuned runs: it sets every hyperparameter, epochs, patience and batch size itself)."""
 
     name: str
     variant: str = "hybrid"
     decoder: str = "bilinear"
     hidden_units: int = 100
     seed: int = 0
+    flagfile: str = ""
 
 
-def model_runs(seeds: int) -> list[ModelRun]:
-    """Every model the tables need, each trained once (Table 4's hybrid H=100 is NARM seed 0)."""
+def model_runs(seeds: int, tuned_flagfile: str = "") -> list[ModelRun]:
+    """Every model the tables need, each trained once (Table 4's hybrid H=100 is NARM seed 0);
+    with `tuned_flagfile`, the tuned NARM per seed too."""
     runs = [ModelRun(f"narm_seed{s}", seed=s) for s in range(seeds)]
     runs += [ModelRun(f"gru_seed{s}", variant="global", decoder="dense", seed=s)
              for s in range(seeds)]
@@ -89,6 +96,9 @@ def model_runs(seeds: int) -> list[ModelRun]:
     runs += [ModelRun(f"{v}_h{h}", variant=v, hidden_units=h)
              for h in (50, 100) for v in ("global", "local", "hybrid")
              if (v, h) != ("hybrid", 100)]
+    if tuned_flagfile:
+        runs += [ModelRun(f"tuned_seed{s}", seed=s, flagfile=tuned_flagfile)
+                 for s in range(seeds)]
     return runs
 
 
@@ -139,12 +149,7 @@ def train_model(run: ModelRun, out: str) -> dict:
     from narm_tf import evaluate, run_dir
 
     model_dir = os.path.join(out, "runs", run.name)
-    command = [sys.executable, "-m", "narm_tf.train", f"--dataset={FLAGS.dataset}",
-               f"--data_dir={FLAGS.data_dir}", f"--model_dir={model_dir}",
-               f"--variant={run.variant}", f"--decoder={run.decoder}",
-               f"--hidden_units={run.hidden_units}", f"--seed={run.seed}",
-               f"--epochs={FLAGS.epochs}", f"--patience={FLAGS.patience}",
-               f"--batch_size={FLAGS.batch_size}"]
+    command = train_command(run, model_dir)
     if run_dir.read_json(model_dir, run_dir.METRICS) is None:  # a finished run is reused
         with open(os.path.join(out, "runs", f"{run.name}.log"), "a") as log:
             subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
@@ -155,6 +160,19 @@ def train_model(run: ModelRun, out: str) -> dict:
     measured = {"recall": results.recall, "mrr": results.mrr, "ndcg": results.ndcg,
                 "coverage": results.coverage, "popularity_bias": results.popularity_bias}
     return {**table_values(measured), "count": len(results.ranks), "best_epoch": best_epoch}
+
+
+def train_command(run: ModelRun, model_dir: str) -> list[str]:
+    """The `python -m narm_tf.train` command of `run` (later flags override the flagfile's)."""
+    where = [f"--dataset={FLAGS.dataset}", f"--data_dir={FLAGS.data_dir}",
+             f"--model_dir={model_dir}", f"--seed={run.seed}"]
+    if run.flagfile:
+        settings = [f"--flagfile={run.flagfile}"]
+    else:
+        settings = [f"--variant={run.variant}", f"--decoder={run.decoder}",
+                    f"--hidden_units={run.hidden_units}", f"--epochs={FLAGS.epochs}",
+                    f"--patience={FLAGS.patience}", f"--batch_size={FLAGS.batch_size}"]
+    return [sys.executable, "-m", "narm_tf.train", *settings, *where]
 
 
 def run_baseline(name: str, splits: dict, num_items: int) -> dict:
@@ -311,6 +329,9 @@ def table3_lines(results: dict, seeds: int, column: int | None, reference: dict)
     methods.append(("GRU-only (global, dense)", [results[f"gru_seed{s}"] for s in range(seeds)],
                     True))
     methods.append(("NARM", [results[f"narm_seed{s}"] for s in range(seeds)], True))
+    if "tuned_seed0" in results:
+        methods.append(("NARM (tuned, narm_tf.tune)",
+                        [results[f"tuned_seed{s}"] for s in range(seeds)], True))
     paper_names = {"GRU-only (global, dense)": "GRU-Rec (improved)"}
     for label, rows, seeded in methods:
         paper = PAPER_TABLE3.get(paper_names.get(label, label))
@@ -334,7 +355,10 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
              f"Generated by `python -m narm_tf.experiments --dataset={FLAGS.dataset} "
              f"--out={out}` (seeds {seeds}, up to {FLAGS.epochs} epochs, patience "
              f"{FLAGS.patience}, batch {FLAGS.batch_size}). Recall@20 and MRR@20 in %, over all "
-             "items, on the test split; models selected on the validation split only.", "",
+             "items, on the test split; models selected on the validation split only."
+             + (f" NARM (tuned): `--flagfile={FLAGS.tuned_flagfile}` (from `narm_tf.tune`, "
+                "searched on the validation split), its own epochs, patience and batch size."
+                if FLAGS.tuned_flagfile else ""), "",
              "## Data", "", "| statistic | value |", "|---|---|"]
     lines += [f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value:.2f} |"
               for key, value in sorted(statistics.items())]
@@ -406,7 +430,7 @@ def main(argv):
               for s in ("train", "validation", "test")}
     vocabulary = data.load_vocabulary(FLAGS.dataset, FLAGS.data_dir)
     statistics = data.load_statistics(FLAGS.dataset, FLAGS.data_dir)
-    runs = model_runs(FLAGS.seeds)
+    runs = model_runs(FLAGS.seeds, FLAGS.tuned_flagfile)
     runner = Runner(out, len(BASELINE_NAMES) + len(runs))
     results = {}
     for key in BASELINE_NAMES:

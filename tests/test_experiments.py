@@ -62,3 +62,43 @@ def test_table3_shows_beyond_accuracy_columns_and_dashes_for_old_cache_entries()
                             "0.2000 ± 0.1414", "68.32 / 28.76 |"]
     with_reference = experiments.table3_lines(results, 2, 0, experiments.SAMPLE_REFERENCE)
     assert with_reference[2].endswith("| 6.71 / 1.65 | 8.9 / 2.6 |")
+
+
+def test_tuned_runs_train_with_the_flagfile_and_only_seed_and_folders_on_top(tmp_path):
+    from absl import flags
+    from absl.testing import flagsaver
+
+    from narm_tf import train
+
+    cfg = tmp_path / "best.cfg"
+    cfg.write_text("# found by narm_tf.tune\n--hidden_units=64\n--epochs=7\n--patience=2\n"
+                   "--learning_rate=0.004\n--seed=9\n")
+    runs = experiments.model_runs(seeds=2, tuned_flagfile=str(cfg))
+    tuned = [run for run in runs if run.flagfile]
+    assert [(run.name, run.seed) for run in tuned] == [("tuned_seed0", 0), ("tuned_seed1", 1)]
+    assert len(experiments.model_runs(seeds=2)) == len(runs) - 2
+
+    with flagsaver.flagsaver(dataset="yoochoose/yoochoose_full", data_dir="/data", epochs=40):
+        flags.FLAGS.mark_as_parsed()
+        command = experiments.train_command(tuned[1], "/out/runs/tuned_seed1")
+    assert command[1:3] == ["-m", "narm_tf.train"]
+    parsed = flags.FlagValues()
+    train.define_flags(parsed)
+    parsed(["narm_tf.train", *command[3:]])
+    assert (parsed.hidden_units, parsed.epochs, parsed.patience, parsed.learning_rate) == (
+        64, 7, 2, 0.004)  # the flagfile's, not the experiments' --epochs=40
+    assert (parsed.seed, parsed.model_dir, parsed.data_dir) == (1, "/out/runs/tuned_seed1",
+                                                                "/data")
+
+
+def test_table3_has_a_tuned_row_when_tuned_runs_exist():
+    figures = {"recall": 10.0, "mrr": 5.0}
+    results = {f"baseline_{key}": dict(figures) for key in experiments.BASELINE_NAMES}
+    for name in ("gru_seed0", "gru_seed1", "narm_seed0", "narm_seed1"):
+        results[name] = dict(figures)
+    assert not any("tuned" in line for line in experiments.table3_lines(results, 2, None, {}))
+    results["tuned_seed0"] = {"recall": 70.0, "mrr": 36.0}
+    results["tuned_seed1"] = {"recall": 72.0, "mrr": 38.0}
+    lines = experiments.table3_lines(results, 2, None, {})
+    tuned = [line for line in lines if line.startswith("| NARM (tuned")]
+    assert tuned == ["| NARM (tuned, narm_tf.tune) | 71.00 ± 1.41 | 37.00 ± 1.41 | - | - | - | - |"]

@@ -1,0 +1,334 @@
+"""Hyperparameter search for NARM with KerasTuner, on the validation split only.
+
+    python -m narm_tf.tune --flagfile=narm_tf/configs/yoochoose_sample.cfg --data_dir=DIR \
+        --project_dir=runs/tune_sample --max_minutes=45
+
+Every trial is a `narm_tf.train` run of the base flags (`--flagfile`, any train flag) with the
+searched flags (`SEARCH_SPACE`) replaced: the same `build_and_compile` and `fit` (early stopping
+and the best checkpoint on validation Recall@20), minus the test evaluation. Only the train and
+validation splits are ever loaded (`SPLITS`): the test split is never read.
+
+Objective (maximized): validation Recall@20 + MRR@20 (%) at the epoch `narm_tf.train` selects
+(its best validation Recall@20). Both count because a practitioner compares on both, and MRR
+moves less than Recall, so a plain sum lets an MRR gain weigh as much as a Recall gain.
+
+The search is KerasTuner's Bayesian optimization (Gaussian process); its first trial is the base
+flags themselves (where they lie in the space), so the table always holds the starting point.
+The project folder (`--project_dir`) is KerasTuner's: a rerun continues the search (a trial cut
+short is rerun from its start), `--overwrite` starts afresh. Results, rewritten after every
+trial: `best.cfg` (a flagfile for `python -m narm_tf.train --flagfile=best.cfg --data_dir=...
+--model_dir=...`) and `trials.csv`.
+"""
+
+from __future__ import annotations
+
+import csv
+import os
+import shutil
+import time
+
+from absl import app, flags
+
+from narm_tf import train
+
+FLAGS = flags.FLAGS
+SPLITS = ("train", "validation")  # What tuning may read. Never "test".
+OBJECTIVE = "score"  # val Recall@20 + val MRR@20, in %, at the selected epoch.
+BEST_CONFIG = "best.cfg"
+TRIALS_TABLE = "trials.csv"
+BASE_CONFIG = "base.json"  # The base flags of the search, checked when a rerun continues it.
+
+# train flag -> its searched values: ("choice", [values]), ("range", low, high, step) or
+# ("log", low, high) (log-uniform). To search another train flag, add a row.
+SEARCH_SPACE = {
+    "learning_rate": ("log", 5e-4, 1e-2),
+    "embedding_dropout": ("range", 0.0, 0.5, 0.05),
+    "representation_dropout": ("range", 0.0, 0.7, 0.05),
+    "embedding_dim": ("choice", [50, 100, 150, 200]),
+    "hidden_units": ("choice", [50, 100, 150, 200]),
+    "batch_size": ("choice", [128, 256, 512]),
+    "attention": ("choice", ["unnormalized", "softmax"]),
+    "epochs": ("choice", [30, 60, 100]),
+    "patience": ("choice", [3, 5, 10]),
+}
+# Rows searched only when named in --search (and when narm_tf.train has the flag).
+OPTIONAL_SPACE = {
+    "repeat": ("choice", [False, True]),
+}
+# Flags that say where a run reads and writes, not what it trains: never in best.cfg.
+RUN_LOCAL = ("data_dir", "model_dir", "overwrite", "export_base", "seed", "num_cpu_devices")
+
+flags.DEFINE_string("project_dir", "runs/tune",
+                    "KerasTuner's project folder: trials, oracle state, best.cfg, trials.csv. "
+                    "A rerun continues its search; --overwrite starts afresh.")
+flags.DEFINE_integer("max_trials", 30, "Trial budget: the search's total, over reruns.")
+flags.DEFINE_float("max_minutes", 40.0,
+                   "Wall-time budget of this invocation: no trial starts after it (a running "
+                   "trial finishes). 40 keeps a run on the YOOCHOOSE sample within 60 minutes "
+                   "on 2 cores.")
+flags.DEFINE_list("search", [],
+                  f"Optional rows to search beside SEARCH_SPACE: {sorted(OPTIONAL_SPACE)}.")
+
+
+def search_space(names=(), config: dict | None = None) -> dict:
+    """SEARCH_SPACE plus the OPTIONAL_SPACE rows in `names`; ValueError for a row unknown or
+    whose flag `narm_tf.train` does not have."""
+    config = config or train.default_config()
+    space = dict(SEARCH_SPACE)
+    for name in names:
+        if name not in OPTIONAL_SPACE:
+            raise ValueError(f"--search={name}: not an optional row; choose from "
+                             f"{sorted(OPTIONAL_SPACE)}")
+        if name not in config:
+            raise ValueError(f"--search={name}: narm_tf.train has no --{name} flag")
+        space[name] = OPTIONAL_SPACE[name]
+    return space
+
+
+def _in_space(row: tuple, value) -> bool:
+    kind, *spec = row
+    if kind == "choice":
+        return value in spec[0]
+    low, high = spec[0], spec[1]
+    if kind == "range":
+        steps = (value - low) / spec[2]
+        return low <= value <= high and abs(steps - round(steps)) < 1e-6
+    return low <= value <= high
+
+
+def define_hyperparameters(hp, space: dict, base: dict) -> None:
+    """Declares each row of `space` in KerasTuner's `hp`, defaulting to the base flag's value
+    when the space holds it (so the first trial is the base configuration)."""
+    for name, row in space.items():
+        kind, *spec = row
+        default = base[name] if _in_space(row, base[name]) else None
+        if kind == "choice":
+            hp.Choice(name, spec[0], default=default)
+        elif kind == "range":
+            hp.Float(name, spec[0], spec[1], step=spec[2], default=default)
+        elif kind == "log":
+            hp.Float(name, spec[0], spec[1], sampling="log", default=default)
+        else:
+            raise ValueError(f"search row {name}: unknown kind {kind!r}")
+
+
+def trial_config(base: dict, values: dict, model_dir: str) -> dict:
+    """The base flags with a trial's values, writing into `model_dir`: a train config."""
+    config = {**base, **values, "model_dir": model_dir, "overwrite": True,
+              "run_id": os.path.basename(os.path.dirname(model_dir)), "export_base": ""}
+    for name, value in values.items():  # KerasTuner gives floats for stepped ranges
+        if isinstance(base[name], int) and not isinstance(base[name], bool):
+            config[name] = int(value)
+        elif isinstance(base[name], float):
+            config[name] = _round(float(value))
+    train.check_config(config)
+    return config
+
+
+def load_splits(config: dict) -> tuple[dict, int]:
+    """The train and validation splits (nothing else) and the vocabulary size."""
+    from narm_tf import data
+
+    data.register_builders()
+    splits = {s: data.load_split(config["dataset"], s, config["data_dir"]) for s in SPLITS}
+    return splits, len(data.load_vocabulary(config["dataset"], config["data_dir"]))
+
+
+def run_training(config: dict, splits: dict, num_items: int, strategy) -> dict:
+    """`narm_tf.train`'s model and fit for `config`; the selected epoch's validation scores
+    (%), the epochs run and the seconds taken."""
+    import keras
+
+    from narm_tf import run_dir
+
+    started = time.time()
+    shutil.rmtree(config["model_dir"], ignore_errors=True)  # a trial cut short restarts
+    os.makedirs(config["model_dir"])
+    keras.backend.clear_session()
+    keras.utils.set_random_seed(config["seed"])
+    model = train.build_and_compile(config, num_items, strategy)
+    train.fit(config, model, splits, resuming=False)
+    with open(run_dir.path(config["model_dir"], run_dir.HISTORY)) as f:
+        history = list(csv.DictReader(f))
+    best = max(history, key=lambda row: float(row[run_dir.MONITOR]))  # train's selection
+    recall = 100 * float(best[run_dir.MONITOR])
+    mrr = 100 * float(best["val_mrr@20"])
+    return {OBJECTIVE: recall + mrr, "val_recall@20": recall, "val_mrr@20": mrr,
+            "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(history),
+            "seconds": round(time.time() - started, 1)}
+
+
+def make_tuner(base: dict, space: dict, project_dir: str, max_trials: int, deadline: float,
+               overwrite: bool):
+    """A KerasTuner BayesianOptimization tuner whose trials are narm_tf.train runs."""
+    import keras_tuner as kt
+
+    class BudgetedOracle(kt.oracles.BayesianOptimizationOracle):
+        """Bayesian optimization that starts no trial after `deadline` and whose first trial
+        is the base configuration (the hyperparameters' defaults)."""
+
+        def populate_space(self, trial_id):
+            if time.time() > deadline:
+                print(f"Wall-time budget spent: no new trial ({len(self.trials)} so far).",
+                      flush=True)
+                return {"status": kt.engine.trial.TrialStatus.STOPPED, "values": None}
+            if not self.trials:
+                return {"status": kt.engine.trial.TrialStatus.RUNNING,
+                        "values": self.hyperparameters.values.copy()}
+            return super().populate_space(trial_id)
+
+    class NarmTuner(kt.Tuner):
+        """Runs each trial as `run_training` of the base config with the trial's values."""
+
+        def run_trial(self, trial, splits, num_items, strategy, **_):
+            values = {name: trial.hyperparameters.get(name) for name in space}
+            model_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
+            config = trial_config(base, values, model_dir)
+            try:
+                result = run_training(config, splits, num_items, strategy)
+            except train.Diverged as error:
+                print(f"trial {trial.trial_id}: {_describe(values)} -> diverged", flush=True)
+                raise kt.errors.FailedTrialError(str(error)) from error
+            print(f"trial {trial.trial_id}: {_describe(values)} -> val Recall@20 "
+                  f"{result['val_recall@20']:.2f} MRR@20 {result['val_mrr@20']:.2f} (epoch "
+                  f"{result['best_epoch']}/{result['epochs_run']}) in {result['seconds']:.0f}s",
+                  flush=True)
+            return result
+
+        def on_trial_end(self, trial):
+            super().on_trial_end(trial)
+            write_results(self.oracle, base, space, project_dir)
+
+    hp = kt.HyperParameters()
+    define_hyperparameters(hp, space, base)
+    oracle = BudgetedOracle(objective=kt.Objective(OBJECTIVE, "max"), max_trials=max_trials,
+                            hyperparameters=hp, seed=base["seed"], num_initial_points=4,
+                            max_consecutive_failed_trials=5)
+    directory, name = os.path.split(os.path.abspath(project_dir))
+    return NarmTuner(oracle=oracle, directory=directory, project_name=name, overwrite=overwrite)
+
+
+def _describe(values: dict) -> str:
+    return " ".join(f"{k}={v:.4g}" if isinstance(v, float) else f"{k}={v}"
+                    for k, v in values.items())
+
+
+def _flag_line(name: str, value) -> str:
+    if isinstance(value, bool):
+        return f"--{name}" if value else f"--no{name}"
+    if isinstance(value, (list, tuple)):
+        return f"--{name}={','.join(str(v) for v in value)}"
+    return f"--{name}={value}"
+
+
+def best_flagfile(base: dict, values: dict, header: list[str]) -> str:
+    """A train flagfile: the dataset, epochs, patience, the searched values and every other
+    base flag that differs from train's default, except where a run reads and writes."""
+    defaults = train.default_config()
+    config = trial_config(base, values, "unused/run")
+    names = [n for n in defaults if n not in RUN_LOCAL and
+             (n in ("dataset", "epochs", "patience") or n in values or config[n] != defaults[n])]
+    return "\n".join([f"# {line}" for line in header] + [_flag_line(n, config[n]) for n in names])
+
+
+def _round(value):
+    """Floats as best.cfg writes them (KerasTuner's stepped ranges give 0.35000000000000003)."""
+    return round(value, 10) if isinstance(value, float) else value
+
+
+def _cell(metric: str, value: float):
+    """KerasTuner keeps metrics as floats: epochs back to integers, scores to 4 decimals."""
+    return int(value) if metric in ("best_epoch", "epochs_run") else round(value, 4)
+
+
+def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
+    """trials.csv (every trial, in start order) and best.cfg (the best completed trial)."""
+    columns = ["trial", "status", *space, "val_recall@20", "val_mrr@20", OBJECTIVE,
+               "best_epoch", "epochs_run", "seconds"]
+    with open(os.path.join(project_dir, TRIALS_TABLE), "w", newline="") as f:
+        writer = csv.writer(f)
+        writer.writerow(columns)
+        for trial_id in oracle.start_order:
+            trial = oracle.trials[trial_id]
+            metrics = {m: _cell(m, trial.metrics.get_best_value(m))
+                       for m in columns[len(space) + 2:] if trial.metrics.exists(m)}
+            writer.writerow([trial_id, trial.status,
+                             *(_round(trial.hyperparameters.values.get(n)) for n in space),
+                             *(metrics.get(m, "") for m in columns[len(space) + 2:])])
+    best = oracle.get_best_trials(1)
+    if not best or best[0].score is None:
+        return
+    trial = best[0]
+    values = {name: trial.hyperparameters.get(name) for name in space}
+    get = trial.metrics.get_best_value
+    header = [f"narm_tf.tune: best of {len(oracle.trials)} trials (trial {trial.trial_id}), "
+              f"selected on validation only: Recall@20 {get('val_recall@20'):.2f}, "
+              f"MRR@20 {get('val_mrr@20'):.2f} at epoch {int(get('best_epoch'))}.",
+              "Pass --data_dir and --model_dir on the command line."]
+    with open(os.path.join(project_dir, BEST_CONFIG), "w") as f:
+        f.write(best_flagfile(base, values, header) + "\n")
+
+
+def check_base(project_dir: str, base: dict) -> None:
+    """Records the search's base flags in a new project; a rerun must pass the same ones
+    (ValueError naming the flags that differ), as its trials would not be comparable."""
+    import json
+
+    path = os.path.join(project_dir, BASE_CONFIG)
+    kept = {k: v for k, v in base.items() if k not in RUN_LOCAL or k == "seed"}
+    if not os.path.exists(path):
+        with open(path, "w") as f:
+            json.dump(kept, f, indent=2)
+        return
+    with open(path) as f:
+        earlier = json.load(f)
+    changed = [f"--{k}: {earlier.get(k)!r} there, {v!r} now" for k, v in kept.items()
+               if earlier.get(k) != (list(v) if isinstance(v, tuple) else v)]
+    if changed:
+        raise ValueError(f"{project_dir} holds a search with other base flags ("
+                         + "; ".join(changed) + "): pass the same flags to continue it, "
+                         "another --project_dir, or --overwrite to start afresh")
+
+
+def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
+         search=(), overwrite: bool = False):
+    """Runs (or continues) the search; returns the tuner. Reads the train and validation
+    splits only."""
+    train.check_config(base)
+    space = search_space(search, base)
+    if overwrite:
+        shutil.rmtree(project_dir, ignore_errors=True)
+    os.makedirs(project_dir, exist_ok=True)
+    check_base(project_dir, base)
+    deadline = time.time() + 60 * max_minutes
+    splits, num_items = load_splits(base)
+    print(f"{base['dataset']}: {num_items} items; " +
+          ", ".join(f"{s} {len(p)} prefixes" for s, p in splits.items()), flush=True)
+    tuner = make_tuner(base, space, project_dir, max_trials, deadline, overwrite=False)
+    done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
+    if done:
+        print(f"Continuing the search in {project_dir}: {done} trials done.", flush=True)
+    tuner.search(splits, num_items, train.make_strategy(), verbose=0)
+    write_results(tuner.oracle, base, space, project_dir)
+    return tuner
+
+
+def main(argv):
+    if len(argv) > 1:
+        raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
+    train.configure_devices(FLAGS.num_cpu_devices)
+    base = {name: FLAGS[name].value for name in train.default_config()}
+    started = time.time()
+    try:
+        tune(base, FLAGS.project_dir, FLAGS.max_trials, FLAGS.max_minutes, FLAGS.search,
+             FLAGS.overwrite)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    print(f"Search done in {(time.time() - started) / 60:.1f} min: "
+          f"{os.path.join(FLAGS.project_dir, BEST_CONFIG)}, "
+          f"{os.path.join(FLAGS.project_dir, TRIALS_TABLE)}", flush=True)
+
+
+if __name__ == "__main__":
+    train.define_flags()
+    app.run(main)

@@ -1,0 +1,194 @@
+"""narm_tf.tune: real KerasTuner searches of real narm_tf.train runs on a tiny synthetic log,
+with the test split's files removed (any read of it fails), resumed after an interruption;
+best.cfg parsed by absl as narm_tf.train parses it and trained."""
+
+import csv
+import os
+import re
+import shutil
+
+import pytest
+from absl import flags
+
+DATASET = "yoochoose/yoochoose_full"
+# A small space, so a trial takes seconds: the table is the module's extension point.
+SMALL_SPACE = {"learning_rate": ("choice", [0.003, 0.01]),
+               "hidden_units": ("choice", [8, 16]),
+               "epochs": ("choice", [1, 2])}
+
+
+@pytest.fixture(scope="module")
+def data_dirs(tmp_path_factory):
+    """(full, without_test): a synthetic log built with the real YOOCHOOSE builder, and a copy
+    whose test split's files are deleted, so reading that split raises."""
+    from narm_tf import data, synthetic
+
+    root = tmp_path_factory.mktemp("tune_data")
+    manual = root / "manual"
+    manual.mkdir()
+    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=600,
+                                     num_items=60, seed=5)
+    full = root / "tfds"
+    data.build_dataset(DATASET, manual_dir=str(manual), data_dir=str(full))
+    without_test = root / "tfds_without_test"
+    shutil.copytree(full, without_test)
+    removed = list(without_test.rglob("*-test.tfrecord*"))
+    assert removed
+    for path in removed:
+        path.unlink()
+    return str(full), str(without_test)
+
+
+def _base(data_dir, **overrides):
+    from narm_tf import train
+
+    return train.default_config(**{
+        "dataset": DATASET, "data_dir": data_dir, "batch_size": 64, "embedding_dim": 8,
+        "hidden_units": 16, "eval_batch_size": 256, "steps_per_epoch": 8,
+        "steps_per_execution": 4, "jit_compile": "off", "patience": 1, **overrides})
+
+
+def _rows(project):
+    with open(os.path.join(project, "trials.csv")) as f:
+        return list(csv.DictReader(f))
+
+
+@pytest.fixture
+def recorded_splits(monkeypatch):
+    """Every split name passed to narm_tf.data.load_split while the test runs."""
+    from narm_tf import data
+
+    requested = []
+    real = data.load_split
+
+    def recording(name, split, data_dir):
+        requested.append(split)
+        return real(name, split, data_dir)
+
+    monkeypatch.setattr(data, "load_split", recording)
+    return requested
+
+
+def test_the_test_split_really_cannot_be_read_in_the_copy(data_dirs):
+    from narm_tf import data
+
+    _, without_test = data_dirs
+    assert len(data.load_split(DATASET, "validation", without_test)) > 0
+    with pytest.raises(Exception, match="test.tfrecord"):
+        data.load_split(DATASET, "test", without_test)
+
+
+def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cfg(
+        data_dirs, tmp_path, monkeypatch, recorded_splits, capsys):
+    from narm_tf import run_dir, train, tune
+
+    full, without_test = data_dirs
+    monkeypatch.setattr(tune, "SEARCH_SPACE", SMALL_SPACE)
+    project = str(tmp_path / "project")
+    real_run, calls = tune.run_training, []
+
+    def interrupted_second_time(config, *args):
+        calls.append(config["hidden_units"])
+        if len(calls) == 2:
+            raise KeyboardInterrupt  # the process is stopped in the middle of trial 1
+        return real_run(config, *args)
+
+    monkeypatch.setattr(tune, "run_training", interrupted_second_time)
+    with pytest.raises(KeyboardInterrupt):
+        tune.tune(_base(without_test), project, max_trials=3, max_minutes=30)
+    first = _rows(project)
+    assert [(row["trial"], row["status"]) for row in first] == [("0", "COMPLETED")]
+    # Trial 0 is the base configuration where the space holds it (hidden_units=16), else the
+    # first choice (learning_rate 0.003, epochs 1).
+    assert (first[0]["learning_rate"], first[0]["hidden_units"], first[0]["epochs"]) == (
+        "0.003", "16", "1")
+
+    monkeypatch.setattr(tune, "run_training", real_run)
+    with pytest.raises(ValueError, match=r"other base flags \(--embedding_dim: 8 there, 4 now\)"):
+        tune.tune(_base(without_test, embedding_dim=4), project, max_trials=3, max_minutes=30)
+    capsys.readouterr()
+    tune.tune(_base(without_test), project, max_trials=3, max_minutes=30)
+    out = capsys.readouterr().out
+    assert "Continuing the search" in out and "1 trials done" in out
+    assert "trial 0:" not in out and "trial 1:" in out and "trial 2:" in out
+    rows = _rows(project)
+    assert [(row["trial"], row["status"]) for row in rows] == [
+        ("0", "COMPLETED"), ("1", "COMPLETED"), ("2", "COMPLETED")]
+    assert rows[0] == first[0]  # kept, not rerun
+    for row in rows:
+        assert float(row["score"]) == pytest.approx(
+            float(row["val_recall@20"]) + float(row["val_mrr@20"]), abs=1e-3)
+        assert 1 <= int(row["best_epoch"]) <= int(row["epochs_run"]) <= int(row["epochs"])
+    # The budget is spent: a third run starts nothing.
+    tune.tune(_base(without_test), project, max_trials=3, max_minutes=30)
+    assert "trial " not in capsys.readouterr().out.replace("trials done", "")
+
+    assert set(recorded_splits) == {"train", "validation"}
+
+    # best.cfg: the best trial's values, read by absl exactly as narm_tf.train reads flags.
+    path = os.path.join(project, "best.cfg")
+    text = open(path).read()
+    best = rows[int(re.search(r"\(trial (\d+)\)", text).group(1))]
+    assert float(best["score"]) == max(float(row["score"]) for row in rows)
+    lines = [line for line in text.splitlines() if not line.startswith("#")]
+    assert "--dataset=" + DATASET in lines
+    assert not any(line.startswith(("--data_dir", "--model_dir", "--seed")) for line in lines)
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    model_dir = str(tmp_path / "from_best_cfg")
+    flag_values(["narm_tf.train", f"--flagfile={path}", f"--data_dir={full}",
+                 f"--model_dir={model_dir}"])
+    config = {name: flag_values[name].value for name in train.default_config()}
+    assert config["learning_rate"] == float(best["learning_rate"])
+    assert config["hidden_units"] == int(best["hidden_units"])
+    assert config["epochs"] == int(best["epochs"]) and config["patience"] == 1
+    assert (config["embedding_dim"], config["steps_per_epoch"]) == (8, 8)  # from the base
+    metrics = train.train(config)
+    trained = run_dir.read_json(model_dir, run_dir.CONFIG)
+    assert (trained["learning_rate"], trained["hidden_units"]) == (
+        float(best["learning_rate"]), int(best["hidden_units"]))
+    assert metrics["test"]["count"] > 0
+
+
+def test_no_trial_starts_after_the_wall_time_budget(data_dirs, tmp_path, monkeypatch):
+    from narm_tf import tune
+
+    monkeypatch.setattr(tune, "SEARCH_SPACE", SMALL_SPACE)
+    project = str(tmp_path / "project")
+    tune.tune(_base(data_dirs[1]), project, max_trials=5, max_minutes=0)
+    assert _rows(project) == []
+    assert not os.path.exists(os.path.join(project, "best.cfg"))
+
+
+def test_flagfile_lines_parse_back_with_lists_and_booleans():
+    from narm_tf import train, tune
+
+    base = train.default_config(length_buckets=["2", "4"], train_metrics=True,
+                                model_dir="somewhere", seed=7)
+    text = tune.best_flagfile(base, {"learning_rate": 0.004, "batch_size": 256.0}, ["header"])
+    lines = text.splitlines()
+    assert lines[0] == "# header"
+    assert "--length_buckets=2,4" in lines and "--train_metrics" in lines
+    assert "--batch_size=256" in lines and "--learning_rate=0.004" in lines
+    assert not any(line.startswith(("--model_dir", "--seed", "--data_dir")) for line in lines)
+    flag_values = flags.FlagValues()
+    train.define_flags(flag_values)
+    flag_values(["narm_tf.train", *lines[1:]])
+    assert flag_values.length_buckets == ["2", "4"] and flag_values.train_metrics is True
+    assert flag_values.batch_size == 256 and flag_values.seed == 0
+
+
+def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
+    from narm_tf import train, tune
+
+    config = train.default_config()
+    assert set(tune.SEARCH_SPACE) <= set(config)
+    with pytest.raises(ValueError, match="--search=dropout: not an optional row"):
+        tune.search_space(["dropout"], config)
+    if "repeat" in config:
+        assert tune.search_space(["repeat"], config)["repeat"] == ("choice", [False, True])
+    else:
+        with pytest.raises(ValueError, match="narm_tf.train has no --repeat flag"):
+            tune.search_space(["repeat"], config)
+    with pytest.raises(ValueError, match="--search=repeat: narm_tf.train has no --repeat"):
+        tune.search_space(["repeat"], {k: v for k, v in config.items() if k != "repeat"})
