@@ -10,6 +10,8 @@ like:
             both / sqrt((sessions holding i + lambda) * (sessions holding j + lambda)).
   SKNN      session kNN: cosine over binary item sets against the `sample_size` most recent
             training sessions sharing an item; k nearest vote with their similarity.
+  V-SKNN    SKNN with the prefix's items weighted by position (linear decay, session-rec's
+            V-SKNN): dot product of these weights with the neighbour's binary item set.
   SR        sequential rules a -> b (b after a in a session, weight 1 / distance up to
             `steps`), scored from the LAST item and divided by the row maximum.
 
@@ -297,15 +299,68 @@ class SessionKNN(Baseline):
         candidates = last_n_per_row(query @ self.recent_sessions, self.sample_size).tocoo()
         rows, cols = candidates.row, candidates.col
         overlap = np.asarray(query[rows].multiply(self.presence[cols]).sum(axis=1)).ravel()
-        query_sizes = np.asarray(query.sum(axis=1)).ravel()
-        cosine = overlap / np.sqrt(query_sizes[rows] * self.session_sizes[cols])
-        similarity = sp.csr_matrix((cosine, (rows, cols)), shape=candidates.shape)
+        similarity = sp.csr_matrix((self._normalize(overlap, query, rows, cols), (rows, cols)),
+                                   shape=candidates.shape)
         recency = np.arange(similarity.shape[1], dtype=np.float64)
         return top_k_rows(similarity, self.k, recency)
 
+    def _normalize(self, overlap, query, rows, cols):
+        """Cosine: overlap `[m]` of query row `rows` and session `cols` over both set sizes."""
+        query_sizes = np.asarray(query.sum(axis=1)).ravel()
+        return overlap / np.sqrt(query_sizes[rows] * self.session_sizes[cols])
+
+    def _query(self, prefixes, lengths):
+        return prefix_matrix(prefixes, self.num_items, binary=True)
+
     def raw_scores(self, prefixes, lengths):
-        query = prefix_matrix(prefixes, self.num_items, binary=True)
-        return (self.neighbors(query) @ self.presence).toarray()
+        return (self.neighbors(self._query(prefixes, lengths)) @ self.presence).toarray()
+
+
+def position_weights(prefixes: np.ndarray, lengths: np.ndarray, num_items: int) -> sp.csr_matrix:
+    """V-SKNN's query vector `[n, N + 1]`: the click at position p (1-based) of a prefix of L
+    kept clicks weighs p / L (linear decay); an item clicked twice keeps its latest weight."""
+    kept = np.minimum(np.asarray(lengths), prefixes.shape[1])
+    rows, cols = np.nonzero(prefixes)
+    items = prefixes[rows, cols].astype(np.int64)
+    weights = (cols + 1) / kept[rows]
+    key = rows * (num_items + 1) + items
+    # np.nonzero runs row-major, so the last occurrence of (row, item) is the latest click.
+    _, last = np.unique(key[::-1], return_index=True)
+    last = len(key) - 1 - last
+    return sp.csr_matrix((weights[last], (rows[last], items[last])),
+                         shape=(len(prefixes), num_items + 1))
+
+
+class VectorSessionKNN(SessionKNN):
+    """V-SKNN (Ludewig & Jannach 2018, session-rec's `VMContextKNN`, linear decay): SKNN whose
+    query weighs each item by its position, sim(q, s) = sum_{i in q & s} p_i / L (no
+    normalization); score(i) = sum of sim over the k most similar candidates holding i.
+
+    `score_decay=True`: also session-rec's `div_score`, each neighbour's vote divided by how
+    many clicks back (1 = the last) the query's latest item shared with it is.
+    """
+
+    name = "vsknn"
+
+    def __init__(self, k: int = SKNN_NEIGHBORS, sample_size: int = SKNN_SAMPLE_SIZE,
+                 score_decay: bool = False):
+        super().__init__(k, sample_size)
+        self.score_decay = score_decay
+
+    def _normalize(self, overlap, query, rows, cols):
+        if not self.score_decay:
+            return overlap
+        # The latest shared click has the largest weight p / L; it is L - p + 1 clicks back.
+        latest = query[rows].multiply(self.presence[cols]).max(axis=1).toarray().ravel()
+        kept = self._kept[rows]
+        return overlap / (np.rint(kept * (1.0 - latest)) + 1.0)
+
+    def raw_scores(self, prefixes, lengths):
+        self._kept = np.minimum(np.asarray(lengths), prefixes.shape[1])  # L of each query row
+        return super().raw_scores(prefixes, lengths)
+
+    def _query(self, prefixes, lengths):
+        return position_weights(prefixes, lengths, self.num_items)
 
 
 class SequentialRules(Baseline):
@@ -343,6 +398,7 @@ BASELINES = {
     "spop": SessionPop,
     "itemknn": ItemKNN,
     "sknn": SessionKNN,
+    "vsknn": VectorSessionKNN,
     "sr": SequentialRules,
 }
 

@@ -303,3 +303,98 @@ class NarmGRU(keras.layers.GRU):
 
     def get_config(self):
         return {**super().get_config(), "phases": self.phases, "row_blocks": self.row_blocks}
+
+
+# Floor of the repeat distribution before its log: 0 off the session's items, and log(0) would
+# give -inf scores and NaN gradients. exp(-69) is far below any item's explore probability
+# that could reach a top-20 list.
+REPEAT_FLOOR = 1e-30
+
+
+def repeat_explore(explore_scores, item_ids, hidden_states, session, weights):
+    """RepeatNet's repeat/explore mixture (Ren et al., AAAI 2019), an extension beyond the paper:
+    `log(p_r P_repeat + (1 - p_r) P_explore)`.
+
+    `P_explore = softmax(explore_scores)` over the catalogue (the NARM decoder).
+    `P_repeat(i) = sum_{j: x_j = i} softmax_j(v^T tanh(W h_j + U c_t))` over the session's
+    clicks (a click repeated sums). `p_r = sigmoid(w^T c_t + b)`, the repeat gate.
+
+    Args:
+        explore_scores: decoder logits `[batch, N + 1]`, column 0 at `PADDING_SCORE`.
+        item_ids: `[batch, T]`, 0 = padding; hidden_states: `h_j` `[batch, T, H]`;
+        session: `c_t` `[batch, C]`.
+        weights: `(W [H, u], U [C, u], v [u, 1], w [C, 1], b [1])`.
+    Returns `(scores [batch, N + 1] log-probabilities, column 0 at about PADDING_SCORE,
+    p_repeat [batch, 1])`.
+    """
+    w_h, u_c, v, gate_kernel, gate_bias = weights
+    explore_scores = tf.cast(explore_scores, tf.float32)
+    hidden, units = hidden_states.shape[-1], w_h.shape[-1]
+    max_len = hidden_states.shape[1]
+    if max_len is None:
+        max_len = tf.shape(hidden_states)[1]
+    mask = item_ids > 0
+    keys = tf.reshape(tf.matmul(tf.reshape(hidden_states, [-1, hidden]), w_h),
+                      [-1, max_len, units])                                       # [b, T, u]
+    energy = tf.squeeze(tf.matmul(tf.tanh(keys + tf.matmul(session, u_c)[:, None, :]), v), -1)
+    attention = tf.nn.softmax(tf.where(mask, energy, PADDING_SCORE), axis=-1)     # [b, T]
+    attention = attention * tf.cast(mask, attention.dtype)
+    rows = tf.broadcast_to(tf.range(tf.shape(item_ids)[0])[:, None], tf.shape(item_ids))
+    indices = tf.stack([rows, tf.cast(item_ids, tf.int32)], axis=-1)              # [b, T, 2]
+    repeat = tf.tensor_scatter_nd_add(tf.zeros_like(explore_scores), tf.reshape(indices, [-1, 2]),
+                                      tf.reshape(attention, [-1]))                # [b, N + 1]
+    gate_logit = tf.matmul(session, gate_kernel) + gate_bias                      # [b, 1]
+    log_repeat = tf.math.log_sigmoid(gate_logit) + tf.math.log(repeat + REPEAT_FLOOR)
+    log_explore = tf.math.log_sigmoid(-gate_logit) + tf.nn.log_softmax(explore_scores, axis=-1)
+    scores = tf.reduce_logsumexp(tf.stack([log_repeat, log_explore]), axis=0)
+    return with_padding_score(scores), tf.sigmoid(gate_logit)
+
+
+@keras.saving.register_keras_serializable(package="narm_tf")
+class RepeatExplore(keras.layers.Layer):
+    """Repeat-aware decoder (RepeatNet's repeat/explore gate; `repeat_explore`), beyond the paper.
+
+    Call: `layer(explore_scores [batch, N + 1], item_ids [batch, T], hidden_states
+    [batch, T, H], session [batch, C])` -> `(scores [batch, N + 1], p_repeat [batch, 1])`:
+    the scores are log-probabilities, so they are logits to the softmax cross-entropy and the
+    ranking metrics (column 0, padding, still at about `PADDING_SCORE`).
+
+    Args:
+        units: size of the repeat attention's latent space (default: H).
+    """
+
+    def __init__(self, units: int | None = None, **kwargs):
+        super().__init__(**kwargs)
+        self.units = units
+
+    def build(self, explore_scores_shape, item_ids_shape=None, hidden_states_shape=None,
+              session_shape=None):
+        hidden, context = hidden_states_shape[-1], session_shape[-1]
+        units = self.units or hidden
+        self.w_h = self.add_weight(shape=(hidden, units), initializer="glorot_uniform",
+                                   name="repeat_key")
+        self.u_c = self.add_weight(shape=(context, units), initializer="glorot_uniform",
+                                   name="repeat_query")
+        self.v = self.add_weight(shape=(units, 1), initializer="glorot_uniform", name="repeat_v")
+        self.gate_kernel = self.add_weight(shape=(context, 1), initializer="glorot_uniform",
+                                           name="gate_kernel")
+        self.gate_bias = self.add_weight(shape=(1,), initializer="zeros", name="gate_bias")
+
+    def call(self, explore_scores, item_ids, hidden_states, session):
+        weights = (self.w_h, self.u_c, self.v, self.gate_kernel, self.gate_bias)
+        return repeat_explore(explore_scores, item_ids, hidden_states,
+                              ops.cast(session, "float32"), weights)
+
+    def compute_mask(self, explore_scores, mask=None):
+        return None
+
+    def compute_output_shape(self, explore_scores_shape, item_ids_shape=None,
+                             hidden_states_shape=None, session_shape=None):
+        return tuple(explore_scores_shape), (explore_scores_shape[0], 1)
+
+    def compute_output_spec(self, explore_scores, item_ids, hidden_states, session):
+        return (keras.KerasTensor(explore_scores.shape, dtype="float32"),
+                keras.KerasTensor((explore_scores.shape[0], 1), dtype="float32"))
+
+    def get_config(self):
+        return {**super().get_config(), "units": self.units}

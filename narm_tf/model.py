@@ -25,6 +25,7 @@ from narm_tf.layers import (
     NarmGRU,
     PaddingScoreMask,
     PhiloxDropout,
+    RepeatExplore,
     attention_share,
 )
 from narm_tf.metrics import MrrAtK, RecallAtK
@@ -41,6 +42,7 @@ SESSION_REPRESENTATION = "session_representation"
 BILINEAR_DECODER = "bilinear_decoder"
 DENSE_DECODER = "dense_decoder"
 SCORES = "scores"
+REPEAT_EXPLORE = "repeat_explore"
 
 
 def build_narm(
@@ -53,6 +55,7 @@ def build_narm(
     max_len: int | None = None,
     embedding_dropout: float = 0.25,
     representation_dropout: float = 0.5,
+    repeat: bool = False,
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
@@ -67,6 +70,9 @@ def build_narm(
             prefix are (`narm_tf.data.make_dataset(length_buckets=...)`).
         embedding_dropout: dropout between the embedding and the GRU.
         representation_dropout: dropout on the session representation before the decoder.
+        repeat: beyond the paper, RepeatNet's repeat/explore gate (`layers.RepeatExplore`): the
+            scores become `log(p_r P_repeat + (1 - p_r) P_decoder)`, log-probabilities that
+            also reach the session's own items through attention over its clicks.
     """
     _check_choice("variant", variant, VARIANTS)
     _check_choice("decoder", decoder, DECODERS)
@@ -93,15 +99,24 @@ def build_narm(
             session = keras.layers.Concatenate(name=SESSION_REPRESENTATION)(
                 [final_state, local])
     session = PhiloxDropout(representation_dropout, name="representation_dropout")(session)
+    # The decoder's logits are the scores; with `repeat`, its explore distribution.
+    output_name = "explore_scores" if repeat else SCORES
     if decoder == "bilinear":
         query = keras.layers.Dense(embedding_dim, use_bias=False, name=BILINEAR_DECODER)(session)
         scores = item_embedding(query, mode="decode")
-        scores = keras.layers.Identity(name=SCORES, dtype="float32")(scores)
+        scores = keras.layers.Identity(name=output_name, dtype="float32")(scores)
     else:
         scores = keras.layers.Dense(num_items + 1, name=DENSE_DECODER)(session)
-        scores = PaddingScoreMask(name=SCORES, dtype="float32")(scores)
-    return NarmModel(item_ids, scores, name=f"narm_{variant}_{decoder}",
-                     narm={"variant": variant, "decoder": decoder, "attention": attention})
+        scores = PaddingScoreMask(name=output_name, dtype="float32")(scores)
+    if repeat:
+        scores, _ = RepeatExplore(name=REPEAT_EXPLORE, dtype="float32")(
+            scores, item_ids, hidden_states, session)
+        scores = keras.layers.Identity(name=SCORES, dtype="float32")(scores)
+    settings = {"variant": variant, "decoder": decoder, "attention": attention}
+    if repeat:
+        settings["repeat"] = True
+    name = f"narm_{variant}_{decoder}" + ("_repeat" if repeat else "")
+    return NarmModel(item_ids, scores, name=name, narm=settings)
 
 
 # Per thread: MirroredStrategy traces each replica's step in its own thread.

@@ -51,7 +51,8 @@ RESUMABLE_CHANGES = frozenset({
     "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite", "input",
 })
 # Flags added after runs were written: a config.json without one holds its default.
-ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off"}
+ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off",
+                       "repeat": False}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 

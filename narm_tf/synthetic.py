@@ -123,11 +123,97 @@ def write_synthetic_clicks(path: str, num_sessions: int = DEFAULT_SESSIONS,
     return write_clicks(path, session_ids[valid], times[valid], raw_ids[items[valid]])
 
 
+# ------------------------------------------------------------ neighbourhood sessions (presets)
+
+# Named logs of `write_neighbourhood_clicks` (`--preset=NAME`). `repeat_shop`: a shop whose
+# sessions are long, revisit items and browse one neighbourhood of a large catalogue, where
+# paper-default NARM loses to session-kNN (README, issue 18).
+PRESETS = {
+    "repeat_shop": {"num_sessions": 4000, "num_items": 8000, "repeat_rate": 0.2,
+                    "neighbourhood_size": 40, "mean_length": 13, "num_days": 7},
+}
+
+
+def _neighbourhood_sessions(rng, num_sessions, num_items, repeat_rate, neighbourhood_size,
+                            mean_length, max_length=60):
+    """Item indices [num_sessions, max_length] and lengths [num_sessions].
+
+    Items sit on a ring (a random order); a session browses the `neighbourhood_size` items after
+    a random start on it, each drawn by a Zipf weight within the window, so sessions of nearby
+    starts share items (co-visited neighbourhoods, what session-kNN finds). With probability
+    `repeat_rate` a click instead repeats one of the session's earlier clicks (uniformly over
+    them, so items clicked often come back more often).
+    """
+    ring = rng.permutation(num_items)
+    starts = rng.integers(0, num_items, num_sessions)
+    # 2 + a geometric count of mean `mean_length - 2`; capped at `max_length`.
+    lengths = np.minimum(2 + rng.geometric(1.0 / (mean_length - 2), num_sessions), max_length)
+    offsets = rng.choice(neighbourhood_size, size=(num_sessions, max_length),
+                         p=_zipf(neighbourhood_size, 0.8))
+    items = ring[(starts[:, None] + offsets) % num_items]
+    rows = np.arange(num_sessions)
+    repeats = rng.random((num_sessions, max_length)) < repeat_rate
+    for step in range(1, max_length):
+        earlier = items[rows, rng.integers(0, step, num_sessions)]
+        items[:, step] = np.where(repeats[:, step], earlier, items[:, step])
+    return items, lengths
+
+
+def write_neighbourhood_clicks(path: str, num_sessions: int, num_items: int, repeat_rate: float,
+                               neighbourhood_size: int, mean_length: float, num_days: int = 14,
+                               seed: int = 0) -> str:
+    """Writes a deterministic YOOCHOOSE-format log of neighbourhood sessions (see
+    `_neighbourhood_sessions`) to `path` (a file or a folder); returns the file's path.
+
+    Args:
+      num_items: catalogue size; repeat_rate: share of clicks (after the first) that repeat an
+      earlier click of the session; neighbourhood_size: items a session browses among;
+      mean_length: mean clicks per session (>= 3; each has 2 to 60); num_days: days spanned,
+      the last one is the test split; seed: equal seeds give byte-identical files.
+    """
+    if not 0 <= repeat_rate < 1:
+        raise ValueError(f"repeat_rate must be in [0, 1), got {repeat_rate}")
+    if not 1 <= neighbourhood_size <= num_items:
+        raise ValueError(f"neighbourhood_size must be in 1..num_items ({num_items}), "
+                         f"got {neighbourhood_size}")
+    if mean_length < 3:
+        raise ValueError(f"mean_length must be >= 3, got {mean_length}")
+    if os.path.isdir(path):
+        path = os.path.join(path, CLICKS_FILE)
+    rng = np.random.default_rng(seed)
+    items, lengths = _neighbourhood_sessions(rng, num_sessions, num_items, repeat_rate,
+                                             neighbourhood_size, mean_length)
+    return _write_sessions(rng, path, items, lengths, num_items, num_days)
+
+
+def _write_sessions(rng, path, items, lengths, num_items, num_days):
+    """Times and raw ids for sessions `[s, max_length]` of item indices, then the file."""
+    num_sessions = len(items)
+    starts = np.sort(rng.integers(0, num_days * MS_PER_DAY - 3_600_000, num_sessions))
+    gaps = (5_000 + rng.exponential(60_000, items.shape)).astype(np.int64)
+    gaps[:, 0] = 0
+    times = START_MS + starts[:, None] + np.cumsum(gaps, axis=1)
+    raw_ids = 214_500_000 + rng.choice(10_000_000, size=num_items, replace=False)
+    valid = np.arange(items.shape[1])[None, :] < lengths[:, None]
+    session_ids = np.broadcast_to(np.arange(1, num_sessions + 1)[:, None], items.shape)
+    return write_clicks(path, session_ids[valid], times[valid], raw_ids[items[valid]])
+
+
+def write_preset_clicks(path: str, preset: str, seed: int = 0) -> str:
+    """Writes the named log (`PRESETS`) to `path` (a file or a folder)."""
+    if preset not in PRESETS:
+        raise ValueError(f"--preset must be one of {sorted(PRESETS)} or empty, got {preset!r}")
+    return write_neighbourhood_clicks(path, **PRESETS[preset], seed=seed)
+
+
 def main(argv) -> None:
     del argv
     os.makedirs(FLAGS.out, exist_ok=True)
-    path = write_synthetic_clicks(FLAGS.out, FLAGS.num_sessions, FLAGS.num_items,
-                                  FLAGS.num_days, FLAGS.seed)
+    if FLAGS.preset:
+        path = write_preset_clicks(FLAGS.out, FLAGS.preset, FLAGS.seed)
+    else:
+        path = write_synthetic_clicks(FLAGS.out, FLAGS.num_sessions, FLAGS.num_items,
+                                      FLAGS.num_days, FLAGS.seed)
     print(f"Wrote {path}")
 
 
@@ -139,5 +225,7 @@ if __name__ == "__main__":
     flags.DEFINE_integer("num_items", DEFAULT_ITEMS, "Distinct items.")
     flags.DEFINE_integer("num_days", DEFAULT_DAYS, "Days spanned; the last is the test split.")
     flags.DEFINE_integer("seed", 0, "Random seed.")
+    flags.DEFINE_string("preset", "", "A named log instead of the default one: "
+                        f"{', '.join(sorted(PRESETS))} (the other size flags are then ignored).")
     FLAGS = flags.FLAGS
     app.run(main)

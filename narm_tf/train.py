@@ -116,6 +116,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
          "Attention weights as in eq. 7-8 (unnormalized, the paper) or softmax.")
     real("embedding_dropout", 0.25, "Dropout between the embedding and the GRU.")
     real("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
+    boolean("repeat", False, "Beyond the paper: RepeatNet's repeat/explore gate over the "
+            "session's own items (narm_tf.layers.RepeatExplore). Off = the paper.")
     # Training (paper section 4.3.2).
     flags.DEFINE_list("length_buckets", [],
                       "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
@@ -379,7 +381,8 @@ def build_and_compile(config: dict, num_items: int, strategy):
             hidden_units=config["hidden_units"], variant=config["variant"],
             decoder=config["decoder"], attention=config["attention"],
             embedding_dropout=config["embedding_dropout"],
-            representation_dropout=config["representation_dropout"])
+            representation_dropout=config["representation_dropout"],
+            repeat=config.get("repeat", False))
         narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K,
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],

@@ -103,6 +103,33 @@ def test_sknn_cosine_neighbors_and_recent_sample():
     assert ranking(fitted("sknn", k=2), [1, 2]) == [1, 2, 3, 4, 5]
 
 
+def test_vsknn_position_decayed_query_and_neighbors():
+    # Query [1, 2] (L = 2): weights 1 -> 1/2, 2 -> 2/2. sim = sum of the shared items' weights:
+    # s1 {1,2,3} 3/2, s2 {2,3} 1, s3 {1,4} 1/2. Query [2, 1]: s1 3/2, s2 1/2, s3 1.
+    # Query [2, 1, 2] (L = 3): 2 keeps its latest weight 3/3, 1 has 2/3: s1 5/3, s2 1, s3 2/3.
+    full = fitted("vsknn", k=100)
+    expected = [[0, 2.0, 2.5, 2.5, 0.5, 0], [0, 2.5, 2.0, 2.0, 1.0, 0],
+                [0, 7 / 3, 8 / 3, 8 / 3, 2 / 3, 0]]
+    np.testing.assert_allclose(full.raw_scores(*query([1, 2], [2, 1], [2, 1, 2])), expected)
+    two = fitted("vsknn", k=2)  # [1, 2]: s1 and s2; [2, 1]: s1 and s3 (the order matters)
+    np.testing.assert_allclose(two.raw_scores(*query([1, 2], [2, 1])),
+                               [[0, 1.5, 2.5, 2.5, 0, 0], [0, 2.5, 1.5, 1.5, 1.0, 0]])
+    assert ranking(two, [2, 1]) == [1, 2, 3, 4, 5]  # 2 and 3 tie: 2 is more popular
+    # score_decay: a vote is divided by how far back the latest shared click is. Query [1, 2]:
+    # s1 and s2 share 2 (1 back): 3/2, 1; s3 shares only 1 (2 back): (1/2) / 2.
+    decayed = fitted("vsknn", score_decay=True)
+    np.testing.assert_allclose(decayed.raw_scores(*query([1, 2])),
+                               [[0, 1.75, 2.5, 2.5, 0.25, 0]])
+
+
+def test_vsknn_weights_use_the_kept_clicks_of_a_truncated_prefix():
+    clicks = [1 + (i % 4) for i in range(MAX_LEN)]  # 1,2,3,4,1,...: item 3 last at position 19
+    prefixes, _ = query(clicks)
+    weights = baselines.position_weights(prefixes, np.array([25]), NUM_ITEMS).toarray()
+    # Latest positions (1-based) among the 19 kept clicks: 1 -> 17, 2 -> 18, 3 -> 19, 4 -> 16.
+    np.testing.assert_allclose(weights, [[0, 17 / 19, 18 / 19, 1.0, 16 / 19, 0]])
+
+
 def test_sr_rules_weighted_by_inverse_distance_from_last_item():
     model = fitted("sr", steps=2)
     # Rules: s1: 1->2 (1), 2->3 (1), 1->3 (1/2); s2: 2->3 (1), 3->2 (1), 2->2 (1/2); s3: 1->4 (1).

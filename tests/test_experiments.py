@@ -54,7 +54,7 @@ def test_table3_shows_beyond_accuracy_columns_and_dashes_for_old_cache_entries()
                              "popularity_bias": 0.3}
     lines = experiments.table3_lines(results, seeds=2, column=0, reference={})
     assert lines[0].count("|") == 8 and "NDCG@20 | Coverage@20 | Pop. bias@20" in lines[0]
-    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:9]}
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:]}
     assert rows["POP"] == ["9.00", "2.50", "-", "-", "-", "6.71 / 1.65 |"]
     assert rows["SR"][:5] == ["10.00", "5.00", "6.00", "1.50", "0.2500"]
     # Two seeds: mean ± sample standard deviation (sqrt(2) for 60/62, 0.1414 for 0.1/0.3).
@@ -102,3 +102,26 @@ def test_table3_has_a_tuned_row_when_tuned_runs_exist():
     lines = experiments.table3_lines(results, 2, None, {})
     tuned = [line for line in lines if line.startswith("| NARM (tuned")]
     assert tuned == ["| NARM (tuned, narm_tf.tune) | 71.00 ± 1.41 | 37.00 ± 1.41 | - | - | - | - |"]
+
+
+def test_repeat_rows_train_with_repeat_and_get_their_own_table3_row():
+    from absl import flags
+    from absl.testing import flagsaver
+
+    runs = experiments.model_runs(seeds=2, repeat=True)
+    repeat = [run for run in runs if run.repeat]
+    assert [run.name for run in repeat] == ["repeat_seed0", "repeat_seed1"]
+    with flagsaver.flagsaver(epochs=40):
+        flags.FLAGS.mark_as_parsed()
+        assert "--repeat" in experiments.train_command(repeat[0], "/out/runs/repeat_seed0")
+        assert "--repeat" not in experiments.train_command(runs[0], "/out/runs/narm_seed0")
+    figures = {"recall": 10.0, "mrr": 5.0}
+    results = {f"baseline_{key}": dict(figures) for key in experiments.BASELINE_NAMES}
+    for name in ("gru_seed0", "gru_seed1", "narm_seed0", "narm_seed1"):
+        results[name] = dict(figures)
+    results["repeat_seed0"] = {"recall": 66.0, "mrr": 36.0}
+    results["repeat_seed1"] = {"recall": 68.0, "mrr": 35.0}
+    lines = experiments.table3_lines(results, 2, None, {})
+    rows = [line for line in lines if line.startswith("| NARM (repeat-aware")]
+    assert rows == ["| NARM (repeat-aware, beyond the paper) | 67.00 ± 1.41 | 35.50 ± 0.71 "
+                    "| - | - | - | - |"]

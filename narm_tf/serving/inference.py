@@ -11,8 +11,8 @@ variant, decoder and attention.
 
 It finds the model's parts by declaration: the settings `build_narm` records in the model
 (`NarmModel.narm`) and the layer names of `narm_tf.model`. A model without them, or with a
-setting this pass does not reproduce, raises `UnsupportedModel` (serving then runs the Keras
-graph).
+setting this pass does not reproduce (such as `repeat`), raises `UnsupportedModel` (serving then
+runs the Keras graph).
 """
 
 from __future__ import annotations
@@ -115,6 +115,9 @@ def declared_settings(model: keras.Model) -> dict:
         raise UnsupportedModel(f"variant {settings['variant']!r} not in {narm_model.VARIANTS}")
     if settings["decoder"] not in narm_model.DECODERS:
         raise UnsupportedModel(f"decoder {settings['decoder']!r} not in {narm_model.DECODERS}")
+    if settings.get("repeat"):
+        raise UnsupportedModel("the repeat/explore decoder (build_narm(repeat=True)) is served "
+                               "through the Keras graph")
     return settings
 
 

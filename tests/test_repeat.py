@@ -1,0 +1,171 @@
+"""The repeat-aware option (`build_narm(repeat=True)`, `narm_tf.layers.RepeatExplore`, `--repeat`):
+its scores against NumPy and by hand, its gate, training through `narm_tf.train`, and its export
+served through the Keras graph, reloaded by the TF1 loader in a fresh process."""
+
+import json
+
+import keras
+import numpy as np
+import pytest
+
+from narm_tf.layers import PADDING_SCORE, RepeatExplore
+from narm_tf.model import REPEAT_EXPLORE, build_narm, compile_narm
+
+ITEM_IDS = np.array([[2, 4, 2, 0], [5, 0, 0, 0], [1, 3, 5, 3]], np.int32)  # right-padded
+NUM_ITEMS, HIDDEN, CONTEXT, UNITS = 5, 3, 4, 2
+
+
+def layer_with(weights):
+    """A built RepeatExplore with the given (W, U, v, w, b)."""
+    layer = RepeatExplore(units=UNITS)
+    layer.build((None, NUM_ITEMS + 1), (None, 4), (None, 4, HIDDEN), (None, CONTEXT))
+    layer.set_weights([np.asarray(w, np.float32) for w in weights])
+    return layer
+
+
+def inputs(rng):
+    explore = rng.normal(size=(3, NUM_ITEMS + 1)).astype(np.float32)
+    explore[:, 0] = PADDING_SCORE
+    hidden = rng.normal(size=(3, 4, HIDDEN)).astype(np.float32)
+    session = rng.normal(size=(3, CONTEXT)).astype(np.float32)
+    return explore, hidden, session
+
+
+def numpy_reference(explore, item_ids, hidden, session, weights):
+    """log(g P_repeat + (1 - g) P_explore) in float64, one row at a time; column 0 dropped."""
+    w_h, u_c, v, gate_kernel, gate_bias = (np.asarray(w, np.float64) for w in weights)
+    out, gates = [], []
+    for row in range(len(item_ids)):
+        clicks = item_ids[row][item_ids[row] > 0]
+        energy = np.array([np.tanh(hidden[row, j] @ w_h + session[row] @ u_c) @ v[:, 0]
+                           for j in range(len(clicks))])
+        attention = np.exp(energy - energy.max())
+        attention /= attention.sum()
+        repeat = np.zeros(NUM_ITEMS + 1)
+        for item, weight in zip(clicks, attention, strict=True):
+            repeat[item] += weight
+        gate = 1 / (1 + np.exp(-(session[row] @ gate_kernel[:, 0] + gate_bias[0])))
+        logits = explore[row, 1:].astype(np.float64)
+        explore_p = np.exp(logits - logits.max())
+        explore_p /= explore_p.sum()
+        out.append(np.log(gate * repeat[1:] + (1 - gate) * explore_p))
+        gates.append(gate)
+    return np.array(out), np.array(gates)
+
+
+def test_scores_match_numpy_reference():
+    rng = np.random.default_rng(0)
+    explore, hidden, session = inputs(rng)
+    weights = [rng.normal(size=s) for s in ((HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1),
+                                            (CONTEXT, 1), (1,))]
+    scores, gate = layer_with(weights)(explore, ITEM_IDS, hidden, session)
+    expected, expected_gate = numpy_reference(explore, ITEM_IDS, hidden, session, weights)
+    np.testing.assert_allclose(scores.numpy()[:, 1:], expected, rtol=1e-5, atol=1e-5)
+    np.testing.assert_allclose(gate.numpy()[:, 0], expected_gate, rtol=1e-6)
+    assert (scores.numpy()[:, 0] < PADDING_SCORE / 2).all()  # padding never scores
+    # Log-probabilities: they sum to 1 over the catalogue, so they are logits as they stand.
+    np.testing.assert_allclose(np.exp(scores.numpy()).sum(1), 1.0, rtol=1e-5)
+
+
+def test_hand_computed_repeat_and_explore_extremes():
+    """Zero attention weights: uniform over the clicks, so row [2, 4, 2] repeats item 2 with
+    2/3 and item 4 with 1/3. Gate bias +40: all repeat; -40: all explore (zero logits: 1/5)."""
+    rng = np.random.default_rng(1)
+    _, hidden, session = inputs(rng)
+    explore = np.zeros((3, NUM_ITEMS + 1), np.float32)
+    explore[:, 0] = PADDING_SCORE
+    zeros = [np.zeros((HIDDEN, UNITS)), np.zeros((CONTEXT, UNITS)), np.zeros((UNITS, 1)),
+             np.zeros((CONTEXT, 1))]
+    scores, gate = layer_with(zeros + [np.array([40.0])])(explore, ITEM_IDS, hidden, session)
+    np.testing.assert_allclose(gate.numpy(), 1.0)
+    np.testing.assert_allclose(np.exp(scores.numpy()[0, 1:]), [0, 2 / 3, 0, 1 / 3, 0], atol=1e-6)
+    np.testing.assert_allclose(np.exp(scores.numpy()[1, 1:]), [0, 0, 0, 0, 1], atol=1e-6)
+    np.testing.assert_allclose(np.exp(scores.numpy()[2, 1:]), [.25, 0, .5, 0, .25], atol=1e-6)
+    assert np.isfinite(scores.numpy()).all()  # log(0) is floored, never -inf
+    scores, gate = layer_with(zeros + [np.array([-40.0])])(explore, ITEM_IDS, hidden, session)
+    np.testing.assert_allclose(gate.numpy(), 0.0, atol=1e-12)
+    np.testing.assert_allclose(scores.numpy()[:, 1:], np.log(0.2), rtol=1e-5)
+
+
+def test_gate_is_a_probability_for_any_session():
+    rng = np.random.default_rng(2)
+    explore, hidden, _ = inputs(rng)
+    session = rng.normal(scale=100.0, size=(3, CONTEXT)).astype(np.float32)  # saturating
+    weights = [rng.normal(size=s) for s in ((HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1),
+                                            (CONTEXT, 1), (1,))]
+    scores, gate = layer_with(weights)(explore, ITEM_IDS, hidden, session)
+    assert ((gate.numpy() >= 0) & (gate.numpy() <= 1)).all()
+    assert np.isfinite(scores.numpy()).all()
+
+
+def test_repeat_model_trains_saves_and_reloads(tmp_path):
+    keras.utils.set_random_seed(3)
+    model = compile_narm(build_narm(30, 8, 12, repeat=True))
+    assert model.narm["repeat"] is True and model.get_layer(REPEAT_EXPLORE)
+    assert "repeat" not in build_narm(30, 8, 12).narm  # off by default: the paper's model
+    rng = np.random.default_rng(0)
+    # The label is always the session's first click: only the repeat path can learn it fast.
+    x = rng.integers(1, 31, (512, 6)).astype(np.int32)
+    history = model.fit(x, x[:, 0], batch_size=64, epochs=3, verbose=0)
+    assert history.history["loss"][-1] < history.history["loss"][0]
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras")
+    np.testing.assert_allclose(loaded(x[:8]), model(x[:8]), rtol=1e-6)
+    gate = keras.Model(model.inputs, model.get_layer(REPEAT_EXPLORE).output[1])(x[:64])
+    assert float(np.mean(gate)) > 0.5  # it learned to repeat
+
+
+def test_train_with_repeat_flag(tmp_path):
+    """`--repeat` through `train.train`: a real build and fit; `repeat` is part of the run's
+    identity (a run with it cannot be resumed without it)."""
+    from narm_tf import data, run_dir, synthetic, train
+
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=800,
+                                     num_items=100, seed=4)
+    data.build_dataset("yoochoose/yoochoose_full", manual_dir=str(manual),
+                       data_dir=str(tmp_path / "tfds"))
+    config = train.default_config(
+        dataset="yoochoose/yoochoose_full", data_dir=str(tmp_path / "tfds"),
+        model_dir=str(tmp_path / "run"), batch_size=64, embedding_dim=16, hidden_units=16,
+        eval_batch_size=256, epochs=2, repeat=True)
+    assert train.default_config()["repeat"] is False
+    metrics = train.train(config)
+    assert metrics["test"]["recall@20"] > metrics["popularity_baseline"]["recall@20"]
+    with open(tmp_path / "run" / "config.json") as f:
+        assert json.load(f)["repeat"] is True
+    model = keras.models.load_model(tmp_path / "run" / "best.keras")
+    assert model.get_layer(REPEAT_EXPLORE) is not None
+    with pytest.raises(run_dir.RunFolderError, match="--repeat: True there, False now"):
+        train.train({**config, "repeat": False})
+
+
+def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
+    """Exported and run in a fresh process by the TF1 loader (as TF Serving): the top-k equals
+    the Keras model's, for known, unknown, empty, padded and over-long sessions."""
+    from test_export import MAX_LEN, encode, reference, serve_in_fresh_process, session_rows
+
+    from narm_tf.serving import contract, export_lib
+    from narm_tf.serving.signatures import ServingModule
+
+    keras.utils.set_random_seed(7)
+    num_items = 60
+    model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True))
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
+    model.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)
+    vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), num_items, replace=False)
+    popularity = rng.permutation(num_items) * 3 + 1
+    path = export_lib.export_model(model, vocabulary, popularity, str(tmp_path / "e"), k=20)
+    serving = ServingModule(model, vocabulary, popularity, path + "/assets/vocabulary.txt", 20,
+                            False, MAX_LEN)
+    assert serving.inference is None  # the lean pass does not reproduce it: the Keras graph
+    rows = session_rows(vocabulary)
+    results = serve_in_fresh_process(
+        {path: {"int64": (contract.SIGNATURE_INT64, {"item_ids": encode(rows, "int64")})}},
+        tmp_path)
+    ids, scores, _, _, _ = reference((model, vocabulary, popularity), rows,
+                                     np.zeros(len(rows), bool))
+    np.testing.assert_array_equal(results["int64"]["top_k_item_ids"], ids)
+    np.testing.assert_allclose(results["int64"]["top_k_scores"], scores, atol=1e-5, rtol=0)
