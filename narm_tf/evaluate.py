@@ -25,6 +25,9 @@ from narm_tf import metrics
 
 FLAGS = flags.FLAGS
 LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
+# Largest `[batch, items]` score matrix evaluation makes (floats: 512 MiB in float32); beyond
+# it, bilinear models are ranked per item block (`metrics.blockwise_ranks_and_top_k`).
+MAX_SCORES = 2**27
 
 
 @dataclasses.dataclass

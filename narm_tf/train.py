@@ -69,6 +69,9 @@ CHECKS = {
     "eval_batch_size": (_positive, "an integer >= 1"),
     "export_k": (_positive, "an integer >= 1"),
     "length_buckets": (_length_buckets, "empty, or ascending distinct widths in 1..19"),
+    # Issue 14: sampled softmax (narm_tf.sampled).
+    "loss": (lambda value: value in ("full", "sampled"), "full or sampled"),
+    "num_negatives": (_positive, "an integer >= 1"),
 }
 
 
@@ -137,6 +140,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "Batches per call into the compiled train step (Keras compile option): fewer "
             "stalls between batches; callbacks see every Nth batch.")
     integer("eval_batch_size", 1024, "Batch size of validation and the final test evaluation.")
+    # Issue 14: catalogues too large for the full softmax (narm_tf.sampled).
+    enum("loss", "full", ["full", "sampled"],
+         "full: softmax over all items (eq. 11, the paper). sampled: softmax over the target and "
+         "--num_negatives shared negatives drawn from training-label counts^0.75, logQ-corrected, "
+         "accidental hits removed (bilinear decoder only). Validation stays full-ranking.")
+    integer("num_negatives", 1024, "Negatives per training batch with --loss=sampled.")
     string("export_base", "",
            "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
     integer("export_k", 20, "Top-k of the exported signature.")
@@ -164,6 +173,9 @@ def check_config(config: dict) -> None:
     for name, (accepted, words) in CHECKS.items():
         if not accepted(config[name]):
             raise ValueError(f"--{name}={config[name]!r}: must be {words}")
+    from narm_tf import sampled
+
+    sampled.check_settings(config)  # --loss=sampled with settings it does not fit
 
 
 def configure_devices(num_cpu_devices: int) -> None:
@@ -314,8 +326,9 @@ def load(config: dict) -> tuple[dict, object]:
     return splits, vocabulary
 
 
-def build_and_compile(config: dict, num_items: int, strategy):
-    """The NARM model of `config`, compiled, its variables placed by `strategy`."""
+def build_and_compile(config: dict, num_items: int, strategy, label_counts=None):
+    """The NARM model of `config`, compiled, its variables placed by `strategy`.
+    label_counts: training-label counts `[N]`, the negatives' proposal of `--loss=sampled`."""
     from narm_tf import model as narm_model
 
     with strategy.scope():
@@ -329,6 +342,15 @@ def build_and_compile(config: dict, num_items: int, strategy):
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
                                 steps_per_execution=config["steps_per_execution"])
+        if config["loss"] == "sampled":
+            import numpy as np
+
+            from narm_tf import sampled
+
+            if label_counts is None:
+                raise ValueError("--loss=sampled needs the training-label counts")
+            sampled.attach(model, np.concatenate([[0], label_counts]),
+                           config["num_negatives"], config["seed"])
     return model
 
 
@@ -340,13 +362,21 @@ def fit(config: dict, model, splits: dict, resuming: bool) -> None:
     train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
                                  seed=config["seed"], repeat=config["steps_per_epoch"] > 0,
                                  length_buckets=buckets)
-    valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
+    valid_ds = data.make_dataset(splits["validation"], validation_batch_size(config, model),
                                  length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=config["steps_per_epoch"] or None,
               callbacks=callbacks(config["model_dir"], config["run_id"], config["patience"],
                                   resuming),
               shuffle=False, verbose=2)
+
+
+def validation_batch_size(config: dict, model) -> int:
+    """`--eval_batch_size`, cut so a validation batch's scores `[batch, N + 1]` stay under
+    `evaluate.MAX_SCORES` floats (512 MiB): bounds validation memory at large catalogues."""
+    from narm_tf import evaluate
+
+    return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
 
 
 def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: float) -> dict:
@@ -403,7 +433,8 @@ def train(config: dict) -> dict:
             num_items, splits["train"], splits["validation"]))
         keras.utils.set_random_seed(config["seed"])
         strategy = make_strategy()
-        model = build_and_compile(config, num_items, strategy)
+        model = build_and_compile(config, num_items, strategy,
+                                  evaluate.label_counts(num_items, splits["train"]))
         fit(config, model, splits, resuming)
         metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
                          time.time() - started)
