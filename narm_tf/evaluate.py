@@ -28,6 +28,7 @@ LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
 # Largest `[batch, items]` score matrix evaluation makes (floats: 512 MiB in float32); beyond
 # it, bilinear models are ranked per item block (`metrics.blockwise_ranks_and_top_k`).
 MAX_SCORES = 2**27
+BLOCK_SCORES = 2**25  # Scores of one item block (128 MiB): a few such temporaries live at once.
 
 
 @dataclasses.dataclass
@@ -121,7 +122,7 @@ def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
         from narm_tf.model import ITEM_EMBEDDING
 
         table = model.get_layer(ITEM_EMBEDDING).embeddings
-        block_size = max(1, max_scores // batch_size)
+        block_size = max(1, min(max_scores, BLOCK_SCORES) // batch_size)
 
         @tf.function(reduce_retracing=True)
         def ranks_and_top(item_ids, labels):

@@ -91,7 +91,8 @@ def blockwise_ranks_and_top_k(query, table, labels, k: int = 20, block_size: int
     num_scores = table.shape[0]
     for start in range(0, num_scores, block_size):
         stop = min(start + block_size, num_scores)
-        scores = tf.matmul(query, table[start:stop], transpose_b=True)         # [b, block]
+        with tf.control_dependencies([count]):  # one block at a time: bounded memory
+            scores = tf.matmul(query, table[start:stop], transpose_b=True)     # [b, block]
         ids = tf.range(start, stop)[None, :]
         other = (ids != labels[:, None]) & (ids != 0)
         count += tf.reduce_sum(tf.cast((scores >= target[:, None]) & other, tf.int32), axis=1)

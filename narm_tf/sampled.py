@@ -8,6 +8,14 @@ input), corrected by `- log(num_negatives * q)` (logQ: the sampled softmax is th
 stand-in for the full one), and a negative equal to the row's target (an accidental hit) is
 dropped. Validation and test stay full-ranking (`narm_tf.metrics`).
 
+The item table's update is lazy Adam (TF Addons' `LazyAdam`): only the rows a step touches
+(its clicks, targets and negatives) are read and written, with Adam's formula on their summed
+gradient; the other variables take the compiled Adam. Dense Adam rewrites all N rows and both
+moments every step, which at 1M items costs more than the rest of the step. Rows a step does
+not touch keep their moments (dense Adam would decay them); at the first step both agree. The
+table's moments are not checkpointed (a resumed run restarts them at 0). Under several
+replicas the table takes the compiled (dense) Adam.
+
 Why not `tf.random.fixed_unigram_candidate_sampler` and `tf.nn.sampled_softmax_loss`: the
 train step is XLA-compiled (`narm_tf.model.compile_narm`), and neither the sampler nor the
 accidental-hit op (`ComputeAccidentalHits`) has an XLA kernel (TF 2.21). The proposal here is
@@ -128,6 +136,11 @@ class SampledSoftmax:
         log_q = np.log(np.maximum(q, q[q > 0].min()))  # floor: a label never drawn stays finite
         self.log_expected = (np.log(num_negatives) + log_q).astype(np.float32)
         self.seed = int(seed)
+        self.lazy = tf.distribute.get_strategy().num_replicas_in_sync == 1
+        if self.lazy:
+            table = self.embedding.embeddings
+            self.moments = (tf.Variable(tf.zeros(table.shape, table.dtype), trainable=False),
+                            tf.Variable(tf.zeros(table.shape, table.dtype), trainable=False))
 
     def draw(self, step):
         """Shared negatives `[S]` int32 for training step `step` (reproducible per step)."""
@@ -142,7 +155,8 @@ class SampledSoftmax:
         """One Adam step on the mean sampled loss; updates the loss tracker, returns logs."""
         x, y, sample_weight = keras.utils.unpack_x_y_sample_weight(data)
         labels = tf.reshape(tf.cast(y, tf.int32), [-1])
-        candidates = self.draw(model.optimizer.iterations)
+        step = tf.identity(model.optimizer.iterations)
+        candidates = self.draw(step)
         log_expected = tf.constant(self.log_expected)
         replicas = tf.distribute.get_strategy().num_replicas_in_sync
         with tf.GradientTape() as tape:
@@ -155,7 +169,16 @@ class SampledSoftmax:
                 loss = loss + tf.add_n(model.losses)
             scaled = model.optimizer.scale_loss(loss / replicas)
         variables = model.trainable_variables
-        model.optimizer.apply(tape.gradient(scaled, variables), variables)
+        gradients = tape.gradient(scaled, variables)
+        table = self.embedding.embeddings
+        position = next(i for i, v in enumerate(variables) if v is table)
+        if self.lazy and isinstance(gradients[position], tf.IndexedSlices):
+            optimizer = model.optimizer
+            lazy_adam_rows(table.value, *self.moments, gradients.pop(position), step + 1,
+                           optimizer.learning_rate, optimizer.beta_1, optimizer.beta_2,
+                           optimizer.epsilon)
+            variables = variables[:position] + variables[position + 1:]
+        model.optimizer.apply(gradients, variables)
         model._loss_tracker.update_state(loss, sample_weight=tf.shape(labels)[0])
         # Builds the compiled metrics on an empty batch (Keras reads them after `fit`).
         empty = tf.zeros([0, self.embedding.input_dim], query.dtype)
@@ -169,6 +192,33 @@ def attach(model: keras.Model, label_counts: np.ndarray, num_negatives: int = 10
     model.sampled_softmax = SampledSoftmax(model, label_counts, num_negatives, seed)
     model.train_metrics = False  # no full scores to compute them on
     return model
+
+
+def lazy_adam_rows(table, first_moment, second_moment, gradient, step, learning_rate,
+                   beta_1=0.9, beta_2=0.999, epsilon=1e-7) -> None:
+    """Adam (Keras' formula) on the rows of `table` `[N + 1, D]` that `gradient` (IndexedSlices,
+    indices may repeat: their values are summed) touches; the moments are variables shaped as
+    the table. `step` counts from 1. XLA-compatible: sort + segment sums, no `tf.unique`; a
+    repeated row is written several times with the same value."""
+    indices = tf.cast(gradient.indices, tf.int32)
+    order = tf.argsort(indices)
+    rows = tf.gather(indices, order)
+    first = tf.concat([[True], rows[1:] != rows[:-1]], axis=0)
+    segment = tf.cumsum(tf.cast(first, tf.int32)) - 1
+    summed = tf.math.unsorted_segment_sum(tf.gather(gradient.values, order), segment,
+                                          tf.shape(rows)[0])
+    grad = tf.gather(summed, segment)                                   # [n, D], per position
+    dtype = grad.dtype
+    beta_1, beta_2 = tf.cast(beta_1, dtype), tf.cast(beta_2, dtype)
+    step = tf.cast(step, dtype)
+    m = beta_1 * tf.gather(first_moment, rows) + (1 - beta_1) * grad
+    v = beta_2 * tf.gather(second_moment, rows) + (1 - beta_2) * tf.square(grad)
+    alpha = (tf.cast(learning_rate, dtype) * tf.sqrt(1 - tf.pow(beta_2, step))
+             / (1 - tf.pow(beta_1, step)))
+    new = tf.gather(table, rows) - alpha * m / (tf.sqrt(v) + tf.cast(epsilon, dtype))
+    first_moment.scatter_update(tf.IndexedSlices(m, rows))
+    second_moment.scatter_update(tf.IndexedSlices(v, rows))
+    table.scatter_update(tf.IndexedSlices(new, rows))
 
 
 def _weighted_mean(losses, sample_weight):

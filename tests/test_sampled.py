@@ -85,6 +85,23 @@ def test_alias_draws_follow_the_proposal():
     assert not np.array_equal(draw(holder, 0).numpy(), draw(holder, 1).numpy())
 
 
+def test_lazy_adam_rows_first_step_equals_keras_adam_on_the_summed_gradient():
+    rng = np.random.default_rng(2)
+    start = rng.normal(size=(5, 3)).astype(np.float32)
+    values = rng.normal(size=(4, 3)).astype(np.float32)
+    indices = np.array([3, 1, 3, 0])  # row 3 twice: its gradient is the sum
+    dense = np.zeros_like(start)
+    np.add.at(dense, indices, values)
+    reference = keras.Variable(start)
+    keras.optimizers.Adam(0.1).apply([dense], [reference])
+    table = tf.Variable(start)
+    moments = tf.Variable(tf.zeros_like(start)), tf.Variable(tf.zeros_like(start))
+    sampled.lazy_adam_rows(table, *moments, tf.IndexedSlices(values, indices), 1, 0.1)
+    np.testing.assert_allclose(table.numpy(), np.asarray(reference), atol=1e-5)
+    np.testing.assert_array_equal(table.numpy()[[2, 4]], start[[2, 4]])  # untouched rows
+    np.testing.assert_allclose(moments[0].numpy(), 0.1 * dense, rtol=1e-6)
+
+
 def _successor_data(num_items, rows, rng):
     """Prefixes `[rows, 19]` of 1-3 consecutive items; the label is the next item (cyclic)."""
     from narm_tf.preprocessing import MAX_LEN
