@@ -9,7 +9,9 @@ measurement runs in its own subprocess, which reports its peak RSS (`ru_maxrss`)
            above `evaluate.MAX_SCORES`), after a warm-up call
   serve    export size (`narm_tf.serving.export_lib.export_model`), then batch-1 latency
            (median, p99) and batch-512 throughput of its `int64_ids` signature loaded with
-           `tf.saved_model.load`
+           `tf.saved_model.load`; the same for the bfloat16-table export
+           (`narm_tf.serving.reduced_precision`), and the top-20 overlap of the two exports
+           on the batch-512 requests
 Weights are random (speed and memory do not depend on them).
 
   python benchmarks/catalog_scale.py                       # all sizes, all measurements
@@ -104,46 +106,66 @@ def measure_eval(num_items: int) -> dict:
 
 
 def measure_serve(num_items: int) -> dict:
-    import tensorflow as tf
-
-    from narm_tf.serving import export_lib
-
+    """Export size and latency of the float32 export and of the bfloat16-table export
+    (`narm_tf.serving.reduced_precision`), and the top-20 overlap of the two."""
     model = _model(num_items)
     vocabulary = 10_000_000 + np.arange(num_items, dtype=np.int64)
     popularity = np.random.default_rng(SEED).zipf(1.5, num_items)
+    rng = np.random.default_rng(1)
+    singles = [_request(rng, vocabulary, 1) for _ in range(FLAGS.runs + 50)]
+    large = [_request(rng, vocabulary, 512) for _ in range(6)]
+    result, tops = {}, {}
+    for dtype in ("float32", "bfloat16"):
+        figures, tops[dtype] = _serve_one(model, vocabulary, popularity, dtype, singles, large)
+        result.update({f"{dtype}_{name}": value for name, value in figures.items()})
+    overlap = [len(set(a) & set(b)) / a.shape[0]
+               for a, b in zip(tops["float32"], tops["bfloat16"], strict=True)]
+    result["top20_overlap_pct"] = round(100 * float(np.mean(overlap)), 2)
+    return result
+
+
+def _request(rng, vocabulary, batch):
+    """Raw ids `[batch, 19]` int64: sessions of 1-19 random items, right-padded with 0."""
+    lengths = rng.integers(1, 20, batch)
+    ids = vocabulary[rng.integers(0, len(vocabulary), (batch, 19))]
+    ids[np.arange(19)[None, :] >= lengths[:, None]] = 0
+    return ids
+
+
+def _serve_one(model, vocabulary, popularity, dtype, singles, large):
+    import tensorflow as tf
+
+    from narm_tf.serving import export_lib, reduced_precision
+
+    export = (export_lib.export_model if dtype == "float32"
+              else reduced_precision.export_bfloat16)
     with tempfile.TemporaryDirectory() as base:
         start = time.perf_counter()
-        export_dir = export_lib.export_model(model, vocabulary, popularity, base)
+        export_dir = export(model, vocabulary, popularity, base)
         export_seconds = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(folder, name))
                    for folder, _, names in os.walk(export_dir) for name in names)
         signature = tf.saved_model.load(export_dir).signatures["int64_ids"]
-        rng = np.random.default_rng(1)
 
-        def request(batch):
-            lengths = rng.integers(1, 20, batch)
-            ids = vocabulary[rng.integers(0, num_items, (batch, 19))]
-            ids[np.arange(19)[None, :] >= lengths[:, None]] = 0
-            return tf.constant(ids)
+        def call(ids):
+            return signature(item_ids=tf.constant(ids))["top_k_item_ids"].numpy()
 
-        singles = [request(1) for _ in range(FLAGS.runs + 50)]
         latencies = []
         for i, ids in enumerate(singles):
             start = time.perf_counter()
-            signature(item_ids=ids)["top_k_item_ids"].numpy()
+            call(ids)
             if i >= 50:
                 latencies.append(time.perf_counter() - start)
-        large = [request(512) for _ in range(6)]
-        signature(item_ids=large[0])
+        top = call(large[0])
         start = time.perf_counter()
         for ids in large[1:]:
-            signature(item_ids=ids)["top_k_item_ids"].numpy()
+            call(ids)
         throughput = 512 * (len(large) - 1) / (time.perf_counter() - start)
     ms = 1e3 * np.array(latencies)
     return {"export_mb": round(size / 1e6, 1), "export_s": round(export_seconds, 1),
             "batch1_median_ms": round(float(np.median(ms)), 2),
             "batch1_p99_ms": round(float(np.percentile(ms, 99)), 2),
-            "batch512_sessions_per_s": round(throughput)}
+            "batch512_sessions_per_s": round(throughput)}, top
 
 
 def run_task(task: str, num_items: int) -> dict:
