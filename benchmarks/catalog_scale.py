@@ -12,7 +12,8 @@ measurement runs in its own subprocess, which reports its peak RSS (`ru_maxrss`)
            `tf.saved_model.load`; the same for the bfloat16-table export
            (`narm_tf.serving.reduced_precision`), and the top-20 overlap of the two exports
            on the batch-512 requests
-Weights are random (speed and memory do not depend on them).
+Weights are random (speed and memory do not depend on them). `cpu_ms_per_step` is the process's
+CPU time (all threads) per step: less sensitive to other processes on the cores than wall time.
 
   python benchmarks/catalog_scale.py                       # all sizes, all measurements
   python benchmarks/catalog_scale.py --sizes=1000000 --tasks=train_sampled,eval
@@ -82,11 +83,12 @@ def measure_train(num_items: int, loss: str) -> dict:
         sampled.attach(model, counts, FLAGS.num_negatives, SEED)
     dataset = data.make_dataset(train, FLAGS.batch_size, shuffle=True, seed=SEED, repeat=True)
     model.fit(dataset, epochs=1, steps_per_epoch=16, verbose=0)  # traces and compiles
-    start = time.perf_counter()
+    start, cpu = time.perf_counter(), time.process_time()
     model.fit(dataset, epochs=1, steps_per_epoch=steps, verbose=0)
-    seconds = time.perf_counter() - start
+    seconds, cpu = time.perf_counter() - start, time.process_time() - cpu
     return {"examples_per_s": round(steps * FLAGS.batch_size / seconds),
-            "ms_per_step": round(1e3 * seconds / steps, 1), "steps": steps}
+            "ms_per_step": round(1e3 * seconds / steps, 1),
+            "cpu_ms_per_step": round(1e3 * cpu / steps, 1), "steps": steps}
 
 
 def measure_eval(num_items: int) -> dict:
