@@ -25,6 +25,10 @@ from narm_tf import metrics
 
 FLAGS = flags.FLAGS
 LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
+# Largest `[batch, items]` score matrix evaluation makes (floats: 512 MiB in float32); beyond
+# it, bilinear models are ranked per item block (`metrics.blockwise_ranks_and_top_k`).
+MAX_SCORES = 2**27
+BLOCK_SCORES = 2**25  # Scores of one item block (128 MiB): a few such temporaries live at once.
 
 
 @dataclasses.dataclass
@@ -93,21 +97,43 @@ def label_counts(num_items: int, *splits) -> np.ndarray:
 
 
 def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
-                   popularity: np.ndarray | None = None) -> Results:
+                   popularity: np.ndarray | None = None, max_scores: int = MAX_SCORES) -> Results:
     """Ranks of `prefixes.labels` under `model` (logits `[b, N + 1]`) and its top-k lists,
     batched, both in-graph (only ranks and per-item counts leave the graph).
 
     popularity: training-label counts `[N]` (`label_counts(N, train, validation)`); without it
     the popularity bias is omitted.
+    max_scores: the largest `[batch, N + 1]` score matrix made. Beyond it a bilinear NARM is
+    ranked per item block (`metrics.blockwise_ranks_and_top_k`, same ranks), another model
+    with a batch cut to fit.
     """
     import tensorflow as tf
 
+    num_scores = model.output.shape[-1]
+    query_model = _bilinear_query_model(model)
+    if batch_size * num_scores <= max_scores or query_model is None:
+        batch_size = max(1, min(batch_size, max_scores // num_scores))
+
+        @tf.function(reduce_retracing=True)
+        def ranks_and_top(item_ids, labels):
+            logits = model(item_ids, training=False)
+            return metrics.target_ranks(logits, labels), metrics.top_k_items(logits, k)
+    else:
+        from narm_tf.model import ITEM_EMBEDDING
+
+        table = model.get_layer(ITEM_EMBEDDING).embeddings
+        block_size = max(1, min(max_scores, BLOCK_SCORES) // batch_size)
+
+        @tf.function(reduce_retracing=True)
+        def ranks_and_top(item_ids, labels):
+            query = query_model(item_ids, training=False)
+            return metrics.blockwise_ranks_and_top_k(
+                query, tf.cast(table, query.dtype), labels, k, block_size)
+
     @tf.function(reduce_retracing=True)
     def ranks_and_lists(item_ids, labels):
-        logits = model(item_ids, training=False)
-        top = metrics.top_k_items(logits, k)
-        lists = tf.math.bincount(top, minlength=tf.shape(logits)[1], dtype=tf.int64)
-        return metrics.target_ranks(logits, labels), lists
+        ranks, top = ranks_and_top(item_ids, labels)
+        return ranks, tf.math.bincount(top, minlength=num_scores, dtype=tf.int64)
 
     ranks, recommended = [np.zeros(0)], None
     for i in range(0, len(prefixes), batch_size):
@@ -117,6 +143,19 @@ def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
         recommended = lists.numpy() if recommended is None else recommended + lists.numpy()
     return Results(np.concatenate(ranks), np.asarray(prefixes.lengths), k, recommended,
                    popularity)
+
+
+def _bilinear_query_model(model):
+    """Item ids -> `B c_t` `[batch, D]` on `model`'s layers when its scores are exactly the
+    bilinear decoder's (eq. 10, `narm` settings of `build_narm`), else None."""
+    import keras
+
+    from narm_tf.model import BILINEAR_DECODER
+
+    settings = getattr(model, "narm", None) or {}
+    if settings.get("decoder") != "bilinear" or settings.get("repeat"):
+        return None
+    return keras.Model(model.inputs, model.get_layer(BILINEAR_DECODER).output)
 
 
 def evaluate_popularity(counts: np.ndarray, prefixes, k: int = 20,

@@ -13,6 +13,8 @@ of 1/log2(1 + rank), both 0 when rank > K.
 `ranks_numpy`.
 `top_k_items` is the one definition of a top-K list (padding excluded) for the coverage and
 popularity-bias figures of `narm_tf.evaluate`.
+`blockwise_ranks_and_top_k` gives both for a bilinear model (scores = queries x item table)
+one item block at a time, so a `[batch, N + 1]` score matrix never exists (1M-item catalogues).
 """
 
 from __future__ import annotations
@@ -65,6 +67,48 @@ def top_k_items(scores, k: int):
     if scores.shape[1] is not None:
         k = min(k, scores.shape[1] - 1)
     return ops.top_k(scores[:, 1:], k, sorted=True)[1] + 1
+
+
+def blockwise_ranks_and_top_k(query, table, labels, k: int = 20, block_size: int = 65_536):
+    """`target_ranks` and `top_k_items` of the scores `query @ table^T`, item block by block.
+
+    query: `[batch, D]` (`B c_t`); table: the item embedding `[N + 1, D]` (row 0 = padding,
+    never ranked nor listed); labels: items 1..N `[batch]`. Returns ranks `[batch]` float32
+    (same rule: 1 + other items scoring at least the target; `MISS` for a non-finite target or
+    a row holding a NaN) and item ids `[batch, min(k, N)]` int32 (ties: lower id). Memory:
+    `[batch, block_size]` scores at a time; the top-k lists are merged across blocks. The
+    target's score is its own dot product, each other item's comes from its block's product.
+    TensorFlow tensors; the number of blocks is static (the table's shape must be known).
+    """
+    import tensorflow as tf
+
+    query, table = tf.convert_to_tensor(query), tf.convert_to_tensor(table)
+    labels = tf.reshape(tf.cast(labels, tf.int32), [-1])
+    target = tf.reduce_sum(query * tf.gather(table, labels), axis=-1)          # [b]
+    count = tf.zeros_like(labels)
+    has_nan = tf.zeros(tf.shape(labels), tf.bool)
+    top_values = top_ids = None
+    num_scores = table.shape[0]
+    for start in range(0, num_scores, block_size):
+        stop = min(start + block_size, num_scores)
+        with tf.control_dependencies([count]):  # one block at a time: bounded memory
+            scores = tf.matmul(query, table[start:stop], transpose_b=True)     # [b, block]
+        ids = tf.range(start, stop)[None, :]
+        other = (ids != labels[:, None]) & (ids != 0)
+        count += tf.reduce_sum(tf.cast((scores >= target[:, None]) & other, tf.int32), axis=1)
+        has_nan |= tf.reduce_any(tf.math.is_nan(scores), axis=1)
+        if start == 0:  # the padding column is never listed
+            scores, ids = scores[:, 1:], ids[:, 1:]
+        values, index = tf.math.top_k(scores, min(k, scores.shape[1]))
+        found = tf.gather(ids[0], index)
+        if top_values is not None:  # earlier (lower) ids first: ties go to them
+            values = tf.concat([top_values, values], axis=1)
+            found = tf.concat([top_ids, found], axis=1)
+            values, index = tf.math.top_k(values, min(k, values.shape[1]))
+            found = tf.gather(found, index, batch_dims=1)
+        top_values, top_ids = values, found
+    miss = ~tf.math.is_finite(target) | has_nan
+    return tf.where(miss, MISS, tf.cast(count + 1, tf.float32)), top_ids
 
 
 def ranks_numpy(scores: np.ndarray, labels: np.ndarray) -> np.ndarray:

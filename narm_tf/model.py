@@ -138,6 +138,7 @@ class NarmModel(keras.Model):
     """
 
     train_metrics = True
+    sampled_softmax = None  # `narm_tf.sampled.attach` sets it: fit trains on the sampled loss.
 
     def __init__(self, *args, narm: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -151,6 +152,8 @@ class NarmModel(keras.Model):
     def train_step(self, data):
         _in_train_step.active = True
         try:
+            if self.sampled_softmax is not None:  # --loss=sampled (narm_tf.sampled)
+                return self.sampled_softmax.train_step(self, data)
             return super().train_step(data)
         finally:
             _in_train_step.active = False

@@ -72,6 +72,9 @@ CHECKS = {
     "eval_batch_size": (_positive, "an integer >= 1"),
     "export_k": (_positive, "an integer >= 1"),
     "length_buckets": (_length_buckets, "empty, or ascending distinct widths in 1..19"),
+    # Issue 14: sampled softmax (narm_tf.sampled).
+    "loss": (lambda value: value in ("full", "sampled"), "full or sampled"),
+    "num_negatives": (_positive, "an integer >= 1"),
 }
 
 
@@ -157,6 +160,12 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
          "mixed_bfloat16 suits CPUs with AVX512_BF16/AMX and TPUs. See README for what it did "
          "to speed and Recall@20 here.")
     # --- end scale.
+    # Issue 14: catalogues too large for the full softmax (narm_tf.sampled).
+    enum("loss", "full", ["full", "sampled"],
+         "full: softmax over all items (eq. 11, the paper). sampled: softmax over the target and "
+         "--num_negatives shared negatives drawn from training-label counts^0.75, logQ-corrected, "
+         "accidental hits removed (bilinear decoder only). Validation stays full-ranking.")
+    integer("num_negatives", 1024, "Negatives per training batch with --loss=sampled.")
     string("export_base", "",
            "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
     integer("export_k", 20, "Top-k of the exported signature.")
@@ -184,6 +193,9 @@ def check_config(config: dict) -> None:
     for name, (accepted, words) in CHECKS.items():
         if not accepted(config[name]):
             raise ValueError(f"--{name}={config[name]!r}: must be {words}")
+    from narm_tf import sampled
+
+    sampled.check_settings(config)  # --loss=sampled with settings it does not fit
 
 
 def configure_devices(num_cpu_devices: int) -> None:
@@ -367,8 +379,21 @@ def label_counts(config: dict, splits: dict, num_items: int):
                for s in ("train", "validation"))[1:]
 
 
-def build_and_compile(config: dict, num_items: int, strategy):
-    """The NARM model of `config`, compiled, its variables placed by `strategy`."""
+def train_label_counts(config: dict, splits: dict, num_items: int):
+    """The train split's label counts `[N]` (the proposal of `--loss=sampled`), else None."""
+    from narm_tf import data, evaluate
+
+    if config["loss"] != "sampled":
+        return None
+    if splits["train"] is not None:
+        return evaluate.label_counts(num_items, splits["train"])
+    return data.stream_label_counts(config["dataset"], "train", config["data_dir"],
+                                    num_items)[1:]
+
+
+def build_and_compile(config: dict, num_items: int, strategy, label_counts=None):
+    """The NARM model of `config`, compiled, its variables placed by `strategy`.
+    label_counts: training-label counts `[N]`, the negatives' proposal of `--loss=sampled`."""
     import keras
 
     from narm_tf import model as narm_model
@@ -387,6 +412,15 @@ def build_and_compile(config: dict, num_items: int, strategy):
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
                                 steps_per_execution=config["steps_per_execution"])
+        if config["loss"] == "sampled":
+            import numpy as np
+
+            from narm_tf import sampled
+
+            if label_counts is None:
+                raise ValueError("--loss=sampled needs the training-label counts")
+            sampled.attach(model, np.concatenate([[0], label_counts]),
+                           config["num_negatives"], config["seed"])
     return model
 
 
@@ -409,12 +443,12 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None) -> Non
 
         train_ds = stream("train", config["batch_size"], shuffle=True, seed=config["seed"],
                           repeat=steps is not None)
-        valid_ds = stream("validation", config["eval_batch_size"])
+        valid_ds = stream("validation", validation_batch_size(config, model))
     else:
         train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
                                      seed=config["seed"], repeat=steps is not None,
                                      length_buckets=buckets)
-        valid_ds = data.make_dataset(splits["validation"], config["eval_batch_size"],
+        valid_ds = data.make_dataset(splits["validation"], validation_batch_size(config, model),
                                      length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=steps, callbacks=callback_list, shuffle=False, verbose=2)
@@ -439,9 +473,17 @@ def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
     distribute.fit(model, strategy,
                    shard("train", config["batch_size"], shuffle=True, seed=config["seed"],
                          repeat=True),
-                   shard("validation", config["eval_batch_size"]), epochs=config["epochs"],
+                   shard("validation", validation_batch_size(config, model)), epochs=config["epochs"],
                    steps_per_epoch=steps, callbacks=callback_list,
                    log_every=config["steps_per_execution"])
+
+
+def validation_batch_size(config: dict, model) -> int:
+    """`--eval_batch_size`, cut so a validation batch's scores `[batch, N + 1]` stay under
+    `evaluate.MAX_SCORES` floats (512 MiB): bounds validation memory at large catalogues."""
+    from narm_tf import evaluate
+
+    return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
 
 
 def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: float) -> dict:
@@ -500,7 +542,8 @@ def train(config: dict) -> dict:
         num_items = len(vocabulary)
         run_dir.write_vocabulary(model_dir, vocabulary, label_counts(config, splits, num_items))
         keras.utils.set_random_seed(config["seed"])
-        model = build_and_compile(config, num_items, strategy)
+        model = build_and_compile(config, num_items, strategy,
+                                  train_label_counts(config, splits, num_items))
         if config["warm_start_from"] and not resuming:  # a resumed run restores its backup
             from narm_tf import warm_start
 

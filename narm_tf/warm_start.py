@@ -31,7 +31,7 @@ NEW_ROW_NOISE = 0.1  # noise of a new item's rows, in units of the known rows' s
 WARM_START_CHANGES = frozenset({
     "dataset", "dataset_version", "vocabulary_size", "learning_rate", "batch_size", "seed",
     "steps_per_epoch", "embedding_dropout", "representation_dropout", "length_buckets",
-    "num_cpu_devices", "warm_start_from", "input", "mixed_precision",
+    "num_cpu_devices", "warm_start_from", "input", "mixed_precision", "loss", "num_negatives",
 })
 # Layers whose weights are indexed by item (axis of size N + 1): remapped, not copied.
 ITEM_AXES = {"item_embedding": 0, "dense_decoder": -1}

@@ -139,3 +139,20 @@ def test_misses_count_in_by_length_as_misses():
     results = evaluate.Results(np.array([MISS, 1.0]), np.array([2, 2]), k=20)
     row = evaluate.by_length(results)[1]
     assert (row["count"], row["hits"], row["mrr"]) == (2, 1, 50.0)
+
+
+def test_blockwise_evaluation_equals_full_scores_evaluation():
+    """Issue 14: a bilinear NARM ranked per item block (a small `max_scores`) gives the ranks
+    and top-k lists of the full `[batch, N + 1]` scores."""
+    from narm_tf.model import build_narm
+
+    keras.utils.set_random_seed(1)
+    model = build_narm(60, embedding_dim=8, hidden_units=8)
+    rng = np.random.default_rng(0)
+    test = _prefixes(rng.integers(1, 61, 40), np.ones(40), first_items=rng.integers(1, 61, 40))
+    assert evaluate._bilinear_query_model(model) is not None
+    full = evaluate.evaluate_model(model, test, k=5, batch_size=16)
+    blocked = evaluate.evaluate_model(model, test, k=5, batch_size=16, max_scores=16 * 7)
+    np.testing.assert_array_equal(blocked.ranks, full.ranks)
+    np.testing.assert_array_equal(blocked.recommended, full.recommended)
+    assert 0 < full.recommended.sum() == 40 * 5

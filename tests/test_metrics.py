@@ -235,3 +235,44 @@ def test_metrics_and_narm_training_under_mirrored_strategy_equal_single_device()
     mirrored_loss, single_loss = out["narm_loss"]
     np.testing.assert_allclose(mirrored_loss, single_loss, rtol=1e-4)
     assert mirrored_loss[-1] < mirrored_loss[0] - 1e-3
+
+
+# ------------------------------------------------------------------ blockwise ranks (issue 14)
+
+
+def _blockwise(query, table, labels, k, block_size):
+    from narm_tf.metrics import blockwise_ranks_and_top_k
+
+    ranks, top = blockwise_ranks_and_top_k(query, table, labels, k, block_size)
+    return np.asarray(ranks), np.asarray(top)
+
+
+def test_blockwise_ranks_by_hand_with_ties():
+    # D = 1, query 1: item i scores table[i]. Items 1..6 score 3, 1, 3, 3, 0, 2 (padding 9).
+    table = np.array([[9], [3], [1], [3], [3], [0], [2]], "float32")
+    query = np.ones((4, 1), "float32")
+    labels = np.array([1, 2, 5, 6])
+    for block_size in (1, 2, 3, 7):
+        ranks, top = _blockwise(query, table, labels, 3, block_size)
+        np.testing.assert_array_equal(ranks, [3, 5, 6, 4])  # as TIED rows 0-3
+        np.testing.assert_array_equal(top[0], [1, 3, 4])  # three 3s: lower ids first
+
+
+@pytest.mark.parametrize("block_size", [1, 4, 7, 16, 64])
+def test_blockwise_ranks_and_top_k_equal_unblocked_on_integer_scores(block_size):
+    rng = np.random.default_rng(block_size)
+    num_items, dim, batch = 40, 3, 32
+    table = rng.integers(-2, 3, size=(num_items + 1, dim)).astype("float32")  # many ties
+    query = rng.integers(-2, 3, size=(batch, dim)).astype("float32")
+    query[5, 1] = np.nan  # a row of NaN scores: a miss
+    table[7] = [np.inf, 0, 0]  # +-inf (or NaN) scores for item 7
+    labels = rng.integers(1, num_items + 1, size=batch)
+    labels[6] = 7  # a target that may be infinite
+    with np.errstate(invalid="ignore"):
+        scores = query @ table.T  # exact: small integers (and inf/NaN)
+    scores[:, 0] = -1e9  # the model's padding score
+    ranks, top = _blockwise(query, table, labels, 5, block_size)
+    np.testing.assert_array_equal(ranks, ranks_numpy(scores, labels))
+    finite = np.isfinite(scores).all(axis=1)
+    np.testing.assert_array_equal(top[finite], top_k_numpy(scores, 5)[finite])
+    assert ranks[5] == MISS
