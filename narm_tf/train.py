@@ -424,15 +424,17 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
     return model
 
 
-def fit(config: dict, model, splits: dict, resuming: bool, strategy=None) -> None:
-    """`model.fit` on the train split, validated on the validation split, with `callbacks`;
-    under a multi-worker strategy `narm_tf.distribute.fit`, each worker on its shard."""
+def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
+        extra_callbacks: tuple = ()) -> None:
+    """`model.fit` on the train split, validated on the validation split, with `callbacks`
+    (then `extra_callbacks`, e.g. the tuner's wall clock); under a multi-worker strategy
+    `narm_tf.distribute.fit`, each worker on its shard."""
     from narm_tf import data, distribute
 
     buckets = config["length_buckets"]
     steps = config["steps_per_epoch"] or None
     callback_list = callbacks(config["model_dir"], config["run_id"], config["patience"],
-                              resuming)
+                              resuming) + list(extra_callbacks)
     if strategy is not None and distribute.is_multi_worker():
         _fit_multi_worker(config, model, strategy, callback_list)
         return
@@ -473,7 +475,8 @@ def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
     distribute.fit(model, strategy,
                    shard("train", config["batch_size"], shuffle=True, seed=config["seed"],
                          repeat=True),
-                   shard("validation", validation_batch_size(config, model)), epochs=config["epochs"],
+                   shard("validation", validation_batch_size(config, model)),
+                   epochs=config["epochs"],
                    steps_per_epoch=steps, callbacks=callback_list,
                    log_every=config["steps_per_execution"])
 

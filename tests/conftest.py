@@ -17,3 +17,12 @@ def shared_file(relative: str) -> pathlib.Path:
     if not path.exists():
         pytest.skip(f"real data sample {path} is absent (see ../shared/data/README.md)")
     return path
+
+
+@pytest.fixture(scope="session")
+def warm_start_runs(tmp_path_factory):
+    """The two trained runs of test_warm_start (window 1, then warm-started on window 2),
+    trained once for test_warm_start and test_publish."""
+    from test_warm_start import make_runs
+
+    return make_runs(tmp_path_factory)

@@ -160,6 +160,20 @@ def test_no_trial_starts_after_the_wall_time_budget(data_dirs, tmp_path, monkeyp
     assert not os.path.exists(os.path.join(project, "best.cfg"))
 
 
+def test_a_running_trial_stops_after_the_epoch_that_passes_the_deadline(data_dirs, tmp_path):
+    from narm_tf import train, tune
+
+    _, without_test = data_dirs
+    config = tune.trial_config(_base(without_test, epochs=4, patience=4), {},
+                               str(tmp_path / "trial_00" / "run"))
+    splits, num_items = tune.load_splits(config)
+    strategy = train.make_strategy()
+    stopped = tune.run_training(config, splits, num_items, strategy, deadline=0.0)
+    assert stopped["epochs_run"] == 1 and stopped["best_epoch"] == 1
+    whole = tune.run_training(config, splits, num_items, strategy)
+    assert whole["epochs_run"] == 4
+
+
 def test_flagfile_lines_parse_back_with_lists_and_booleans():
     from narm_tf import train, tune
 

@@ -59,8 +59,7 @@ def train_run(data_dir, model_dir, dataset, **overrides) -> dict:
     return train.train(config)
 
 
-@pytest.fixture(scope="module")
-def runs(tmp_path_factory):
+def make_runs(tmp_path_factory) -> dict:
     """data_dir, fresh ids, the window-1 run and a warm-started window-2 run."""
     root = tmp_path_factory.mktemp("windows")
     data_dir, fresh = build_windows(root)
@@ -68,6 +67,12 @@ def runs(tmp_path_factory):
     train_run(data_dir, old, WINDOW_1, epochs=4)
     train_run(data_dir, warm, WINDOW_2, epochs=2, warm_start_from=str(old))
     return {"data_dir": data_dir, "fresh": fresh, "old": str(old), "warm": str(warm)}
+
+
+@pytest.fixture
+def runs(warm_start_runs):
+    """`make_runs`, trained once per test session (conftest), shared with test_publish."""
+    return warm_start_runs
 
 
 def vocabulary_of(model_dir) -> list[int]:
