@@ -72,7 +72,7 @@ CHECKS = {
     "eval_batch_size": (_positive, "an integer >= 1"),
     "export_k": (_positive, "an integer >= 1"),
     "length_buckets": (_length_buckets, "empty, or ascending distinct widths in 1..19"),
-    # Issue 14: sampled softmax (narm_tf.sampled).
+    # --loss=sampled (narm_tf.sampled).
     "loss": (lambda value: value in ("full", "sampled"), "full or sampled"),
     "num_negatives": (_positive, "an integer >= 1"),
 }
@@ -148,7 +148,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
             "Batches per call into the compiled train step (Keras compile option): fewer "
             "stalls between batches; callbacks see every Nth batch.")
     integer("eval_batch_size", 1024, "Batch size of validation and the final test evaluation.")
-    # --- scale (issue 13): input, strategy, precision.
+    # Input and precision (multi-worker training follows TF_CONFIG; see make_strategy).
     enum("input", "auto", ["auto", "memory", "stream"],
          "Read the splits whole into memory, or stream batches from the TFDS record files "
          "(bounded shuffle buffer). auto = stream when the splits' examples x "
@@ -159,8 +159,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
          "scores and the loss stay float32). mixed_float16 (GPUs) scales the loss; "
          "mixed_bfloat16 suits CPUs with AVX512_BF16/AMX and TPUs. See README for what it did "
          "to speed and Recall@20 here.")
-    # --- end scale.
-    # Issue 14: catalogues too large for the full softmax (narm_tf.sampled).
+    # Catalogues too large for the full softmax (narm_tf.sampled).
     enum("loss", "full", ["full", "sampled"],
          "full: softmax over all items (eq. 11, the paper). sampled: softmax over the target and "
          "--num_negatives shared negatives drawn from training-label counts^0.75, logQ-corrected, "
