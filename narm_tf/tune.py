@@ -1,7 +1,7 @@
 """Hyperparameter search for NARM with KerasTuner, on the validation split only.
 
     python -m narm_tf.tune --flagfile=narm_tf/configs/yoochoose_sample.cfg --data_dir=DIR \
-        --project_dir=runs/tune_sample --max_minutes=45
+        --project_dir=runs/tune_sample [--max_trials=30 --max_minutes=55]
 
 Every trial is a `narm_tf.train` run of the base flags (`--flagfile`, any train flag) with the
 searched flags (`SEARCH_SPACE`) replaced: the same `build_and_compile` and `fit` (early stopping
@@ -17,7 +17,8 @@ flags themselves (where they lie in the space), so the table always holds the st
 The project folder (`--project_dir`) is KerasTuner's: a rerun continues the search (a trial cut
 short is rerun from its start), `--overwrite` starts afresh. Results, rewritten after every
 trial: `best.cfg` (a flagfile for `python -m narm_tf.train --flagfile=best.cfg --data_dir=...
---model_dir=...`) and `trials.csv`.
+--model_dir=...`) and `trials.csv`. The wall budget (`--max_minutes`) starts no trial after it
+and stops a running one at the end of the epoch that passes it (`wall_clock`).
 """
 
 from __future__ import annotations
