@@ -46,6 +46,13 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     vocabulary = np.asarray(vocabulary, np.int64)
     popularity = np.asarray(popularity)
     _check_vocabulary(vocabulary, popularity)
+    return write_new_version(export_base, version, lambda temp_dir: _write_export(
+        temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len))
+
+
+def write_new_version(export_base: str, version: int | None, write) -> str:
+    """`write(temp_dir)` in a hidden folder under `export_base`, then renamed to
+    `export_base/<version>` (default: the next integer) atomically; returns that folder."""
     os.makedirs(export_base, exist_ok=True)
     version = contract.next_version(export_base) if version is None else int(version)
     if version < 0:
@@ -55,7 +62,7 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
         raise FileExistsError(f"{final_dir} exists: pass another --version or remove it")
     temp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
     try:
-        _write_export(temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len)
+        write(temp_dir)
         make_readable(temp_dir)  # mkdtemp's 0700 would hide it from a server run as another user
         os.rename(temp_dir, final_dir)  # atomic: TF Serving sees no version or a complete one
     except BaseException:

@@ -14,7 +14,6 @@ items may swap in the top-k: `benchmarks/catalog_scale.py` reports the top-20 ov
 from __future__ import annotations
 
 import os
-import shutil
 import tempfile
 
 import keras
@@ -69,13 +68,8 @@ def export_bfloat16(model: keras.Model, vocabulary: np.ndarray, popularity: np.n
                     max_len: int = MAX_LEN) -> str:
     """`export_lib.export_model` with the item table in bfloat16; returns the version folder."""
     vocabulary = np.asarray(vocabulary, np.int64)
-    os.makedirs(export_base, exist_ok=True)
-    version = contract.next_version(export_base) if version is None else int(version)
-    final_dir = os.path.join(export_base, str(version))
-    if os.path.exists(final_dir):
-        raise FileExistsError(f"{final_dir} exists: pass another version or remove it")
-    temp_dir = tempfile.mkdtemp(prefix=f".tmp-{version}-", dir=export_base)
-    try:
+
+    def write(temp_dir):
         with tempfile.TemporaryDirectory() as staging:
             vocabulary_file = os.path.join(staging, contract.VOCABULARY_ASSET)
             with open(vocabulary_file, "w") as f:
@@ -90,12 +84,8 @@ def export_bfloat16(model: keras.Model, vocabulary: np.ndarray, popularity: np.n
             object.__setattr__(module, "_scoring_model", _NoKerasFallback())
             tf.saved_model.save(module, temp_dir, signatures=module.signatures())
         export_lib.write_warmup_requests(temp_dir, vocabulary, popularity)
-        export_lib.make_readable(temp_dir)
-        os.rename(temp_dir, final_dir)
-    except BaseException:
-        shutil.rmtree(temp_dir, ignore_errors=True)
-        raise
-    return final_dir
+
+    return export_lib.write_new_version(export_base, version, write)
 
 
 class _NoKerasFallback:
