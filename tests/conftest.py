@@ -26,3 +26,20 @@ def warm_start_runs(tmp_path_factory):
     from test_warm_start import make_runs
 
     return make_runs(tmp_path_factory)
+
+
+@pytest.fixture(scope="session")
+def synthetic_data_dir(tmp_path_factory):
+    """A small synthetic click log (1,500 sessions, 120 items) built with the real YOOCHOOSE
+    builder as yoochoose/yoochoose_full, once for test_train and test_distribute. Tests write
+    run folders elsewhere and never change it."""
+    from narm_tf import data, synthetic
+
+    root = tmp_path_factory.mktemp("synthetic_data")
+    manual = root / "manual"
+    manual.mkdir()
+    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=1500,
+                                     num_items=120, seed=3)
+    data.build_dataset("yoochoose/yoochoose_full", manual_dir=str(manual),
+                       data_dir=str(root / "tfds"))
+    return str(root / "tfds")

@@ -23,17 +23,9 @@ SETTINGS = {"batch_size": 64, "embedding_dim": 8, "hidden_units": 8, "eval_batch
             "steps_per_epoch": 24, "epochs": 3, "steps_per_execution": 4, "input": "stream"}
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    from narm_tf import data, synthetic
-
-    root = tmp_path_factory.mktemp("distribute_data")
-    manual = root / "manual"
-    manual.mkdir()
-    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=1500,
-                                     num_items=120, seed=3)
-    data.build_dataset(DATASET, manual_dir=str(manual), data_dir=str(root / "tfds"))
-    return str(root / "tfds")
+@pytest.fixture
+def data_dir(synthetic_data_dir):
+    return synthetic_data_dir
 
 
 def test_cluster_size_reads_tf_config():

@@ -20,18 +20,9 @@ DATASET = "yoochoose/yoochoose_full"
 SMALL = ("--batch_size=64", "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256")
 
 
-@pytest.fixture(scope="module")
-def data_dir(tmp_path_factory):
-    """A small synthetic click log built with the real YOOCHOOSE builder."""
-    from narm_tf import data, synthetic
-
-    root = tmp_path_factory.mktemp("train_data")
-    manual = root / "manual"
-    manual.mkdir()
-    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=1500,
-                                     num_items=120, seed=3)
-    data.build_dataset(DATASET, manual_dir=str(manual), data_dir=str(root / "tfds"))
-    return str(root / "tfds")
+@pytest.fixture
+def data_dir(synthetic_data_dir):
+    return synthetic_data_dir
 
 
 def _config(data_dir, model_dir, **overrides):
