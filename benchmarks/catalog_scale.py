@@ -7,13 +7,14 @@ measurement runs in its own subprocess, which reports its peak RSS (`ru_maxrss`)
            one warm-up call, `--loss=full` or `--loss=sampled` (1,024 shared negatives)
   eval     prefixes/s of `narm_tf.evaluate.evaluate_model` (exact full ranking; item blocks
            above `evaluate.MAX_SCORES`), after a warm-up call
-  serve    export size (`narm_tf.serving.export_lib.export_model`), then batch-1 latency
-           (median, p99) and batch-512 throughput of its `int64_ids` signature loaded with
-           `tf.saved_model.load`; the same for the bfloat16-table export
-           (`narm_tf.serving.reduced_precision`), and the top-20 overlap of the two exports
-           on the batch-512 requests
-Weights are random (speed and memory do not depend on them). `cpu_ms_per_step` is the process's
-CPU time (all threads) per step: less sensitive to other processes on the cores than wall time.
+  serve    after `--serve_train_steps` of sampled-softmax training (so the item table is a
+           trained one), for each `--scorings` (`narm_tf.serving.reduced_precision`): export
+           size, batch-1 latency (median, p99) of the `int64_ids` signature loaded with
+           `tf.saved_model.load` on random sessions, batch-512 throughput and top-20 overlap
+           with `exact` on 2,048 test prefixes of the synthetic log
+Other weights are random (speed and memory do not depend on them). `cpu_ms_per_step` is the
+process's CPU time (all threads) per step: less sensitive to other processes on the cores than
+wall time.
 
   python benchmarks/catalog_scale.py                       # all sizes, all measurements
   python benchmarks/catalog_scale.py --sizes=1000000 --tasks=train_sampled,eval
@@ -46,6 +47,10 @@ flags.DEFINE_integer("batch_size", 512, "Training batch size.")
 flags.DEFINE_integer("train_steps", 160, "Timed training steps (sampled; full: a quarter).")
 flags.DEFINE_integer("eval_prefixes", 8192, "Prefixes evaluated (timed).")
 flags.DEFINE_integer("runs", 500, "Batch-1 requests timed (after 50 warm-up requests).")
+flags.DEFINE_list("scorings", ["exact", "bfloat16", "two_stage"],
+                  "serve: the exports' --scoring (narm_tf.serving.reduced_precision).")
+flags.DEFINE_integer("serve_train_steps", 2000,
+                     "serve: sampled-softmax steps trained before exporting (0: random weights).")
 flags.DEFINE_integer("timeout", 1800, "Seconds allowed to each subprocess.")
 flags.DEFINE_string("task", "", "Internal: run one measurement in this process.")
 flags.DEFINE_integer("num_items", 0, "Internal: the catalogue size of --task.")
@@ -108,22 +113,42 @@ def measure_eval(num_items: int) -> dict:
 
 
 def measure_serve(num_items: int) -> dict:
-    """Export size and latency of the float32 export and of the bfloat16-table export
-    (`narm_tf.serving.reduced_precision`), and the top-20 overlap of the two."""
+    """Export size and latency of each `--scorings` export (`narm_tf.serving.reduced_precision`)
+    and each one's top-20 overlap with `exact` on test sessions of the synthetic log."""
     model = _model(num_items)
+    trained = _train_for_serving(model, num_items) if FLAGS.serve_train_steps else {}
     vocabulary = 10_000_000 + np.arange(num_items, dtype=np.int64)
     popularity = np.random.default_rng(SEED).zipf(1.5, num_items)
     rng = np.random.default_rng(1)
     singles = [_request(rng, vocabulary, 1) for _ in range(FLAGS.runs + 50)]
-    large = [_request(rng, vocabulary, 512) for _ in range(6)]
-    result, tops = {}, {}
-    for dtype in ("float32", "bfloat16"):
-        figures, tops[dtype] = _serve_one(model, vocabulary, popularity, dtype, singles, large)
-        result.update({f"{dtype}_{name}": value for name, value in figures.items()})
-    overlap = [len(set(a) & set(b)) / a.shape[0]
-               for a, b in zip(tops["float32"], tops["bfloat16"], strict=True)]
-    result["top20_overlap_pct"] = round(100 * float(np.mean(overlap)), 2)
+    _, test = _data(num_items, 10, 2048 // 3)  # the catalogue's sessions: 2,048 test prefixes
+    large = vocabulary[np.maximum(test.prefixes[:2048] - 1, 0)]
+    large[test.prefixes[:2048] == 0] = 0
+    result, tops = dict(trained), {}
+    for scoring in FLAGS.scorings:
+        figures, tops[scoring] = _serve_one(model, vocabulary, popularity, scoring, singles, large)
+        result.update({f"{scoring}_{name}": value for name, value in figures.items()})
+        if scoring != "exact" and "exact" in tops:
+            overlap = [len(set(a) & set(b)) / a.shape[0]
+                       for a, b in zip(tops["exact"], tops[scoring], strict=True)]
+            result[f"{scoring}_top20_overlap_pct"] = round(100 * float(np.mean(overlap)), 2)
     return result
+
+
+def _train_for_serving(model, num_items: int) -> dict:
+    """`--serve_train_steps` of sampled-softmax training on the synthetic log, so that the
+    overlap figures are those of a trained item table, not of a random one."""
+    from narm_tf import data, sampled
+
+    train, _ = _data(num_items, FLAGS.serve_train_steps * FLAGS.batch_size // 4, 10)
+    counts = np.bincount(train.labels, minlength=num_items + 1)
+    sampled.attach(model, counts, FLAGS.num_negatives, SEED)
+    dataset = data.make_dataset(train, FLAGS.batch_size, shuffle=True, seed=SEED, repeat=True)
+    start = time.perf_counter()
+    history = model.fit(dataset, epochs=1, steps_per_epoch=FLAGS.serve_train_steps, verbose=0)
+    return {"trained_steps": FLAGS.serve_train_steps,
+            "trained_s": round(time.perf_counter() - start),
+            "trained_loss": round(float(history.history["loss"][-1]), 3)}
 
 
 def _request(rng, vocabulary, batch):
@@ -134,16 +159,14 @@ def _request(rng, vocabulary, batch):
     return ids
 
 
-def _serve_one(model, vocabulary, popularity, dtype, singles, large):
+def _serve_one(model, vocabulary, popularity, scoring, singles, large):
     import tensorflow as tf
 
-    from narm_tf.serving import export_lib, reduced_precision
+    from narm_tf.serving import export_lib
 
-    export = (export_lib.export_model if dtype == "float32"
-              else reduced_precision.export_bfloat16)
     with tempfile.TemporaryDirectory() as base:
         start = time.perf_counter()
-        export_dir = export(model, vocabulary, popularity, base)
+        export_dir = export_lib.export_model(model, vocabulary, popularity, base, scoring=scoring)
         export_seconds = time.perf_counter() - start
         size = sum(os.path.getsize(os.path.join(folder, name))
                    for folder, _, names in os.walk(export_dir) for name in names)
@@ -158,11 +181,11 @@ def _serve_one(model, vocabulary, popularity, dtype, singles, large):
             call(ids)
             if i >= 50:
                 latencies.append(time.perf_counter() - start)
-        top = call(large[0])
+        top = np.concatenate([call(large[i:i + 512]) for i in range(0, len(large), 512)])
         start = time.perf_counter()
-        for ids in large[1:]:
-            call(ids)
-        throughput = 512 * (len(large) - 1) / (time.perf_counter() - start)
+        for i in range(0, len(large), 512):
+            call(large[i:i + 512])
+        throughput = len(large) / (time.perf_counter() - start)
     ms = 1e3 * np.array(latencies)
     return {"export_mb": round(size / 1e6, 1), "export_s": round(export_seconds, 1),
             "batch1_median_ms": round(float(np.median(ms)), 2),
@@ -186,7 +209,9 @@ def in_subprocess(task: str, num_items: int) -> dict:
     command = [sys.executable, os.path.abspath(__file__), f"--task={task}",
                f"--num_items={num_items}", f"--num_negatives={FLAGS.num_negatives}",
                f"--batch_size={FLAGS.batch_size}", f"--train_steps={FLAGS.train_steps}",
-               f"--eval_prefixes={FLAGS.eval_prefixes}", f"--runs={FLAGS.runs}"]
+               f"--eval_prefixes={FLAGS.eval_prefixes}", f"--runs={FLAGS.runs}",
+               f"--scorings={','.join(FLAGS.scorings)}",
+               f"--serve_train_steps={FLAGS.serve_train_steps}"]
     try:
         done = subprocess.run(command, cwd=ROOT, capture_output=True, text=True,
                               timeout=FLAGS.timeout)

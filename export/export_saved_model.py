@@ -1,7 +1,7 @@
 r"""Export a trained NARM model as a TF Serving SavedModel that speaks raw catalogue item ids.
 
     python -m export.export_saved_model --model_dir=runs/diginetica --export_base=exports/narm \
-        [--version=N] [--k=20] [--exclude_seen]
+        [--version=N] [--k=20] [--exclude_seen] [--scoring=exact|bfloat16|two_stage]
 
 writes `exports/narm/<version>/` (TF Serving's layout; the version defaults to the next integer)
 atomically (`narm_tf.serving.export_lib`; in code: `export_lib.export_from_model_dir` or
@@ -49,6 +49,7 @@ from __future__ import annotations
 from absl import app, flags
 
 # `export_from_model_dir` is also importable from here (what `narm_tf.train` used).
+from narm_tf.serving import reduced_precision
 from narm_tf.serving.export_lib import export_from_model_dir, export_model  # noqa: F401
 
 FLAGS = flags.FLAGS
@@ -71,6 +72,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       "below the latest version's (else exit 4, writing nothing).", **fv)
     flags.DEFINE_float("margin", 0.0, "Recall@20 points the candidate may lose (--only_if_better).",
                        lower_bound=0.0, **fv)
+    flags.DEFINE_enum("scoring", "exact", list(reduced_precision.SCORINGS),
+                      "How the export scores the catalogue: exact (float32), bfloat16 (a "
+                      "bfloat16 item table), two_stage (--candidates from a low-rank bfloat16 "
+                      "table, re-scored exactly in float32): for catalogues of millions of "
+                      "items (narm_tf.serving.reduced_precision).", **fv)
+    flags.DEFINE_integer("candidate_dims", reduced_precision.CANDIDATE_DIMS,
+                         "--scoring=two_stage: principal dimensions of the candidate table.",
+                         lower_bound=1, **fv)
+    flags.DEFINE_integer("candidates", reduced_precision.CANDIDATES,
+                         "--scoring=two_stage: items re-scored exactly per session; keep it "
+                         ">= k + 19 when excluding seen items.", lower_bound=1, **fv)
     flags.DEFINE_string("dataset", None, "--only_if_better: TFDS name/config of the test split "
                         "to compare on; default: the candidate run's.", **fv)
     flags.DEFINE_string("data_dir", None, "--only_if_better: its TFDS data_dir; default: the "
@@ -88,10 +100,16 @@ def main(argv):
         return
     try:
         path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
-                                     k=FLAGS.k, exclude_seen=FLAGS.exclude_seen)
-    except run_dir.RunFolderError as error:
+                                     k=FLAGS.k, exclude_seen=FLAGS.exclude_seen, **scoring())
+    except (run_dir.RunFolderError, ValueError) as error:
         raise SystemExit(f"export: {error}") from None
     print(f"exported {path}")
+
+
+def scoring() -> dict:
+    """The --scoring flags as `export_lib.export_model` keywords."""
+    return {"scoring": FLAGS.scoring, "candidate_dims": FLAGS.candidate_dims,
+            "candidates": FLAGS.candidates}
 
 
 def publish_or_exit() -> None:
@@ -105,7 +123,7 @@ def publish_or_exit() -> None:
         outcome = publish.publish_if_better(
             FLAGS.model_dir, FLAGS.export_base, margin=FLAGS.margin, k=FLAGS.k,
             exclude_seen=FLAGS.exclude_seen, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-            version=FLAGS.version)
+            version=FLAGS.version, **scoring())
     except (run_dir.RunFolderError, ValueError, FileExistsError) as error:
         raise SystemExit(f"export: {error}") from None
     print(publish.describe(outcome, FLAGS.model_dir, FLAGS.margin), flush=True)

@@ -20,13 +20,15 @@ from absl import logging
 
 from narm_tf import run_dir
 from narm_tf.preprocessing import MAX_LEN
-from narm_tf.serving import contract
+from narm_tf.serving import contract, reduced_precision
 from narm_tf.serving.signatures import ServingModule
 
 
 def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
                  export_base: str, version: int | None = None, k: int = 20,
-                 exclude_seen: bool = False, max_len: int = MAX_LEN) -> str:
+                 exclude_seen: bool = False, max_len: int = MAX_LEN, scoring: str = "exact",
+                 candidate_dims: int = reduced_precision.CANDIDATE_DIMS,
+                 candidates: int = reduced_precision.CANDIDATES) -> str:
     """Writes `export_base/<version>/` for TF Serving, atomically; returns that folder.
 
     Args:
@@ -38,6 +40,8 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
         k: number of items returned.
         exclude_seen: whether the two single-input signatures drop the session's own items.
         max_len: the model's session length.
+        scoring: `exact` (float32), `bfloat16` or `two_stage` (with `candidate_dims`,
+            `candidates`): `narm_tf.serving.reduced_precision`, for catalogues of millions.
     """
     if k < 1:
         raise ValueError(f"k (--k), the number of recommended items, must be >= 1, got {k}")
@@ -46,8 +50,9 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     vocabulary = np.asarray(vocabulary, np.int64)
     popularity = np.asarray(popularity)
     _check_vocabulary(vocabulary, popularity)
+    inference = reduced_precision.make_inference(model, scoring, candidate_dims, candidates)
     return write_new_version(export_base, version, lambda temp_dir: _write_export(
-        temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len))
+        temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len, inference))
 
 
 def write_new_version(export_base: str, version: int | None, write) -> str:
@@ -72,17 +77,17 @@ def write_new_version(export_base: str, version: int | None, write) -> str:
 
 
 def export_from_model_dir(model_dir: str, export_base: str, version: int | None = None,
-                          k: int = 20, exclude_seen: bool = False) -> str:
+                          k: int = 20, exclude_seen: bool = False, **scoring) -> str:
     """Exports a training run's `best.keras` with its own `vocabulary.tsv`; returns the version
     dir. Refuses (`run_dir.RunFolderError`) a folder whose model, metrics and config do not
-    belong to one run."""
+    belong to one run. `scoring`: `export_model`'s `scoring`, `candidate_dims`, `candidates`."""
     import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
 
     run_dir.check_complete(model_dir)
     model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL), compile=False)
     vocabulary, popularity = run_dir.read_vocabulary(model_dir)
     return export_model(model, vocabulary, popularity, export_base, version=version, k=k,
-                        exclude_seen=exclude_seen)
+                        exclude_seen=exclude_seen, **scoring)
 
 
 def current_umask() -> int:
@@ -115,7 +120,8 @@ def _check_vocabulary(vocabulary, popularity) -> None:
                         "padding, so only the string signatures can ask for it")
 
 
-def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len) -> None:
+def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, max_len,
+                  inference) -> None:
     with tempfile.TemporaryDirectory() as staging:
         vocabulary_file = os.path.join(staging, contract.VOCABULARY_ASSET)
         with open(vocabulary_file, "w") as f:
@@ -125,7 +131,7 @@ def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, ma
             raise ValueError(f"the model scores {num_scores - 1} items, the vocabulary has "
                              f"{len(vocabulary)}: export with the model_dir's own vocabulary.tsv")
         module = ServingModule(model, vocabulary, popularity, vocabulary_file,
-                               k, exclude_seen, max_len)
+                               k, exclude_seen, max_len, inference)
         tf.saved_model.save(module, export_dir, signatures=module.signatures())
     write_warmup_requests(export_dir, vocabulary, popularity)
 

@@ -64,26 +64,41 @@ class NarmInference:
             self.decoder_kernel, self.decoder_bias = dense.kernel.value, dense.bias.value
 
     def __call__(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
-        valid = item_ids > 0
-        lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
         # One dense read of the table: a gather on the variable itself (ResourceGather) would
         # switch it to copy-on-read, and every later read would copy all N x D floats.
         embeddings = tf.convert_to_tensor(self.embeddings)
-        states = self._gru_states(tf.gather(embeddings, tf.transpose(item_ids)))  # [b, T, H]
-        final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)        # [b, H]
-        if self.variant == "global":
-            session, weights = final, tf.zeros_like(tf.cast(valid, tf.float32))
-            share = weights
-        else:
-            local, weights = attend(states, final, self.attention, valid, self.normalize)
-            share = attention_share(weights, states, valid)
-            session = local if self.variant == "local" else tf.concat([final, local], 1)
+        session, weights, share = self.encode(item_ids, embeddings)
         if self.decoder == "bilinear":
-            scores = bilinear_scores(tf.matmul(session, self.decoder_kernel), embeddings)
+            scores = bilinear_scores(self.query(session), embeddings)
         else:
             scores = with_padding_score(tf.matmul(session, self.decoder_kernel)
                                         + self.decoder_bias)
         return scores, weights, share
+
+    def encode(self, item_ids: tf.Tensor, table: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor,
+                                                                      tf.Tensor]:
+        """`(session representation c_t [b, C], attention weights [b, T], attention share
+        [b, T])` of `item_ids [b, T]`, the input embeddings read from `table [N + 1, D]`."""
+        valid = item_ids > 0
+        lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
+        embedded = tf.cast(tf.gather(table, tf.transpose(item_ids)), tf.float32)  # [T, b, D]
+        states = self._gru_states(embedded)                                       # [b, T, H]
+        final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)        # [b, H]
+        if self.variant == "global":
+            weights = tf.zeros_like(tf.cast(valid, tf.float32))
+            return final, weights, weights
+        local, weights = attend(states, final, self.attention, valid, self.normalize)
+        share = attention_share(weights, states, valid)
+        session = local if self.variant == "local" else tf.concat([final, local], 1)
+        return session, weights, share
+
+    def query(self, session: tf.Tensor) -> tf.Tensor:
+        """The bilinear decoder's query `c_t B` `[b, D]`: item i scores `emb_i . query`."""
+        return tf.matmul(session, self.decoder_kernel)
+
+    def saved_variables(self, model_variables: list) -> list:
+        """The variables an export of this pass saves (the model's own, here)."""
+        return model_variables
 
     def _gru_states(self, embedded):
         """Time-major embeddings `[T, b, D]` -> every step's state `[b, T, H]` (from zeros)."""

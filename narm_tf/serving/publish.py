@@ -83,10 +83,12 @@ def is_good_enough(candidate: dict, current: dict | None, margin: float) -> bool
 
 def publish_if_better(model_dir: str, export_base: str, margin: float = 0.0,
                       k: int = K, exclude_seen: bool = False, dataset: str | None = None,
-                      data_dir: str | None = None, version: int | None = None) -> Outcome:
+                      data_dir: str | None = None, version: int | None = None,
+                      **scoring) -> Outcome:
     """Exports `model_dir`'s best model as the next version of `export_base` only if it is
     good enough (`is_good_enough`) against the latest version on the test split of `dataset`
-    (default: the candidate run's); returns what happened."""
+    (default: the candidate run's); returns what happened. `scoring`: `export_lib.export_model`'s
+    `scoring`, `candidate_dims`, `candidates` (the candidate is judged as it will serve)."""
     from narm_tf.serving import export_lib
 
     if margin < 0:
@@ -107,7 +109,7 @@ def publish_if_better(model_dir: str, export_base: str, margin: float = 0.0,
     staging = tempfile.mkdtemp(prefix=".candidate-", dir=export_base)
     try:
         staged = export_lib.export_from_model_dir(model_dir, staging, version=version, k=k,
-                                                  exclude_seen=exclude_seen)
+                                                  exclude_seen=exclude_seen, **scoring)
         candidate = evaluate_export(staged, sessions, targets)
         published = is_good_enough(candidate, current, margin)
         path = None

@@ -1,95 +1,137 @@
-"""An export whose item table is stored and read in bfloat16 (issue 14: serving at 1M items).
+"""Exports that read less of the item table per request (issue 14: serving at 1M items).
 
-At batch 1 the signature's cost is reading the `[N + 1, D]` item table once (200 MB at 1M items,
-D=50, in float32). This export keeps only a bfloat16 copy of the table (half the bytes), used
-for the session's input embeddings and the bilinear scores (eq. 10: the float32 query rounded
-to bfloat16, products accumulated in float32 by `tf.matmul`'s bfloat16 kernel); the rest of the
-model stays float32. Plain TF ops: TF Serving loads it as any other export.
-Scores differ from the float32 export by bfloat16 rounding (8 bits of mantissa), so near-tied
-items may swap in the top-k: `benchmarks/catalog_scale.py` reports the top-20 overlap.
+At batch 1 the signature's cost is reading the `[N + 1, D]` item table once for the bilinear
+scores (eq. 10): 200 MB at 1M items and D=50 in float32, about 20 ms at this machine's ~10 GB/s.
+`export_model(..., scoring=...)` offers, beside `exact` (float32, the default):
 
-    python -m narm_tf.serving.reduced_precision  (no CLI: call `export_bfloat16`)
+- `bfloat16`: the export keeps only a bfloat16 copy of the table (half the bytes), used for the
+  input embeddings and the scores (the float32 query rounded to bfloat16). Near-tied items may
+  swap in the top k (8 bits of mantissa).
+- `two_stage`: candidates from a low-rank bfloat16 table, re-scored exactly. The table is
+  rotated onto its principal axes (eigenvectors of `E^T E`, so scores `E q` are unchanged); the
+  first `candidate_dims` coordinates of every item, in bfloat16, give approximate scores that
+  pick `candidates` items (`16 / 50` of the float32 bytes at the defaults); those are re-scored
+  in float32 with the full table (a gather of `candidates` rows), and the top k of those exact
+  scores is returned. An item of the exact top k is lost only if its approximate score falls
+  outside the candidates. The probabilities' normalizer sums the exact scores of the candidates
+  and the approximate scores of the rest.
+
+Plain TF ops: TF Serving loads these as any other export. `benchmarks/catalog_scale.py` and
+`benchmarks/reduced_precision.py` report their latency and agreement with `exact`.
 """
 
 from __future__ import annotations
-
-import os
-import tempfile
 
 import keras
 import numpy as np
 import tensorflow as tf
 
-from narm_tf.layers import with_padding_score
-from narm_tf.preprocessing import MAX_LEN
-from narm_tf.serving import contract, export_lib
 from narm_tf.serving.inference import NarmInference
-from narm_tf.serving.signatures import ServingModule
+from narm_tf.serving.top_k import blockwise_top_k
+
+SCORINGS = ("exact", "bfloat16", "two_stage")
+CANDIDATE_DIMS = 16
+CANDIDATES = 512
+
+
+def make_inference(model: keras.Model, scoring: str, candidate_dims: int = CANDIDATE_DIMS,
+                   candidates: int = CANDIDATES) -> NarmInference | None:
+    """The serving pass of `scoring` (None for `exact`: the signature module's default)."""
+    if scoring not in SCORINGS:
+        raise ValueError(f"scoring (--scoring) must be one of {SCORINGS}, got {scoring!r}")
+    if scoring == "exact":
+        return None
+    if scoring == "bfloat16":
+        return Bfloat16Inference(model)
+    return TwoStageInference(model, candidate_dims, candidates)
 
 
 class Bfloat16Inference(NarmInference):
-    """`NarmInference` reading the item table from a bfloat16 variable (bilinear decoder)."""
+    """`NarmInference` reading the item table from a bfloat16 variable (bilinear decoder); the
+    export saves no float32 table."""
 
     def __init__(self, model: keras.Model):
         super().__init__(model)
-        if self.decoder != "bilinear":
-            raise ValueError("a bfloat16 item table needs --decoder=bilinear")
+        _check_bilinear(self, "bfloat16")
         self.table = tf.Variable(tf.cast(self.embeddings, tf.bfloat16), trainable=False,
                                  name="item_embedding_bfloat16")
         self.full_table = self.embeddings
-        self.embeddings = None  # never read: the export holds no float32 table
 
     def __call__(self, item_ids):
         table = tf.convert_to_tensor(self.table)
-        embedded = tf.cast(tf.gather(table, tf.transpose(item_ids)), tf.float32)
-        valid = item_ids > 0
-        lengths = tf.reduce_sum(tf.cast(valid, tf.int32), axis=1)
-        states = self._gru_states(embedded)
-        final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)
-        session, weights, share = self._session(states, final, valid)
-        query = tf.cast(tf.matmul(session, self.decoder_kernel), tf.bfloat16)
-        scores = tf.matmul(query, table, transpose_b=True)
+        session, weights, share = self.encode(item_ids, table)
+        scores = tf.matmul(tf.cast(self.query(session), tf.bfloat16), table, transpose_b=True)
+        from narm_tf.layers import with_padding_score
+
         return with_padding_score(tf.cast(scores, tf.float32)), weights, share
 
-    def _session(self, states, final, valid):
-        from narm_tf.layers import attend, attention_share
-
-        if self.variant == "global":
-            weights = tf.zeros_like(tf.cast(valid, tf.float32))
-            return final, weights, weights
-        local, weights = attend(states, final, self.attention, valid, self.normalize)
-        share = attention_share(weights, states, valid)
-        session = local if self.variant == "local" else tf.concat([final, local], 1)
-        return session, weights, share
+    def saved_variables(self, model_variables):
+        return [v for v in model_variables if v is not self.full_table] + [self.table]
 
 
-def export_bfloat16(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
-                    export_base: str, version: int | None = None, k: int = 20,
-                    max_len: int = MAX_LEN) -> str:
-    """`export_lib.export_model` with the item table in bfloat16; returns the version folder."""
-    vocabulary = np.asarray(vocabulary, np.int64)
+class TwoStageInference(NarmInference):
+    """Top k by exact float32 scores among the `candidates` items a low-rank bfloat16 table
+    scores highest (module docstring). `ranked` replaces the full `[b, N + 1]` scores."""
 
-    def write(temp_dir):
-        with tempfile.TemporaryDirectory() as staging:
-            vocabulary_file = os.path.join(staging, contract.VOCABULARY_ASSET)
-            with open(vocabulary_file, "w") as f:
-                f.writelines(f"{item_id}\n" for item_id in vocabulary)
-            module = ServingModule(model, vocabulary, popularity, vocabulary_file, k, False,
-                                   max_len)
-            inference = Bfloat16Inference(model)
-            object.__setattr__(module, "inference", inference)
-            # Saved variables: the model's without its float32 table, and the bfloat16 one.
-            module._variables = [v for v in module._variables
-                                 if v is not inference.full_table] + [inference.table]
-            object.__setattr__(module, "_scoring_model", _NoKerasFallback())
-            tf.saved_model.save(module, temp_dir, signatures=module.signatures())
-        export_lib.write_warmup_requests(temp_dir, vocabulary, popularity)
+    def __init__(self, model: keras.Model, candidate_dims: int, candidates: int):
+        super().__init__(model)
+        _check_bilinear(self, "two_stage")
+        items = np.asarray(self.embeddings.numpy()[1:], np.float64)  # [N, D], no padding row
+        if not 1 <= candidate_dims <= items.shape[1]:
+            raise ValueError(f"candidate_dims (--candidate_dims) must be in [1, "
+                             f"{items.shape[1]}] (the embedding dimension), got {candidate_dims}")
+        if candidates < 1:
+            raise ValueError(f"candidates (--candidates) must be >= 1, got {candidates}")
+        eigenvalues, eigenvectors = np.linalg.eigh(items.T @ items)  # ascending
+        basis = eigenvectors[:, ::-1][:, :candidate_dims]           # [D, r], largest first
+        self.energy = float(eigenvalues[::-1][:candidate_dims].sum() / eigenvalues.sum())
+        self.candidates = min(candidates, len(items))
+        self.basis = tf.Variable(basis.astype(np.float32), trainable=False,
+                                 name="candidate_basis")
+        self.coarse = tf.Variable(tf.cast((items @ basis).astype(np.float32), tf.bfloat16),
+                                  trainable=False, name="candidate_table")   # [N, r]
 
-    return export_lib.write_new_version(export_base, version, write)
+    def saved_variables(self, model_variables):
+        return model_variables + [self.basis, self.coarse]
+
+    def ranked(self, item_ids, indices, excluding, k: int):
+        """`(top logits [b, k], their vocabulary indices [b, k], probabilities [b, k],
+        attention weights, attention share)`; `excluding [b]` (or None) drops each such row's
+        known items `indices [b, L]` from the candidates."""
+        table = tf.convert_to_tensor(self.embeddings)
+        session, weights, share = self.encode(item_ids, table)
+        query = self.query(session)                                              # [b, D]
+        reduced = tf.cast(tf.matmul(query, self.basis), tf.bfloat16)              # [b, r]
+        approximate = tf.cast(tf.matmul(reduced, tf.convert_to_tensor(self.coarse),
+                                        transpose_b=True), tf.float32)            # [b, N]
+        approximate_top, picked = blockwise_top_k(approximate, self.candidates)   # [b, C]
+        candidates = picked + 1                                       # vocabulary indices
+        exact = tf.einsum("bcd,bd->bc", tf.gather(table, candidates), query)      # [b, C]
+        log_z = log_partition(approximate, approximate_top, exact)
+        kept = exact
+        if excluding is not None:
+            seen = tf.reduce_any(tf.equal(candidates[:, :, None], indices[:, None, :]), axis=2)
+            kept = tf.where(seen & excluding[:, None], tf.constant(-np.inf), exact)
+        top_logits, order = tf.math.top_k(kept, min(k, self.candidates), sorted=True)
+        probabilities = tf.exp(top_logits - log_z[:, None])
+        return (top_logits, tf.gather(candidates, order, batch_dims=1), probabilities,
+                weights, share)
 
 
-class _NoKerasFallback:
-    """Stands in for the Keras scoring graph, which the bfloat16 export never runs."""
+def log_partition(approximate, approximate_candidates, exact_candidates):
+    """`log sum_i exp(s_i)` over all items `[b]`, with `s_i` exact for the candidates and
+    approximate for the rest: `approximate [b, N]`, the candidates' approximate and exact
+    scores `[b, C]`."""
+    top = tf.maximum(tf.reduce_max(approximate, axis=1), tf.reduce_max(exact_candidates, axis=1))
+    shift = top[:, None]
+    exact_sum = tf.reduce_sum(tf.exp(exact_candidates - shift), axis=1)
+    rest = (tf.reduce_sum(tf.exp(approximate - shift), axis=1)
+            - tf.reduce_sum(tf.exp(approximate_candidates - shift), axis=1))
+    return top + tf.math.log(exact_sum + tf.maximum(rest, 0.0))
 
-    def _flatten_layers(self):
-        return []
+
+def _check_bilinear(inference: NarmInference, scoring: str) -> None:
+    if inference.decoder != "bilinear":
+        raise ValueError(f"--scoring={scoring} needs a model with --decoder=bilinear (the "
+                         f"dense decoder has no item table to score with), got "
+                         f"{inference.decoder!r}")

@@ -80,22 +80,25 @@ class ServingModule(tf.Module):
     """
 
     def __init__(self, model: keras.Model, vocabulary: np.ndarray, popularity: np.ndarray,
-                 vocabulary_file: str, k: int, exclude_seen: bool, max_len: int):
+                 vocabulary_file: str, k: int, exclude_seen: bool, max_len: int,
+                 inference: NarmInference | None = None):
         super().__init__(name="narm_serving")
         num_items = len(vocabulary)
         self._k = min(k, num_items)
         self._exclude_seen = exclude_seen
         self._max_len = max_len
         scoring = scoring_model(model)
-        # The TF1 loader (TF Serving) restores only tf.Variables the module itself holds.
-        self._variables = [v.value for v in scoring.variables]
         object.__setattr__(self, "_scoring_model", scoring)  # called, not tracked
-        try:
-            inference = NarmInference(model)
-        except UnsupportedModel as error:
-            logging.warning("serving through the Keras graph (slower): %s", error)
-            inference = None
+        if inference is None:  # the lean float32 pass, else the Keras graph
+            try:
+                inference = NarmInference(model)
+            except UnsupportedModel as error:
+                logging.warning("serving through the Keras graph (slower): %s", error)
         object.__setattr__(self, "inference", inference)
+        # The TF1 loader (TF Serving) restores only tf.Variables the module itself holds.
+        model_variables = [v.value for v in scoring.variables]
+        self._variables = (model_variables if inference is None
+                           else inference.saved_variables(model_variables))
         self._vocabulary_asset = tf.saved_model.Asset(vocabulary_file)
         # Tables over one asset are told apart (their shared_name) by `vocab_size` set or not.
         self._string_to_index = self._table(tf.string, "key", None, 0)
@@ -138,12 +141,10 @@ class ServingModule(tf.Module):
         has_items = session[:, 0] > 0
         placeholder = tf.one_hot(0, self._max_len, dtype=tf.int64)  # item 1: scored, then replaced
         model_input = tf.where(has_items[:, None], session, placeholder[None, :])
-        logits, attention, share = self._score(tf.cast(model_input, tf.int32))  # col 0: padding
         if exclude_seen is not None:
             exclude_seen = check_flags(exclude_seen, tf.shape(item_ids)[0])
-        top_logits, top_indices = self._top_k(logits, indices, session, exclude_seen)
-        # One fused softmax pass over [b, N+1], then k gathers (not exp/sum/div as three ops).
-        scores = tf.gather(tf.nn.softmax(logits), top_indices, batch_dims=1)
+        top_logits, top_indices, scores, attention, share = self._ranked(
+            tf.cast(model_input, tf.int32), indices, session, exclude_seen)
         returned = (top_indices > 0) & (top_logits > -np.inf)  # not padding, not excluded
         top_indices = tf.where(returned, top_indices, 0)
         scores = tf.where(returned, scores, 0.0)
@@ -154,6 +155,24 @@ class ServingModule(tf.Module):
                    tf.where(has_items[:, None], share, 0.0),
                    self.to_raw(session, item_ids.dtype))
         return dict(zip(contract.OUTPUTS, outputs, strict=True))
+
+    def _ranked(self, model_input, indices, session, exclude_seen):
+        """`(top logits [b, k], their indices [b, k], their softmax probabilities [b, k],
+        attention weights [b, max_len], attention share [b, max_len])`."""
+        if hasattr(self.inference, "ranked"):  # scores only a candidate set
+            excluding = self._excluding(session, exclude_seen)
+            return self.inference.ranked(model_input, indices, excluding, self._k)
+        logits, attention, share = self._score(model_input)  # column 0: padding
+        top_logits, top_indices = self._top_k(logits, indices, session, exclude_seen)
+        # One fused softmax pass over [b, N+1], then k gathers (not exp/sum/div as three ops).
+        scores = tf.gather(tf.nn.softmax(logits), top_indices, batch_dims=1)
+        return top_logits, top_indices, scores, attention, share
+
+    def _excluding(self, session, exclude_seen):
+        """`[b]` bool: the rows whose known items are left out, or None (no row)."""
+        if exclude_seen is None and not self._exclude_seen:
+            return None
+        return tf.ones_like(session[:, 0], tf.bool) if exclude_seen is None else exclude_seen
 
     def _score(self, model_input):
         """`(logits [b, N + 1], attention weights [b, max_len], attention share
@@ -166,10 +185,9 @@ class ServingModule(tf.Module):
 
     def _top_k(self, logits, indices, session, exclude_seen):
         """Top k of `logits`, without the known items of the rows that exclude them."""
-        if exclude_seen is None and not self._exclude_seen:
+        excluding = self._excluding(session, exclude_seen)
+        if excluding is None:
             return blockwise_top_k(logits, self._k)
-        excluding = (tf.ones_like(session[:, 0], tf.bool) if exclude_seen is None
-                     else exclude_seen)
         return top_k_excluding(logits, indices, session, excluding, self._k, self._max_len)
 
     def signatures(self) -> dict:
