@@ -20,6 +20,7 @@ import os
 import sys
 import time
 
+import numpy as np
 from absl import app, flags
 
 from narm_tf import run_dir
@@ -243,7 +244,6 @@ class Diverged(RuntimeError):
 
 def _make_divergence_guard(model_dir: str):
     import keras
-    import numpy as np
 
     class StopOnDivergence(keras.callbacks.Callback):
         """Raises `Diverged` at the first non-finite loss (naming epoch and batch), validation
@@ -368,26 +368,16 @@ def load(config: dict) -> tuple[dict, object]:
     return splits, vocabulary
 
 
-def label_counts(config: dict, splits: dict, num_items: int):
-    """Training-label popularity `[N]` over train + validation, in memory or streamed."""
+def label_counts(config: dict, splits: dict, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+    """`(train, validation)` label counts `[N]`, in memory or streamed, each split read once:
+    their sum is the popularity (vocabulary.tsv, POP); train's the `--loss=sampled` proposal."""
     from narm_tf import data, evaluate
 
     if splits["train"] is not None:
-        return evaluate.label_counts(num_items, splits["train"], splits["validation"])
-    return sum(data.stream_label_counts(config["dataset"], s, config["data_dir"], num_items)
-               for s in ("train", "validation"))[1:]
-
-
-def train_label_counts(config: dict, splits: dict, num_items: int):
-    """The train split's label counts `[N]` (the proposal of `--loss=sampled`), else None."""
-    from narm_tf import data, evaluate
-
-    if config["loss"] != "sampled":
-        return None
-    if splits["train"] is not None:
-        return evaluate.label_counts(num_items, splits["train"])
-    return data.stream_label_counts(config["dataset"], "train", config["data_dir"],
-                                    num_items)[1:]
+        return (evaluate.label_counts(num_items, splits["train"]),
+                evaluate.label_counts(num_items, splits["validation"]))
+    return tuple(data.stream_label_counts(config["dataset"], split, config["data_dir"],
+                                          num_items)[1:] for split in ("train", "validation"))
 
 
 def build_and_compile(config: dict, num_items: int, strategy, label_counts=None):
@@ -412,8 +402,6 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
                                 train_metrics=config["train_metrics"],
                                 steps_per_execution=config["steps_per_execution"])
         if config["loss"] == "sampled":
-            import numpy as np
-
             from narm_tf import sampled
 
             if label_counts is None:
@@ -488,8 +476,9 @@ def validation_batch_size(config: dict, model) -> int:
     return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
 
 
-def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: float) -> dict:
-    """Evaluates best.keras on the test split beside POP; writes and returns metrics.json."""
+def report(config: dict, splits: dict, counts: np.ndarray, replicas: int, seconds: float) -> dict:
+    """Evaluates best.keras on the test split beside POP (`counts [N]`: train + validation
+    labels); writes and returns metrics.json."""
     import keras
     import tensorflow as tf
 
@@ -497,7 +486,6 @@ def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: f
 
     model_dir = config["model_dir"]
     best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
-    counts = label_counts(config, splits, num_items)
     results = evaluate.evaluate_model(best, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
     popularity = evaluate.evaluate_popularity(counts, splits["test"], k=K)
@@ -542,10 +530,11 @@ def train(config: dict) -> dict:
         print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
         run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
         num_items = len(vocabulary)
-        run_dir.write_vocabulary(model_dir, vocabulary, label_counts(config, splits, num_items))
+        train_counts, validation_counts = label_counts(config, splits, num_items)
+        popularity = train_counts + validation_counts
+        run_dir.write_vocabulary(model_dir, vocabulary, popularity)
         keras.utils.set_random_seed(config["seed"])
-        model = build_and_compile(config, num_items, strategy,
-                                  train_label_counts(config, splits, num_items))
+        model = build_and_compile(config, num_items, strategy, train_counts)
         if config["warm_start_from"] and not resuming:  # a resumed run restores its backup
             from narm_tf import warm_start
 
@@ -553,7 +542,7 @@ def train(config: dict) -> dict:
         fit(config, model, splits, resuming, strategy)
         metrics = {}
         if chief:
-            metrics = report(config, splits, num_items, strategy.num_replicas_in_sync,
+            metrics = report(config, splits, popularity, strategy.num_replicas_in_sync,
                              time.time() - started)
             if config["export_base"]:
                 from narm_tf.serving import export_lib

@@ -215,3 +215,21 @@ def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_p
         assert f"over {devices} replica(s)" in out
         losses[devices] = [float(row["loss"]) for row in _history(model_dir)]
     np.testing.assert_allclose(losses[2], losses[1], rtol=2e-3)
+
+
+def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path):
+    from narm_tf import data, train
+
+    config = _config(data_dir, tmp_path / "run")
+    vocabulary = data.load_vocabulary(DATASET, data_dir)
+    splits = {name: data.load_split(DATASET, name, data_dir)
+              for name in ("train", "validation", "test")}
+    in_memory = train.label_counts(config, splits, len(vocabulary))
+    streamed = train.label_counts(config, {**splits, "train": None, "validation": None},
+                                  len(vocabulary))
+    for name, counts, split in zip(("train", "validation"), in_memory,
+                                   (splits["train"], splits["validation"]), strict=True):
+        assert counts.shape == (len(vocabulary),), name
+        assert counts.sum() == len(split.labels), name  # every label once, padding never
+        assert counts[split.labels[0] - 1] >= 1, name
+        np.testing.assert_array_equal(streamed[0 if name == "train" else 1], counts)
