@@ -21,7 +21,8 @@ sessions are a seeded draw of its own, so many of them are sessions the old mode
 Warm-started, it starts out remembering them: their Recall@20 flatters the first epochs, then
 falls as the memory fades, and early stopping picks an early epoch. With `unseen` (default)
 the validation split that early stopping and best.keras see drops every session of the old
-run's train split (read from the dataset its config.json names); `all` keeps every session.
+run's train split (read from the dataset its config.json names; the old run's own warm-start
+source is not followed); `all` keeps every session. The test split is never filtered.
 """
 
 from __future__ import annotations
