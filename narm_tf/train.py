@@ -76,6 +76,7 @@ CHECKS = {
     # --loss=sampled (narm_tf.sampled).
     "loss": (lambda value: value in ("full", "sampled"), "full or sampled"),
     "num_negatives": (_positive, "an integer >= 1"),
+    "warm_validation": (lambda value: value in ("unseen", "all"), "unseen or all"),
 }
 
 
@@ -106,6 +107,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     string("warm_start_from", "",
            "A finished run folder to start from (narm_tf.warm_start): known items keep their "
            "rows, new items start at the mean row; architecture flags must match.")
+    enum("warm_validation", "unseen", ["unseen", "all"],
+         "With --warm_start_from: validate (early stopping, best.keras) on the validation "
+         "sessions the old run did not train on (unseen), or on all of them.")
     boolean("overwrite", False,
             "Delete the results of an earlier run in --model_dir and start afresh. Without it, "
             "a rerun resumes a killed run with the same settings, and refuses anything else.")
@@ -425,18 +429,21 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
     if strategy is not None and distribute.is_multi_worker():
         _fit_multi_worker(config, model, strategy, callback_list)
         return
-    if splits["train"] is None:  # --input=stream
-        def stream(split, batch_size, **options):
-            return data.make_stream_dataset(config["dataset"], split, config["data_dir"],
-                                            batch_size, length_buckets=buckets, **options)
 
+    def stream(split, batch_size, **options):
+        return data.make_stream_dataset(config["dataset"], split, config["data_dir"],
+                                        batch_size, length_buckets=buckets, **options)
+
+    if splits["train"] is None:  # --input=stream
         train_ds = stream("train", config["batch_size"], shuffle=True, seed=config["seed"],
                           repeat=steps is not None)
-        valid_ds = stream("validation", validation_batch_size(config, model))
     else:
         train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
                                      seed=config["seed"], repeat=steps is not None,
                                      length_buckets=buckets)
+    if splits["validation"] is None:  # streamed (in memory when a warm start filtered it)
+        valid_ds = stream("validation", validation_batch_size(config, model))
+    else:
         valid_ds = data.make_dataset(splits["validation"], validation_batch_size(config, model),
                                      length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
@@ -535,11 +542,14 @@ def train(config: dict) -> dict:
         run_dir.write_vocabulary(model_dir, vocabulary, popularity)
         keras.utils.set_random_seed(config["seed"])
         model = build_and_compile(config, num_items, strategy, train_counts)
-        if config["warm_start_from"] and not resuming:  # a resumed run restores its backup
+        fit_splits = splits
+        if config["warm_start_from"]:
             from narm_tf import warm_start
 
-            warm_start.warm_start(model, config, vocabulary)
-        fit(config, model, splits, resuming, strategy)
+            fit_splits = warm_start.validation_split(config, splits, resuming)
+            if not resuming:  # a resumed run restores its backup
+                warm_start.warm_start(model, config, vocabulary)
+        fit(config, model, fit_splits, resuming, strategy)
         metrics = {}
         if chief:
             metrics = report(config, splits, popularity, strategy.num_replicas_in_sync,

@@ -15,6 +15,14 @@ compiled anew). `warm_start.tsv` in the new run folder maps every old index to i
 
 A run's `--warm_start_from` is part of its identity (config.json): a killed warm-started run
 resumes from its own backup (BackupAndRestore) and is not warm-started again.
+
+Validation (`--warm_validation`, part of the identity too): the new window's validation
+sessions are a seeded draw of its own, so many of them are sessions the old model trained on.
+Warm-started, it starts out remembering them: their Recall@20 flatters the first epochs, then
+falls as the memory fades, and early stopping picks an early epoch. With `unseen` (default)
+the validation split that early stopping and best.keras see drops every session of the old
+run's train split (read from the dataset its config.json names; the old run's own warm-start
+source is not followed); `all` keeps every session. The test split is never filtered.
 """
 
 from __future__ import annotations
@@ -32,7 +40,9 @@ WARM_START_CHANGES = frozenset({
     "dataset", "dataset_version", "vocabulary_size", "learning_rate", "batch_size", "seed",
     "steps_per_epoch", "embedding_dropout", "representation_dropout", "length_buckets",
     "num_cpu_devices", "warm_start_from", "input", "mixed_precision", "loss", "num_negatives",
+    "warm_validation",
 })
+VALIDATION_CHOICES = ("unseen", "all")  # --warm_validation
 # Layers whose weights are indexed by item (axis of size N + 1): remapped, not copied.
 ITEM_AXES = {"item_embedding": 0, "dense_decoder": -1}
 
@@ -152,3 +162,75 @@ def warm_start(model, config: dict, vocabulary: np.ndarray) -> dict:
           f"items kept, {counts['new']} new, {counts['dropped']} dropped; mapping in "
           f"{run_dir.WARM_START_MAP}", flush=True)
     return counts
+
+
+def old_train_sessions(old_dir: str) -> np.ndarray:
+    """The distinct session ids `[S]` of the train split the run in `old_dir` trained on (its
+    config.json's dataset and data_dir, at the version it recorded), read by narm_tf.data."""
+    import tensorflow as tf
+
+    from narm_tf import data
+
+    try:
+        old_config = run_dir.check_complete(old_dir)
+    except run_dir.RunFolderError as error:
+        raise WarmStartError(f"--warm_start_from={old_dir}: {error}") from None
+    name, data_dir = old_config["dataset"], old_config["data_dir"]
+    where = f"--warm_start_from={old_dir} trained on {name} in {data_dir}"
+    remedy = ("build it there again, or pass --warm_validation=all to validate on every "
+              "session")
+    try:
+        version = data.dataset_version(name, data_dir)
+        sessions = data.load_split(name, "train", data_dir).session_ids
+    except (OSError, ValueError, TypeError, tf.errors.OpError) as error:
+        raise WarmStartError(f"{where}, whose train split cannot be read ({error}): "
+                             f"{remedy}") from error
+    if version != old_config.get("dataset_version"):
+        raise WarmStartError(f"{where} at version {old_config.get('dataset_version')}; "
+                             f"version {version} is built there now: {remedy}")
+    return np.unique(sessions)
+
+
+def unseen_validation(validation, old_sessions: np.ndarray):
+    """The validation Prefixes whose session is not in `old_sessions` `[S]`, and counts
+    {sessions, prefixes} x {dropped, kept}."""
+    seen = np.isin(validation.session_ids, old_sessions)
+    kept = validation.take(np.flatnonzero(~seen))
+    counts = {"dropped_sessions": len(np.unique(validation.session_ids[seen])),
+              "kept_sessions": len(np.unique(kept.session_ids)),
+              "dropped_prefixes": int(seen.sum()), "kept_prefixes": len(kept)}
+    return kept, counts
+
+
+def validation_split(config: dict, splits: dict, resuming: bool) -> dict:
+    """The train hook before fit, in a warm-started run: `splits` with the validation that
+    early stopping sees (`--warm_validation`, see the module docstring; read into memory when
+    streamed). Prints the counts. WarmStartError when the old data is gone or no session is
+    left; a run not yet trained (not `resuming`) then has its folder cleared."""
+    from narm_tf import data, distribute
+
+    if config["warm_validation"] == "all":
+        return splits
+    old_dir = config["warm_start_from"]
+    try:
+        if distribute.is_multi_worker():
+            raise WarmStartError("--warm_validation=unseen: multi-worker training streams "
+                                 "unfiltered validation shards; pass --warm_validation=all")
+        validation = splits["validation"]
+        if validation is None:  # --input=stream: the validation split alone, in memory
+            validation = data.load_split(config["dataset"], "validation", config["data_dir"])
+        kept, counts = unseen_validation(validation, old_train_sessions(old_dir))
+        print(f"Warm validation (--warm_validation=unseen): dropped "
+              f"{counts['dropped_sessions']} sessions ({counts['dropped_prefixes']} prefixes) "
+              f"the old run trained on; kept {counts['kept_sessions']} sessions "
+              f"({counts['kept_prefixes']} prefixes)", flush=True)
+        if not len(kept):
+            raise WarmStartError(f"--warm_validation=unseen: every validation session of "
+                                 f"{config['dataset']} is in the train split of "
+                                 f"--warm_start_from={old_dir}: none is left to stop on; "
+                                 "pass --warm_validation=all")
+    except WarmStartError:
+        if not resuming:
+            run_dir.clear(config["model_dir"])
+        raise
+    return {**splits, "validation": kept}

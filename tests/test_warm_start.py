@@ -170,6 +170,19 @@ def test_warm_start_is_part_of_the_run_identity(runs):
     assert run_dir.differences(before, {**config, "warm_start_from": ""}) == {}
 
 
+def test_warm_validation_is_identity_but_may_differ_from_the_old_run(runs):
+    from narm_tf import run_dir, warm_start
+
+    config = run_dir.read_json(runs["warm"], run_dir.CONFIG)
+    assert config["warm_validation"] == "unseen"
+    assert run_dir.differences(config, {**config, "warm_validation": "all"}) == {
+        "warm_validation": ("unseen", "all")}
+    before = {key: value for key, value in config.items() if key != "warm_validation"}
+    assert run_dir.differences(before, config) == {}  # older config.json: unseen
+    old = run_dir.read_json(runs["old"], run_dir.CONFIG)
+    assert warm_start.architecture_differences(old, {**config, "warm_validation": "all"}) == {}
+
+
 def test_other_architecture_flags_fail_naming_them_and_leave_no_run(runs, tmp_path):
     from narm_tf import run_dir, warm_start
 
@@ -190,6 +203,87 @@ def test_an_unfinished_source_is_refused(runs, tmp_path):
     with pytest.raises(warm_start.WarmStartError, match="holds no config.json"):
         train_run(runs["data_dir"], tmp_path / "run", WINDOW_2, epochs=1,
                   warm_start_from=str(tmp_path / "nothing"))
+
+
+def test_unseen_validation_drops_sessions_the_old_run_trained_on():
+    """6 validation prefixes of sessions 5, 5, 7, 9, 9, 9; the old run trained on 1, 5, 9:
+    session 7 (1 prefix) is kept, sessions 5 and 9 (5 prefixes) dropped."""
+    from narm_tf import warm_start
+    from narm_tf.preprocessing import Prefixes
+
+    validation = Prefixes(np.arange(6 * 19, dtype=np.int32).reshape(6, 19),
+                          np.array([11, 12, 13, 14, 15, 16]), np.array([1, 2, 1, 1, 2, 3]),
+                          np.array([5, 5, 7, 9, 9, 9]))
+    kept, counts = warm_start.unseen_validation(validation, np.array([1, 5, 9]))
+    assert counts == {"dropped_sessions": 2, "kept_sessions": 1, "dropped_prefixes": 5,
+                      "kept_prefixes": 1}
+    assert kept.session_ids.tolist() == [7] and kept.labels.tolist() == [13]
+    np.testing.assert_array_equal(kept.prefixes[0], np.arange(38, 57))
+
+
+def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, capsys):
+    """Window 2's validation shares sessions with window 1's train split (the two draws
+    differ): the warm run's early stopping saw only the others, and best.json's score is its
+    best model's Recall@20 on them."""
+    import keras
+
+    from narm_tf import data, evaluate, run_dir, train, warm_start
+
+    old_sessions = set(data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids.tolist())
+    validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
+    unseen = [s not in old_sessions for s in validation.session_ids.tolist()]
+    expected_sessions = {s for s, u in zip(validation.session_ids.tolist(), unseen,
+                                                   strict=True) if u}
+    dropped_sessions = set(validation.session_ids.tolist()) - expected_sessions
+    assert expected_sessions and dropped_sessions  # the windows do overlap
+
+    config = run_dir.read_json(runs["warm"], run_dir.CONFIG)
+    splits = {"train": None, "validation": validation, "test": None}
+    kept = warm_start.validation_split(config, splits, resuming=True)["validation"]
+    assert set(kept.session_ids.tolist()) == expected_sessions
+    assert not set(kept.session_ids.tolist()) & old_sessions
+    assert len(kept) == sum(unseen)
+    printed = capsys.readouterr().out
+    assert (f"dropped {len(dropped_sessions)} sessions ({len(unseen) - sum(unseen)} prefixes)"
+            f" the old run trained on; kept {len(expected_sessions)} sessions ({sum(unseen)} "
+            "prefixes)") in printed
+    assert warm_start.validation_split({**config, "warm_validation": "all"}, splits,
+                                       resuming=True) is splits
+
+    best = keras.models.load_model(run_dir.path(runs["warm"], run_dir.BEST_MODEL))
+    recorded = run_dir.read_json(runs["warm"], run_dir.BEST_RECORD)[run_dir.MONITOR]
+    assert abs(evaluate.evaluate_model(best, kept, k=train.K).recall - recorded) < 1e-3
+
+
+def test_unreadable_old_data_fails_naming_it_and_leaves_no_run(runs, tmp_path):
+    """The old run's dataset moved away: the warm run names it and --warm_validation."""
+    import shutil
+
+    from narm_tf import run_dir, warm_start
+
+    old = tmp_path / "old"
+    shutil.copytree(runs["old"], old)
+    config = run_dir.read_json(str(old), run_dir.CONFIG)
+    run_dir.write_json(str(old / run_dir.CONFIG), {**config, "data_dir": str(tmp_path / "gone")})
+    with pytest.raises(warm_start.WarmStartError) as raised:
+        train_run(runs["data_dir"], tmp_path / "run", WINDOW_2, epochs=1,
+                  warm_start_from=str(old))
+    message = str(raised.value)
+    assert f"{WINDOW_1} in {tmp_path / 'gone'}" in message
+    assert "--warm_validation=all" in message
+    assert run_dir.read_json(str(tmp_path / "run"), run_dir.CONFIG) is None
+
+
+def test_no_unseen_validation_session_left_fails(runs, tmp_path):
+    from narm_tf import data, run_dir, warm_start
+
+    old_sessions = data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids
+    validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
+    seen = validation.take(np.flatnonzero(np.isin(validation.session_ids, old_sessions)))
+    config = {**run_dir.read_json(runs["warm"], run_dir.CONFIG), "model_dir": str(tmp_path)}
+    with pytest.raises(warm_start.WarmStartError, match="none is left to stop on; pass "
+                                                        "--warm_validation=all"):
+        warm_start.validation_split(config, {"validation": seen}, resuming=False)
 
 
 def test_remap_items_along_the_last_axis():
