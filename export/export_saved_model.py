@@ -42,6 +42,11 @@ What happens in the graph, in order (no Python, no custom ops):
    model read);
 4. a session with no known click gets the k most popular training items, scored by their share
    of training labels, and zero attention weights and shares.
+
+For catalogues of millions of items, `--scoring` changes step 3 (same signatures and outputs;
+`narm_tf.serving.reduced_precision`): `bfloat16` scores with a bfloat16 item table; `two_stage`
+picks `--candidates` items with a low-rank bfloat16 table (`--candidate_dims` principal
+dimensions) and returns the top k of their exact float32 scores.
 """
 
 from __future__ import annotations

@@ -138,4 +138,8 @@ def test_bad_settings_are_refused(trained, tmp_path):
     dense = build_narm(30, embedding_dim=4, hidden_units=4, decoder="dense")
     with pytest.raises(ValueError, match="--decoder=bilinear"):
         reduced_precision.make_inference(dense, "two_stage")
+    vocabulary, popularity = trained[1], trained[2]
+    with pytest.raises(ValueError, match="--candidates=10 is below --k=20"):
+        export_lib.export_model(model, vocabulary, popularity, str(tmp_path / "e"),
+                                scoring="two_stage", candidates=10)
     assert not os.listdir(tmp_path)

@@ -50,6 +50,9 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     vocabulary = np.asarray(vocabulary, np.int64)
     popularity = np.asarray(popularity)
     _check_vocabulary(vocabulary, popularity)
+    if scoring == "two_stage" and candidates < min(k, len(vocabulary)):
+        raise ValueError(f"--candidates={candidates} is below --k={k}: the top k are chosen "
+                         "among the candidates")
     inference = reduced_precision.make_inference(model, scoring, candidate_dims, candidates)
     return write_new_version(export_base, version, lambda temp_dir: _write_export(
         temp_dir, model, vocabulary, popularity, k, exclude_seen, max_len, inference))
