@@ -56,6 +56,7 @@ def build_narm(
     embedding_dropout: float = 0.25,
     representation_dropout: float = 0.5,
     repeat: bool = False,
+    repeat_explore: str = "all",
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
@@ -73,6 +74,8 @@ def build_narm(
         repeat: beyond the paper, RepeatNet's repeat/explore gate (`layers.RepeatExplore`): the
             scores become `log(p_r P_repeat + (1 - p_r) P_decoder)`, log-probabilities that
             also reach the session's own items through attention over its clicks.
+        repeat_explore: with `repeat`, what the explore mode recommends: `all` (the catalogue)
+            or `new` (only items not in the session, RepeatNet's).
     """
     _check_choice("variant", variant, VARIANTS)
     _check_choice("decoder", decoder, DECODERS)
@@ -109,12 +112,14 @@ def build_narm(
         scores = keras.layers.Dense(num_items + 1, name=DENSE_DECODER)(session)
         scores = PaddingScoreMask(name=output_name, dtype="float32")(scores)
     if repeat:
-        scores, _ = RepeatExplore(name=REPEAT_EXPLORE, dtype="float32")(
+        scores, _ = RepeatExplore(explore=repeat_explore, name=REPEAT_EXPLORE, dtype="float32")(
             scores, item_ids, hidden_states, session)
         scores = keras.layers.Identity(name=SCORES, dtype="float32")(scores)
     settings = {"variant": variant, "decoder": decoder, "attention": attention}
     if repeat:
         settings["repeat"] = True
+        if repeat_explore != "all":
+            settings["repeat_explore"] = repeat_explore
     name = f"narm_{variant}_{decoder}" + ("_repeat" if repeat else "")
     return NarmModel(item_ids, scores, name=name, narm=settings)
 

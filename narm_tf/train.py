@@ -121,6 +121,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     real("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
     boolean("repeat", False, "Beyond the paper: RepeatNet's repeat/explore gate over the "
             "session's own items (narm_tf.layers.RepeatExplore). Off = the paper.")
+    enum("repeat_explore", "all", ["all", "new"],
+         "With --repeat: what its explore mode recommends, the whole catalogue (all) or only "
+         "items not in the session (new, RepeatNet's).")
     # Training (paper section 4.3.2).
     flags.DEFINE_list("length_buckets", [],
                       "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
@@ -406,7 +409,8 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
             decoder=config["decoder"], attention=config["attention"],
             embedding_dropout=config["embedding_dropout"],
             representation_dropout=config["representation_dropout"],
-            repeat=config.get("repeat", False))
+            repeat=config.get("repeat", False),
+            repeat_explore=config.get("repeat_explore", "all"))
         narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K,
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
