@@ -318,7 +318,7 @@ EXPLORE_MODES = (EXPLORE_ALL, EXPLORE_NEW)
 
 
 def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
-                   explore=EXPLORE_ALL):
+                   explore=EXPLORE_ALL, explore_scale=1.0, repeat_scale=1.0):
     """RepeatNet's repeat/explore mixture (Ren et al., AAAI 2019), an extension beyond the paper:
     `log(p_r P_repeat + (1 - p_r) P_explore)`.
 
@@ -327,20 +327,23 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
     `P_explore = softmax(explore_scores)` over the catalogue (`explore="all"`), or over the
     items not in the session (`"new"`, RepeatNet's: then a session item's probability is
     `p_r P_repeat(i)` alone, and a session without clicks explores only, its `p_r` 0).
+    `explore_scale` and `repeat_scale` multiply the explore logits and the attention energies
+    (inverse temperatures, 1 = as trained; repeat_scale 0 = P_repeat by click counts), set by
+    `narm_tf.model.calibrate_repeat` on held-out data.
 
     Args:
         explore_scores: decoder logits `[batch, N + 1]`, column 0 at `PADDING_SCORE`.
         item_ids: `[batch, T]`, 0 = padding; hidden_states: `h_j` `[batch, T, H]`;
         session: `c_t` `[batch, C]`.
         weights: `(W [H, u], U [C, u], v [u, 1], w [C, 1], b [1])`.
-        explore: `EXPLORE_ALL` or `EXPLORE_NEW`.
+        explore: `EXPLORE_ALL` or `EXPLORE_NEW`; explore_scale, repeat_scale: scalars >= 0.
     Returns `(scores [batch, N + 1] log-probabilities, column 0 at about PADDING_SCORE,
     p_repeat [batch, 1])`.
     """
     _, _, _, gate_kernel, gate_bias = weights
-    explore_scores = tf.cast(explore_scores, tf.float32)
+    explore_scores = tf.cast(explore_scores, tf.float32) * explore_scale
     repeat, in_session = _repeat_distribution(explore_scores, item_ids, hidden_states, session,
-                                              weights)
+                                              weights, repeat_scale)
     gate_logit = tf.matmul(session, gate_kernel) + gate_bias                      # [b, 1]
     log_repeat = tf.math.log_sigmoid(gate_logit) + tf.math.log(repeat + REPEAT_FLOOR)
     if explore == EXPLORE_NEW:
@@ -356,7 +359,8 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
     return with_padding_score(scores), tf.sigmoid(gate_logit)
 
 
-def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weights):
+def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weights,
+                         repeat_scale=1.0):
     """`P_repeat` `[batch, N + 1]` (attention over the clicks, a repeated click summed) and
     which items the session holds `[batch, N + 1]` (bool, padding column False)."""
     w_h, u_c, v, _, _ = weights
@@ -368,6 +372,7 @@ def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weigh
     keys = tf.reshape(tf.matmul(tf.reshape(hidden_states, [-1, hidden]), w_h),
                       [-1, max_len, units])                                       # [b, T, u]
     energy = tf.squeeze(tf.matmul(tf.tanh(keys + tf.matmul(session, u_c)[:, None, :]), v), -1)
+    energy = energy * repeat_scale
     attention = tf.nn.softmax(tf.where(mask, energy, PADDING_SCORE), axis=-1)     # [b, T]
     attention = attention * tf.cast(mask, attention.dtype)
     rows = tf.broadcast_to(tf.range(tf.shape(item_ids)[0])[:, None], tf.shape(item_ids))
@@ -412,11 +417,26 @@ class RepeatExplore(keras.layers.Layer):
         self.gate_kernel = self.add_weight(shape=(context, 1), initializer="glorot_uniform",
                                            name="gate_kernel")
         self.gate_bias = self.add_weight(shape=(1,), initializer="zeros", name="gate_bias")
+        # Inverse temperatures, not trained: set on held-out data (model.calibrate_repeat).
+        self.explore_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                             name="explore_scale")
+        self.repeat_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                            name="repeat_scale")
 
     def call(self, explore_scores, item_ids, hidden_states, session):
         weights = (self.w_h, self.u_c, self.v, self.gate_kernel, self.gate_bias)
         return repeat_explore(explore_scores, item_ids, hidden_states,
-                              ops.cast(session, "float32"), weights, self.explore)
+                              ops.cast(session, "float32"), weights, self.explore,
+                              self.explore_scale, self.repeat_scale)
+
+    def load_own_variables(self, store):
+        """Also loads a layer saved before the scales existed (its 5 trained weights; the
+        scales stay 1: the model as it was)."""
+        if len(store.keys()) == len(self._trainable_variables):
+            for i, variable in enumerate(self._trainable_variables):
+                variable.assign(store[str(i)])
+            return
+        super().load_own_variables(store)
 
     def compute_mask(self, explore_scores, mask=None):
         return None

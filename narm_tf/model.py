@@ -272,3 +272,38 @@ def xla_supported(strategy=None) -> bool:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+# `calibrate_repeat`'s grid: inverse temperatures of the explore logits and of the repeat
+# attention's energies (0: P_repeat by click counts). 1, 1 is the model as trained.
+EXPLORE_SCALES = (1.0, 0.8, 0.67, 0.5, 0.33)
+REPEAT_SCALES = (1.0, 0.5, 0.25, 0.0)
+
+
+def calibrate_repeat(model: keras.Model, prefixes, labels, batch_size: int = 1024,
+                     explore_scales=EXPLORE_SCALES, repeat_scales=REPEAT_SCALES) -> dict:
+    """Temperature scaling (Guo et al., ICML 2017) of a compiled `repeat` model's two
+    distributions on held-out examples (prefixes `[n, T]`, labels `[n]`): sets the
+    `RepeatExplore` layer's `explore_scale` and `repeat_scale` to the grid point of least mean
+    cross-entropy (the first on ties) and returns it with its loss and metrics.
+
+    Why: the mixture ranks a session's items against new ones by `p_r P_repeat(i)` against
+    `(1 - p_r) P_explore(j)`, so an over-confident component (trained to fit the training
+    sessions) pushes the other's items down; a single softmax's ranking would not change.
+    """
+    layer = model.get_layer(REPEAT_EXPLORE)
+    if not model.compiled:
+        raise ValueError("calibrate_repeat needs a compiled model (compile_narm)")
+    best = None
+    for explore_scale in explore_scales:
+        for repeat_scale in repeat_scales:
+            layer.explore_scale.assign(explore_scale)
+            layer.repeat_scale.assign(repeat_scale)
+            measured = model.evaluate(prefixes, labels, batch_size=batch_size, verbose=0,
+                                      return_dict=True)
+            if best is None or measured["loss"] < best["loss"]:
+                best = {"explore_scale": explore_scale, "repeat_scale": repeat_scale,
+                        **{key: float(value) for key, value in measured.items()}}
+    layer.explore_scale.assign(best["explore_scale"])
+    layer.repeat_scale.assign(best["repeat_scale"])
+    return best

@@ -124,6 +124,10 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     enum("repeat_explore", "all", ["all", "new"],
          "With --repeat: what its explore mode recommends, the whole catalogue (all) or only "
          "items not in the session (new, RepeatNet's).")
+    boolean("repeat_calibrate", False,
+            "With --repeat: after training, fit its two inverse temperatures (explore logits, "
+            "repeat attention) on the validation split by cross-entropy "
+            "(narm_tf.model.calibrate_repeat) and save them into best.keras before the test.")
     # Training (paper section 4.3.2).
     flags.DEFINE_list("length_buckets", [],
                       "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
@@ -198,6 +202,9 @@ def check_config(config: dict) -> None:
     from narm_tf import sampled
 
     sampled.check_settings(config)  # --loss=sampled with settings it does not fit
+    for name, idle in (("repeat_explore", "all"), ("repeat_calibrate", False)):
+        if config.get(name, idle) != idle and not config.get("repeat"):
+            raise ValueError(f"--{name}={config[name]!r} needs --repeat")
 
 
 def configure_devices(num_cpu_devices: int) -> None:
@@ -501,6 +508,7 @@ def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: f
 
     model_dir = config["model_dir"]
     best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
+    calibration = calibrate(config, best, splits)
     counts = label_counts(config, splits, num_items)
     results = evaluate.evaluate_model(best, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
@@ -516,10 +524,34 @@ def report(config: dict, splits: dict, num_items: int, replicas: int, seconds: f
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+    if calibration:
+        metrics["repeat_calibration"] = calibration
     run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS), metrics)
     print(evaluate.format_summary("NARM", results))
     print(evaluate.format_summary("POP", popularity))
     return metrics
+
+
+def calibrate(config: dict, best, splits: dict) -> dict | None:
+    """With `--repeat_calibrate`: fits best.keras' repeat temperatures on the validation split
+    (`narm_tf.model.calibrate_repeat`) and saves them into it (atomically); returns the chosen
+    scales with their validation loss and metrics. Else None."""
+    if not config.get("repeat_calibrate"):
+        return None
+    from narm_tf import data
+    from narm_tf import model as narm_model
+
+    validation = splits["validation"]
+    if validation is None:  # streamed input
+        validation = data.load_split(config["dataset"], "validation", config["data_dir"])
+    result = narm_model.calibrate_repeat(best, validation.prefixes, validation.labels,
+                                         batch_size=validation_batch_size(config, best))
+    print(f"Repeat calibration on validation: {result}", flush=True)
+    target = run_dir.path(config["model_dir"], run_dir.BEST_MODEL)
+    tmp = run_dir.path(config["model_dir"], f".{run_dir.BEST_MODEL}.tmp.keras")
+    best.save(tmp)
+    os.replace(tmp, target)
+    return result
 
 
 def train(config: dict) -> dict:
