@@ -435,6 +435,8 @@ class RepeatExplore(keras.layers.Layer):
         if len(store.keys()) == len(self._trainable_variables):
             for i, variable in enumerate(self._trainable_variables):
                 variable.assign(store[str(i)])
+            self.explore_scale.assign(1.0)
+            self.repeat_scale.assign(1.0)
             return
         super().load_own_variables(store)
 
