@@ -275,9 +275,11 @@ def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
 
 
 # `calibrate_repeat`'s grid: inverse temperatures of the explore logits and of the repeat
-# attention's energies (0: P_repeat by click counts). 1, 1 is the model as trained.
+# attention's energies. 1, 1 is the model as trained. A repeat scale near 0 gives P_repeat by
+# click counts, its ties broken by the attention; 0 itself is left out: items clicked equally
+# often would tie exactly, and the rank rule counts ties against the target.
 EXPLORE_SCALES = (1.0, 0.8, 0.67, 0.5, 0.33)
-REPEAT_SCALES = (1.0, 0.5, 0.25, 0.0)
+REPEAT_SCALES = (1.0, 0.5, 0.25, 0.1, 0.03)
 
 
 def calibrate_repeat(model: keras.Model, prefixes, labels, batch_size: int = 1024,
