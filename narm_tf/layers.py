@@ -311,24 +311,59 @@ class NarmGRU(keras.layers.GRU):
 REPEAT_FLOOR = 1e-30
 
 
-def repeat_explore(explore_scores, item_ids, hidden_states, session, weights):
+# `RepeatExplore(explore=...)`: what the explore mode may recommend.
+EXPLORE_ALL = "all"  # the whole catalogue (the decoder's softmax as it stands)
+EXPLORE_NEW = "new"  # only items not in the session (RepeatNet's explore decoder)
+EXPLORE_MODES = (EXPLORE_ALL, EXPLORE_NEW)
+
+
+def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
+                   explore=EXPLORE_ALL, explore_scale=1.0, repeat_scale=1.0):
     """RepeatNet's repeat/explore mixture (Ren et al., AAAI 2019), an extension beyond the paper:
     `log(p_r P_repeat + (1 - p_r) P_explore)`.
 
-    `P_explore = softmax(explore_scores)` over the catalogue (the NARM decoder).
     `P_repeat(i) = sum_{j: x_j = i} softmax_j(v^T tanh(W h_j + U c_t))` over the session's
     clicks (a click repeated sums). `p_r = sigmoid(w^T c_t + b)`, the repeat gate.
+    `P_explore = softmax(explore_scores)` over the catalogue (`explore="all"`), or over the
+    items not in the session (`"new"`, RepeatNet's: then a session item's probability is
+    `p_r P_repeat(i)` alone, and a session without clicks explores only, its `p_r` 0).
+    `explore_scale` and `repeat_scale` multiply the explore logits and the attention energies
+    (inverse temperatures, 1 = as trained; repeat_scale 0 = P_repeat by click counts), set by
+    `narm_tf.model.calibrate_repeat` on held-out data.
 
     Args:
         explore_scores: decoder logits `[batch, N + 1]`, column 0 at `PADDING_SCORE`.
         item_ids: `[batch, T]`, 0 = padding; hidden_states: `h_j` `[batch, T, H]`;
         session: `c_t` `[batch, C]`.
         weights: `(W [H, u], U [C, u], v [u, 1], w [C, 1], b [1])`.
+        explore: `EXPLORE_ALL` or `EXPLORE_NEW`; explore_scale, repeat_scale: scalars >= 0.
     Returns `(scores [batch, N + 1] log-probabilities, column 0 at about PADDING_SCORE,
     p_repeat [batch, 1])`.
     """
-    w_h, u_c, v, gate_kernel, gate_bias = weights
-    explore_scores = tf.cast(explore_scores, tf.float32)
+    _, _, _, gate_kernel, gate_bias = weights
+    explore_scores = tf.cast(explore_scores, tf.float32) * explore_scale
+    repeat, in_session = _repeat_distribution(explore_scores, item_ids, hidden_states, session,
+                                              weights, repeat_scale)
+    gate_logit = tf.matmul(session, gate_kernel) + gate_bias                      # [b, 1]
+    log_repeat = tf.math.log_sigmoid(gate_logit) + tf.math.log(repeat + REPEAT_FLOOR)
+    if explore == EXPLORE_NEW:
+        has_clicks = tf.reduce_any(item_ids > 0, axis=-1, keepdims=True)          # [b, 1]
+        new_scores = tf.where(in_session, PADDING_SCORE, explore_scores)
+        log_explore = (tf.where(has_clicks, tf.math.log_sigmoid(-gate_logit), 0.0)
+                       + tf.nn.log_softmax(new_scores, axis=-1))
+        scores = tf.where(in_session, log_repeat, log_explore)
+        gate = tf.sigmoid(gate_logit) * tf.cast(has_clicks, tf.float32)
+        return with_padding_score(scores), gate
+    log_explore = tf.math.log_sigmoid(-gate_logit) + tf.nn.log_softmax(explore_scores, axis=-1)
+    scores = tf.reduce_logsumexp(tf.stack([log_repeat, log_explore]), axis=0)
+    return with_padding_score(scores), tf.sigmoid(gate_logit)
+
+
+def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weights,
+                         repeat_scale=1.0):
+    """`P_repeat` `[batch, N + 1]` (attention over the clicks, a repeated click summed) and
+    which items the session holds `[batch, N + 1]` (bool, padding column False)."""
+    w_h, u_c, v, _, _ = weights
     hidden, units = hidden_states.shape[-1], w_h.shape[-1]
     max_len = hidden_states.shape[1]
     if max_len is None:
@@ -337,17 +372,15 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights):
     keys = tf.reshape(tf.matmul(tf.reshape(hidden_states, [-1, hidden]), w_h),
                       [-1, max_len, units])                                       # [b, T, u]
     energy = tf.squeeze(tf.matmul(tf.tanh(keys + tf.matmul(session, u_c)[:, None, :]), v), -1)
+    energy = energy * repeat_scale
     attention = tf.nn.softmax(tf.where(mask, energy, PADDING_SCORE), axis=-1)     # [b, T]
     attention = attention * tf.cast(mask, attention.dtype)
     rows = tf.broadcast_to(tf.range(tf.shape(item_ids)[0])[:, None], tf.shape(item_ids))
-    indices = tf.stack([rows, tf.cast(item_ids, tf.int32)], axis=-1)              # [b, T, 2]
-    repeat = tf.tensor_scatter_nd_add(tf.zeros_like(explore_scores), tf.reshape(indices, [-1, 2]),
-                                      tf.reshape(attention, [-1]))                # [b, N + 1]
-    gate_logit = tf.matmul(session, gate_kernel) + gate_bias                      # [b, 1]
-    log_repeat = tf.math.log_sigmoid(gate_logit) + tf.math.log(repeat + REPEAT_FLOOR)
-    log_explore = tf.math.log_sigmoid(-gate_logit) + tf.nn.log_softmax(explore_scores, axis=-1)
-    scores = tf.reduce_logsumexp(tf.stack([log_repeat, log_explore]), axis=0)
-    return with_padding_score(scores), tf.sigmoid(gate_logit)
+    indices = tf.reshape(tf.stack([rows, tf.cast(item_ids, tf.int32)], axis=-1), [-1, 2])
+    zeros = tf.zeros_like(explore_scores)
+    repeat = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(attention, [-1]))
+    clicks = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(tf.cast(mask, zeros.dtype), [-1]))
+    return repeat, clicks > 0
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")
@@ -361,11 +394,16 @@ class RepeatExplore(keras.layers.Layer):
 
     Args:
         units: size of the repeat attention's latent space (default: H).
+        explore: what explore mode recommends: `"all"` the catalogue, `"new"` only items not in
+            the session (RepeatNet's).
     """
 
-    def __init__(self, units: int | None = None, **kwargs):
+    def __init__(self, units: int | None = None, explore: str = EXPLORE_ALL, **kwargs):
         super().__init__(**kwargs)
+        if explore not in EXPLORE_MODES:
+            raise ValueError(f"explore must be one of {EXPLORE_MODES}, got {explore!r}")
         self.units = units
+        self.explore = explore
 
     def build(self, explore_scores_shape, item_ids_shape=None, hidden_states_shape=None,
               session_shape=None):
@@ -379,11 +417,28 @@ class RepeatExplore(keras.layers.Layer):
         self.gate_kernel = self.add_weight(shape=(context, 1), initializer="glorot_uniform",
                                            name="gate_kernel")
         self.gate_bias = self.add_weight(shape=(1,), initializer="zeros", name="gate_bias")
+        # Inverse temperatures, not trained: set on held-out data (model.calibrate_repeat).
+        self.explore_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                             name="explore_scale")
+        self.repeat_scale = self.add_weight(shape=(), initializer="ones", trainable=False,
+                                            name="repeat_scale")
 
     def call(self, explore_scores, item_ids, hidden_states, session):
         weights = (self.w_h, self.u_c, self.v, self.gate_kernel, self.gate_bias)
         return repeat_explore(explore_scores, item_ids, hidden_states,
-                              ops.cast(session, "float32"), weights)
+                              ops.cast(session, "float32"), weights, self.explore,
+                              self.explore_scale, self.repeat_scale)
+
+    def load_own_variables(self, store):
+        """Also loads a layer saved before the scales existed (its 5 trained weights; the
+        scales stay 1: the model as it was)."""
+        if len(store.keys()) == len(self._trainable_variables):
+            for i, variable in enumerate(self._trainable_variables):
+                variable.assign(store[str(i)])
+            self.explore_scale.assign(1.0)
+            self.repeat_scale.assign(1.0)
+            return
+        super().load_own_variables(store)
 
     def compute_mask(self, explore_scores, mask=None):
         return None
@@ -397,4 +452,4 @@ class RepeatExplore(keras.layers.Layer):
                 keras.KerasTensor((explore_scores.shape[0], 1), dtype="float32"))
 
     def get_config(self):
-        return {**super().get_config(), "units": self.units}
+        return {**super().get_config(), "units": self.units, "explore": self.explore}

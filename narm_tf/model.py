@@ -56,6 +56,7 @@ def build_narm(
     embedding_dropout: float = 0.25,
     representation_dropout: float = 0.5,
     repeat: bool = False,
+    repeat_explore: str = "all",
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
@@ -73,6 +74,8 @@ def build_narm(
         repeat: beyond the paper, RepeatNet's repeat/explore gate (`layers.RepeatExplore`): the
             scores become `log(p_r P_repeat + (1 - p_r) P_decoder)`, log-probabilities that
             also reach the session's own items through attention over its clicks.
+        repeat_explore: with `repeat`, what the explore mode recommends: `all` (the catalogue)
+            or `new` (only items not in the session, RepeatNet's).
     """
     _check_choice("variant", variant, VARIANTS)
     _check_choice("decoder", decoder, DECODERS)
@@ -109,12 +112,14 @@ def build_narm(
         scores = keras.layers.Dense(num_items + 1, name=DENSE_DECODER)(session)
         scores = PaddingScoreMask(name=output_name, dtype="float32")(scores)
     if repeat:
-        scores, _ = RepeatExplore(name=REPEAT_EXPLORE, dtype="float32")(
+        scores, _ = RepeatExplore(explore=repeat_explore, name=REPEAT_EXPLORE, dtype="float32")(
             scores, item_ids, hidden_states, session)
         scores = keras.layers.Identity(name=SCORES, dtype="float32")(scores)
     settings = {"variant": variant, "decoder": decoder, "attention": attention}
     if repeat:
         settings["repeat"] = True
+        if repeat_explore != "all":
+            settings["repeat_explore"] = repeat_explore
     name = f"narm_{variant}_{decoder}" + ("_repeat" if repeat else "")
     return NarmModel(item_ids, scores, name=name, narm=settings)
 
@@ -267,3 +272,40 @@ def xla_supported(strategy=None) -> bool:
 def _check_choice(name: str, value: str, choices: tuple[str, ...]) -> None:
     if value not in choices:
         raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+
+
+# `calibrate_repeat`'s grid: inverse temperatures of the explore logits and of the repeat
+# attention's energies. 1, 1 is the model as trained. A repeat scale near 0 gives P_repeat by
+# click counts, its ties broken by the attention; 0 itself is left out: items clicked equally
+# often would tie exactly, and the rank rule counts ties against the target.
+EXPLORE_SCALES = (1.0, 0.8, 0.67, 0.5, 0.33)
+REPEAT_SCALES = (1.0, 0.5, 0.25, 0.1, 0.03)
+
+
+def calibrate_repeat(model: keras.Model, prefixes, labels, batch_size: int = 1024,
+                     explore_scales=EXPLORE_SCALES, repeat_scales=REPEAT_SCALES) -> dict:
+    """Temperature scaling (Guo et al., ICML 2017) of a compiled `repeat` model's two
+    distributions on held-out examples (prefixes `[n, T]`, labels `[n]`): sets the
+    `RepeatExplore` layer's `explore_scale` and `repeat_scale` to the grid point of least mean
+    cross-entropy (the first on ties) and returns it with its loss and metrics.
+
+    Why: the mixture ranks a session's items against new ones by `p_r P_repeat(i)` against
+    `(1 - p_r) P_explore(j)`, so an over-confident component (trained to fit the training
+    sessions) pushes the other's items down; a single softmax's ranking would not change.
+    """
+    layer = model.get_layer(REPEAT_EXPLORE)
+    if not model.compiled:
+        raise ValueError("calibrate_repeat needs a compiled model (compile_narm)")
+    best = None
+    for explore_scale in explore_scales:
+        for repeat_scale in repeat_scales:
+            layer.explore_scale.assign(explore_scale)
+            layer.repeat_scale.assign(repeat_scale)
+            measured = model.evaluate(prefixes, labels, batch_size=batch_size, verbose=0,
+                                      return_dict=True)
+            if best is None or measured["loss"] < best["loss"]:
+                best = {"explore_scale": explore_scale, "repeat_scale": repeat_scale,
+                        **{key: float(value) for key, value in measured.items()}}
+    layer.explore_scale.assign(best["explore_scale"])
+    layer.repeat_scale.assign(best["repeat_scale"])
+    return best

@@ -53,7 +53,8 @@ RESUMABLE_CHANGES = frozenset({
 # Flags added after runs were written: a config.json without one holds its default.
 ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off",
                        "repeat": False, "loss": "full", "num_negatives": 1024,
-                       "warm_validation": "unseen"}
+                       "warm_validation": "unseen", "repeat_explore": "all",
+                       "repeat_calibrate": False}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 

@@ -126,6 +126,13 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     real("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
     boolean("repeat", False, "Beyond the paper: RepeatNet's repeat/explore gate over the "
             "session's own items (narm_tf.layers.RepeatExplore). Off = the paper.")
+    enum("repeat_explore", "all", ["all", "new"],
+         "With --repeat: what its explore mode recommends, the whole catalogue (all) or only "
+         "items not in the session (new, RepeatNet's).")
+    boolean("repeat_calibrate", False,
+            "With --repeat: after training, fit its two inverse temperatures (explore logits, "
+            "repeat attention) on the validation split by cross-entropy "
+            "(narm_tf.model.calibrate_repeat) and save them into best.keras before the test.")
     # Training (paper section 4.3.2).
     flags.DEFINE_list("length_buckets", [],
                       "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
@@ -200,6 +207,9 @@ def check_config(config: dict) -> None:
     from narm_tf import sampled
 
     sampled.check_settings(config)  # --loss=sampled with settings it does not fit
+    for name, idle in (("repeat_explore", "all"), ("repeat_calibrate", False)):
+        if config.get(name, idle) != idle and not config.get("repeat"):
+            raise ValueError(f"--{name}={config[name]!r} needs --repeat")
 
 
 def configure_devices(num_cpu_devices: int) -> None:
@@ -400,7 +410,8 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
             decoder=config["decoder"], attention=config["attention"],
             embedding_dropout=config["embedding_dropout"],
             representation_dropout=config["representation_dropout"],
-            repeat=config.get("repeat", False))
+            repeat=config.get("repeat", False),
+            repeat_explore=config.get("repeat_explore", "all"))
         narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=K,
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
@@ -493,6 +504,7 @@ def report(config: dict, splits: dict, counts: np.ndarray, replicas: int, second
 
     model_dir = config["model_dir"]
     best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
+    calibration = calibrate(config, best, splits)
     results = evaluate.evaluate_model(best, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
     popularity = evaluate.evaluate_popularity(counts, splits["test"], k=K)
@@ -507,10 +519,34 @@ def report(config: dict, splits: dict, counts: np.ndarray, replicas: int, second
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
     }
+    if calibration:
+        metrics["repeat_calibration"] = calibration
     run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS), metrics)
     print(evaluate.format_summary("NARM", results))
     print(evaluate.format_summary("POP", popularity))
     return metrics
+
+
+def calibrate(config: dict, best, splits: dict) -> dict | None:
+    """With `--repeat_calibrate`: fits best.keras' repeat temperatures on the validation split
+    (`narm_tf.model.calibrate_repeat`) and saves them into it (atomically); returns the chosen
+    scales with their validation loss and metrics. Else None."""
+    if not config.get("repeat_calibrate"):
+        return None
+    from narm_tf import data
+    from narm_tf import model as narm_model
+
+    validation = splits["validation"]
+    if validation is None:  # streamed input
+        validation = data.load_split(config["dataset"], "validation", config["data_dir"])
+    result = narm_model.calibrate_repeat(best, validation.prefixes, validation.labels,
+                                         batch_size=validation_batch_size(config, best))
+    print(f"Repeat calibration on validation: {result}", flush=True)
+    target = run_dir.path(config["model_dir"], run_dir.BEST_MODEL)
+    tmp = run_dir.path(config["model_dir"], f".{run_dir.BEST_MODEL}.tmp.keras")
+    best.save(tmp)
+    os.replace(tmp, target)
+    return result
 
 
 def train(config: dict) -> dict:
@@ -552,7 +588,7 @@ def train(config: dict) -> dict:
         fit(config, model, fit_splits, resuming, strategy)
         metrics = {}
         if chief:
-            metrics = report(config, splits, popularity, strategy.num_replicas_in_sync,
+            metrics = report(config, fit_splits, popularity, strategy.num_replicas_in_sync,
                              time.time() - started)
             if config["export_base"]:
                 from narm_tf.serving import export_lib

@@ -85,6 +85,10 @@ def remap_items(old: np.ndarray, source: np.ndarray, axis: int,
     return np.moveaxis(new.astype(old.dtype), 0, axis)
 
 
+# `--repeat_calibrate`'s temperatures (narm_tf.layers.RepeatExplore): not carried over.
+CALIBRATION_WEIGHTS = ("explore_scale", "repeat_scale")
+
+
 def transfer_weights(old_model, new_model, source: np.ndarray, seed: int = 0) -> None:
     """Assigns `old_model`'s weights to `new_model`'s by path, item-indexed ones remapped
     through `source` (`source_indices`). WarmStartError names a weight without a match."""
@@ -93,6 +97,8 @@ def transfer_weights(old_model, new_model, source: np.ndarray, seed: int = 0) ->
     rng = np.random.default_rng(seed)
     old_weights = {weight.path: weight for weight in old_model.weights}
     for weight in new_model.weights:
+        if weight.path.split("/")[-1] in CALIBRATION_WEIGHTS:
+            continue  # fitted after training: the warm run trains at 1 and recalibrates
         old = old_weights.get(weight.path)
         if old is None:
             raise WarmStartError(f"the old model has no weight {weight.path}: it was built "

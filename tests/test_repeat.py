@@ -9,17 +9,23 @@ import numpy as np
 import pytest
 
 from narm_tf.layers import PADDING_SCORE, RepeatExplore
-from narm_tf.model import REPEAT_EXPLORE, build_narm, compile_narm
+from narm_tf.model import (
+    EXPLORE_SCALES,
+    REPEAT_EXPLORE,
+    REPEAT_SCALES,
+    build_narm,
+    compile_narm,
+)
 
 ITEM_IDS = np.array([[2, 4, 2, 0], [5, 0, 0, 0], [1, 3, 5, 3]], np.int32)  # right-padded
 NUM_ITEMS, HIDDEN, CONTEXT, UNITS = 5, 3, 4, 2
 
 
-def layer_with(weights):
-    """A built RepeatExplore with the given (W, U, v, w, b)."""
-    layer = RepeatExplore(units=UNITS)
+def layer_with(weights, explore="all", scales=(1.0, 1.0)):
+    """A built RepeatExplore with the given (W, U, v, w, b) and (explore, repeat) scales."""
+    layer = RepeatExplore(units=UNITS, explore=explore)
     layer.build((None, NUM_ITEMS + 1), (None, 4), (None, 4, HIDDEN), (None, CONTEXT))
-    layer.set_weights([np.asarray(w, np.float32) for w in weights])
+    layer.set_weights([np.asarray(w, np.float32) for w in [*weights, *scales]])
     return layer
 
 
@@ -31,35 +37,44 @@ def inputs(rng):
     return explore, hidden, session
 
 
-def numpy_reference(explore, item_ids, hidden, session, weights):
-    """log(g P_repeat + (1 - g) P_explore) in float64, one row at a time; column 0 dropped."""
+def numpy_reference(explore, item_ids, hidden, session, weights, mode="all", scales=(1.0, 1.0)):
+    """log(g P_repeat + (1 - g) P_explore) in float64, one row at a time; column 0 dropped.
+    `mode="new"`: P_explore is the softmax over the items not in the row's clicks. `scales`
+    multiply the explore logits and the attention energies."""
     w_h, u_c, v, gate_kernel, gate_bias = (np.asarray(w, np.float64) for w in weights)
+    explore_scale, repeat_scale = scales
     out, gates = [], []
     for row in range(len(item_ids)):
         clicks = item_ids[row][item_ids[row] > 0]
-        energy = np.array([np.tanh(hidden[row, j] @ w_h + session[row] @ u_c) @ v[:, 0]
-                           for j in range(len(clicks))])
+        energy = repeat_scale * np.array([np.tanh(hidden[row, j] @ w_h + session[row] @ u_c)
+                                          @ v[:, 0] for j in range(len(clicks))])
         attention = np.exp(energy - energy.max())
         attention /= attention.sum()
         repeat = np.zeros(NUM_ITEMS + 1)
         for item, weight in zip(clicks, attention, strict=True):
             repeat[item] += weight
         gate = 1 / (1 + np.exp(-(session[row] @ gate_kernel[:, 0] + gate_bias[0])))
-        logits = explore[row, 1:].astype(np.float64)
-        explore_p = np.exp(logits - logits.max())
+        logits = explore_scale * explore[row, 1:].astype(np.float64)
+        allowed = np.ones(NUM_ITEMS, bool)
+        if mode == "new":
+            allowed[clicks - 1] = False
+        explore_p = np.where(allowed, np.exp(logits - logits.max()), 0.0)
         explore_p /= explore_p.sum()
         out.append(np.log(gate * repeat[1:] + (1 - gate) * explore_p))
         gates.append(gate)
     return np.array(out), np.array(gates)
 
 
-def test_scores_match_numpy_reference():
+@pytest.mark.parametrize("mode,scales", [("all", (1.0, 1.0)), ("new", (1.0, 1.0)),
+                                         ("all", (0.5, 0.25)), ("new", (0.67, 0.0))])
+def test_scores_match_numpy_reference(mode, scales):
     rng = np.random.default_rng(0)
     explore, hidden, session = inputs(rng)
     weights = [rng.normal(size=s) for s in ((HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1),
                                             (CONTEXT, 1), (1,))]
-    scores, gate = layer_with(weights)(explore, ITEM_IDS, hidden, session)
-    expected, expected_gate = numpy_reference(explore, ITEM_IDS, hidden, session, weights)
+    scores, gate = layer_with(weights, mode, scales)(explore, ITEM_IDS, hidden, session)
+    expected, expected_gate = numpy_reference(explore, ITEM_IDS, hidden, session, weights, mode,
+                                              scales)
     np.testing.assert_allclose(scores.numpy()[:, 1:], expected, rtol=1e-5, atol=1e-5)
     np.testing.assert_allclose(gate.numpy()[:, 0], expected_gate, rtol=1e-6)
     assert (scores.numpy()[:, 0] < PADDING_SCORE / 2).all()  # padding never scores
@@ -87,13 +102,109 @@ def test_hand_computed_repeat_and_explore_extremes():
     np.testing.assert_allclose(scores.numpy()[:, 1:], np.log(0.2), rtol=1e-5)
 
 
-def test_gate_is_a_probability_for_any_session():
+def test_hand_computed_explore_new_only():
+    """`explore="new"` (RepeatNet's): zero weights, gate 1/2. Row [2, 4, 2]: repeat gives item 2
+    1/2 * 2/3 and item 4 1/2 * 1/3; explore splits 1/2 over items 1, 3, 5. Row [5]: item 5 1/2,
+    the other four 1/8 each. A row without clicks only explores: gate 0, 1/5 each."""
+    rng = np.random.default_rng(1)
+    _, hidden, session = inputs(rng)
+    explore = np.zeros((3, NUM_ITEMS + 1), np.float32)
+    explore[:, 0] = PADDING_SCORE
+    item_ids = np.array([[2, 4, 2, 0], [5, 0, 0, 0], [0, 0, 0, 0]], np.int32)
+    zeros = [np.zeros((HIDDEN, UNITS)), np.zeros((CONTEXT, UNITS)), np.zeros((UNITS, 1)),
+             np.zeros((CONTEXT, 1)), np.zeros(1)]
+    scores, gate = layer_with(zeros, "new")(explore, item_ids, hidden, session)
+    np.testing.assert_allclose(gate.numpy()[:, 0], [0.5, 0.5, 0.0])
+    np.testing.assert_allclose(np.exp(scores.numpy()[:, 1:]),
+                               [[1 / 6, 1 / 3, 1 / 6, 1 / 6, 1 / 6],
+                                [1 / 8, 1 / 8, 1 / 8, 1 / 8, 1 / 2],
+                                [1 / 5, 1 / 5, 1 / 5, 1 / 5, 1 / 5]], rtol=1e-5)
+    assert (scores.numpy()[:, 0] < PADDING_SCORE / 2).all()
+    # A session item gets nothing from explore however high its logit: gate bias -40.
+    explore[0, 2] = 30.0
+    scores, _ = layer_with(zeros[:4] + [np.array([-40.0])], "new")(explore, item_ids, hidden,
+                                                                     session)
+    assert np.exp(scores.numpy()[0, 2]) < 1e-12
+    np.testing.assert_allclose(np.exp(scores.numpy()[0, [1, 3, 5]]), 1 / 3, rtol=1e-5)
+
+
+def test_hand_computed_scales():
+    """repeat_scale 0: attention uniform over the clicks whatever its weights, so row [2, 4, 2]
+    repeats item 2 with 2/3 and item 4 with 1/3 (gate bias +40). explore_scale 1/2 on logits
+    (0, 2 ln 2, 0, 0, 0) gives (0, ln 2, 0, 0, 0): item 2 2/6, the others 1/6 (bias -40)."""
+    rng = np.random.default_rng(4)
+    _, hidden, session = inputs(rng)
+    explore = np.zeros((3, NUM_ITEMS + 1), np.float32)
+    explore[:, 0] = PADDING_SCORE
+    explore[:, 2] = 2 * np.log(2.0)
+    weights = [rng.normal(size=s) for s in ((HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1))]
+    gate = [np.zeros((CONTEXT, 1))]
+    scores, _ = layer_with(weights + gate + [np.array([40.0])], "all", (1.0, 0.0))(
+        explore, ITEM_IDS, hidden, session)
+    np.testing.assert_allclose(np.exp(scores.numpy()[0, 1:]), [0, 2 / 3, 0, 1 / 3, 0], atol=1e-6)
+    scores, _ = layer_with(weights + gate + [np.array([-40.0])], "all", (0.5, 1.0))(
+        explore, ITEM_IDS, hidden, session)
+    np.testing.assert_allclose(np.exp(scores.numpy()[:, 1:]),
+                               np.tile([1 / 6, 2 / 6, 1 / 6, 1 / 6, 1 / 6], (3, 1)), rtol=1e-5)
+
+
+def test_layer_saved_without_scales_loads_with_scales_one():
+    """A `.keras` file written before the scales existed holds the 5 trained weights only."""
+    rng = np.random.default_rng(5)
+    weights = [rng.normal(size=s).astype(np.float32) for s in (
+        (HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1), (CONTEXT, 1), (1,))]
+    layer = layer_with([np.zeros_like(w) for w in weights], "all", (0.5, 0.5))
+    layer.load_own_variables({str(i): w for i, w in enumerate(weights)})
+    for got, want in zip(layer.get_weights(), [*weights, 1.0, 1.0], strict=True):
+        np.testing.assert_array_equal(got, want)
+
+
+def test_calibrate_repeat_sets_the_least_loss_grid_point_and_saves_it(tmp_path):
+    from narm_tf.model import calibrate_repeat
+
+    keras.utils.set_random_seed(6)
+    model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new"))
+    rng = np.random.default_rng(6)
+    x = rng.integers(1, 31, (512, 6)).astype(np.int32)
+    model.fit(x, x[:, 0], batch_size=64, epochs=2, verbose=0)
+    held_x, held_y = x[:128], np.where(np.arange(128) % 2 == 0, x[:128, 0], x[:128, 5])
+    layer = model.get_layer(REPEAT_EXPLORE)
+    losses = {}
+    for explore_scale in (1.0, 0.5):
+        for repeat_scale in (1.0, 0.0):
+            layer.explore_scale.assign(explore_scale)
+            layer.repeat_scale.assign(repeat_scale)
+            losses[explore_scale, repeat_scale] = model.evaluate(held_x, held_y, verbose=0)[0]
+    chosen = calibrate_repeat(model, held_x, held_y, explore_scales=(1.0, 0.5),
+                              repeat_scales=(1.0, 0.0))
+    least = min(losses, key=losses.get)
+    assert (chosen["explore_scale"], chosen["repeat_scale"]) == least
+    assert chosen["loss"] == pytest.approx(losses[least], rel=1e-5)
+    assert (float(layer.explore_scale.numpy()), float(layer.repeat_scale.numpy())) == least
+    model.save(tmp_path / "m.keras")
+    loaded = keras.models.load_model(tmp_path / "m.keras").get_layer(REPEAT_EXPLORE)
+    assert (float(loaded.explore_scale.numpy()), float(loaded.repeat_scale.numpy())) == least
+    # Only trained weights are trainable: fit never moves the scales.
+    assert len(layer.trainable_weights) == 5 and len(layer.non_trainable_weights) == 2
+    with pytest.raises(ValueError, match="compiled"):
+        calibrate_repeat(build_narm(30, 8, 12, repeat=True), held_x, held_y)
+
+
+def test_explore_mode_is_checked_and_saved():
+    with pytest.raises(ValueError, match="explore must be one of .* got 'old'"):
+        RepeatExplore(explore="old")
+    layer = RepeatExplore.from_config(RepeatExplore(units=2, explore="new").get_config())
+    assert layer.explore == "new" and RepeatExplore().explore == "all"
+
+
+@pytest.mark.parametrize("mode", ["all", "new"])
+def test_gate_is_a_probability_for_any_session(mode):
     rng = np.random.default_rng(2)
     explore, hidden, _ = inputs(rng)
     session = rng.normal(scale=100.0, size=(3, CONTEXT)).astype(np.float32)  # saturating
     weights = [rng.normal(size=s) for s in ((HIDDEN, UNITS), (CONTEXT, UNITS), (UNITS, 1),
                                             (CONTEXT, 1), (1,))]
-    scores, gate = layer_with(weights)(explore, ITEM_IDS, hidden, session)
+    scores, gate = layer_with(weights, mode)(explore, ITEM_IDS, hidden, session)
     assert ((gate.numpy() >= 0) & (gate.numpy() <= 1)).all()
     assert np.isfinite(scores.numpy()).all()
 
@@ -116,8 +227,8 @@ def test_repeat_model_trains_saves_and_reloads(tmp_path):
 
 
 def test_train_with_repeat_flag(tmp_path):
-    """`--repeat` through `train.train`: a real build and fit; `repeat` is part of the run's
-    identity (a run with it cannot be resumed without it)."""
+    """`--repeat --repeat_explore=new` through `train.train`: a real build and fit; `repeat` is
+    part of the run's identity (a run with it cannot be resumed without it)."""
     from narm_tf import data, run_dir, synthetic, train
 
     manual = tmp_path / "manual"
@@ -129,19 +240,33 @@ def test_train_with_repeat_flag(tmp_path):
     config = train.default_config(
         dataset="yoochoose/yoochoose_full", data_dir=str(tmp_path / "tfds"),
         model_dir=str(tmp_path / "run"), batch_size=64, embedding_dim=16, hidden_units=16,
-        eval_batch_size=256, epochs=2, repeat=True)
+        eval_batch_size=256, epochs=2, repeat=True, repeat_explore="new", repeat_calibrate=True)
     assert train.default_config()["repeat"] is False
+    assert train.default_config()["repeat_explore"] == "all"
+    assert train.default_config()["repeat_calibrate"] is False
+    for name, value in (("repeat_explore", "new"), ("repeat_calibrate", True)):
+        with pytest.raises(ValueError, match=f"--{name}={value!r} needs --repeat"):
+            train.check_config({**train.default_config(), name: value})
     metrics = train.train(config)
     assert metrics["test"]["recall@20"] > metrics["popularity_baseline"]["recall@20"]
     with open(tmp_path / "run" / "config.json") as f:
-        assert json.load(f)["repeat"] is True
+        saved = json.load(f)
+    assert saved["repeat"] is True and saved["repeat_explore"] == "new"
     model = keras.models.load_model(tmp_path / "run" / "best.keras")
-    assert model.get_layer(REPEAT_EXPLORE) is not None
+    layer = model.get_layer(REPEAT_EXPLORE)
+    assert layer.explore == "new"
+    calibration = metrics["repeat_calibration"]  # fitted on validation, saved into best.keras
+    assert calibration["explore_scale"] in EXPLORE_SCALES
+    assert calibration["repeat_scale"] in REPEAT_SCALES
+    assert float(layer.explore_scale.numpy()) == pytest.approx(calibration["explore_scale"])
+    assert float(layer.repeat_scale.numpy()) == pytest.approx(calibration["repeat_scale"])
     with pytest.raises(run_dir.RunFolderError, match="--repeat: True there, False now"):
-        train.train({**config, "repeat": False})
+        train.train({**config, "repeat": False, "repeat_explore": "all",
+                     "repeat_calibrate": False})
 
 
-def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
+@pytest.mark.parametrize("mode", ["all", "new"])
+def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path, mode):
     """Exported and run in a fresh process by the TF1 loader (as TF Serving): the top-k equals
     the Keras model's, for known, unknown, empty, padded and over-long sessions."""
     from test_export import MAX_LEN, encode, reference, serve_in_fresh_process, session_rows
@@ -151,7 +276,9 @@ def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
 
     keras.utils.set_random_seed(7)
     num_items = 60
-    model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True))
+    model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True,
+                                    repeat_explore=mode))
+    assert model.get_layer(REPEAT_EXPLORE).explore == mode
     rng = np.random.default_rng(0)
     x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
     model.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)

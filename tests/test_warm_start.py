@@ -299,3 +299,20 @@ def test_remap_items_along_the_last_axis():
     # new column: mean (2, 20) + 0.1 * std (1, 10) * noise
     assert abs(new[0, 2] - 2) <= 0.5 and abs(new[1, 2] - 20) <= 5
     assert new[0, 2] != 2 and new[1, 2] != 20
+
+
+def test_repeat_weights_carry_over_but_calibrated_temperatures_restart_at_one():
+    import keras
+
+    from narm_tf import warm_start
+    from narm_tf.model import REPEAT_EXPLORE, build_narm
+
+    keras.utils.set_random_seed(0)
+    old = build_narm(5, embedding_dim=4, hidden_units=4, repeat=True, repeat_explore="new")
+    new = build_narm(6, embedding_dim=4, hidden_units=4, repeat=True, repeat_explore="new")
+    old_layer, new_layer = old.get_layer(REPEAT_EXPLORE), new.get_layer(REPEAT_EXPLORE)
+    old_layer.explore_scale.assign(0.67)  # as --repeat_calibrate leaves them
+    old_layer.repeat_scale.assign(0.03)
+    warm_start.transfer_weights(old, new, np.array([0, 1, 2, 3, 4, 5, -1]))
+    assert float(new_layer.explore_scale) == 1.0 and float(new_layer.repeat_scale) == 1.0
+    np.testing.assert_array_equal(new_layer.w_h.numpy(), old_layer.w_h.numpy())
