@@ -43,7 +43,10 @@ flags.DEFINE_string("tuned_flagfile", "",
                     "batch size) for every seed.")
 flags.DEFINE_boolean("repeat_row", False,
                      "Add a 'NARM (repeat-aware)' row to Table 3: the paper's settings with "
-                     "`--repeat` (an extension beyond the paper), trained for every seed.")
+                     "`--repeat --repeat_explore=new --repeat_calibrate` (an extension beyond "
+                     "the paper; the variant validation chose on repeat_shop), every seed.")
+# The repeat-aware row's flags (narm_tf/configs/repeat_shop.cfg's).
+REPEAT_FLAGS = ["--repeat", "--repeat_explore=new", "--repeat_calibrate"]
 flags.DEFINE_enum("reference", "none", ["none", "yoochoose_sample"],
                   "Extra reference figures to print beside the measured ones.")
 
@@ -179,7 +182,7 @@ def train_command(run: ModelRun, model_dir: str) -> list[str]:
         settings = [f"--variant={run.variant}", f"--decoder={run.decoder}",
                     f"--hidden_units={run.hidden_units}", f"--epochs={FLAGS.epochs}",
                     f"--patience={FLAGS.patience}", f"--batch_size={FLAGS.batch_size}"]
-        settings += ["--repeat"] if run.repeat else []
+        settings += REPEAT_FLAGS if run.repeat else []
     return [sys.executable, "-m", "narm_tf.train", *settings, *where]
 
 

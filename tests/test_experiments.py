@@ -113,7 +113,8 @@ def test_repeat_rows_train_with_repeat_and_get_their_own_table3_row():
     assert [run.name for run in repeat] == ["repeat_seed0", "repeat_seed1"]
     with flagsaver.flagsaver(epochs=40):
         flags.FLAGS.mark_as_parsed()
-        assert "--repeat" in experiments.train_command(repeat[0], "/out/runs/repeat_seed0")
+        command = experiments.train_command(repeat[0], "/out/runs/repeat_seed0")
+        assert {"--repeat", "--repeat_explore=new", "--repeat_calibrate"} <= set(command)
         assert "--repeat" not in experiments.train_command(runs[0], "/out/runs/narm_seed0")
     figures = {"recall": 10.0, "mrr": 5.0}
     results = {f"baseline_{key}": dict(figures) for key in experiments.BASELINE_NAMES}
