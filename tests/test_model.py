@@ -175,8 +175,9 @@ def test_fit_reports_training_batch_metrics_only_when_asked():
     histories, models = {}, {}
     for train_metrics in (False, True):
         keras.utils.set_random_seed(0)
+        # Without XLA (a compile per model costs ~20 s here): the property is the same.
         model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL),
-                             train_metrics=train_metrics)
+                             train_metrics=train_metrics, jit_compile=False)
         histories[train_metrics] = model.fit(ids, targets, validation_data=(ids, targets),
                                              epochs=2, verbose=0).history
         models[train_metrics] = model
@@ -209,7 +210,8 @@ def test_steps_per_execution_changes_nothing_but_speed():
     histories = {}
     for steps in (1, 3, 16):  # 10 batches an epoch: 16 > 10, and 3 does not divide it
         keras.utils.set_random_seed(0)
-        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), steps_per_execution=steps)
+        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, **SMALL), steps_per_execution=steps,
+                             jit_compile=False)  # no XLA compile per model: same property
         histories[steps] = model.fit(ids, targets, batch_size=4, epochs=2, shuffle=False,
                                      validation_data=(ids, targets), verbose=0).history
     for steps in (3, 16):
