@@ -17,7 +17,10 @@ import pytest
 from conftest import ROOT
 
 DATASET = "yoochoose/yoochoose_full"
-SMALL = ("--batch_size=64", "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256")
+# Without XLA (its compile costs ~15 s a run here) except where a test says otherwise: the
+# properties tested do not depend on it; test_model and the demo run the XLA path.
+SMALL = ("--batch_size=64", "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256",
+         "--jit_compile=off")
 
 
 @pytest.fixture
@@ -28,7 +31,8 @@ def data_dir(synthetic_data_dir):
 def _config(data_dir, model_dir, **overrides):
     from narm_tf import train
 
-    small = {"batch_size": 64, "embedding_dim": 16, "hidden_units": 16, "eval_batch_size": 256}
+    small = {"batch_size": 64, "embedding_dim": 16, "hidden_units": 16, "eval_batch_size": 256,
+             "jit_compile": "off"}
     return train.default_config(**{"dataset": DATASET, "data_dir": data_dir,
                                    "model_dir": str(model_dir), **small, **overrides})
 
@@ -58,7 +62,7 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
     from narm_tf import data, evaluate
 
     model_dir = tmp_path / "run"
-    out = _run(_train_command(data_dir, model_dir, "--epochs=4"))
+    out = _run(_train_command(data_dir, model_dir, "--epochs=4", "--jit_compile=auto"))  # XLA
     metrics, config = _json(model_dir, "metrics.json"), _json(model_dir, "config.json")
     test = data.load_split(DATASET, "test", data_dir)
     assert metrics["test"]["count"] == metrics["popularity_baseline"]["count"] == len(test)
@@ -79,7 +83,8 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
     assert "19+" in evaluate.format_by_length(table)
 
     # The same command again: a finished run is never silently replaced.
-    refused = _run(_train_command(data_dir, model_dir, "--epochs=4"), returncode=2)
+    refused = _run(_train_command(data_dir, model_dir, "--epochs=4", "--jit_compile=auto"),
+                   returncode=2)
     assert "finished run" in refused and "--overwrite" in refused
     assert _json(model_dir, "metrics.json") == metrics
 
