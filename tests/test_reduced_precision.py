@@ -25,7 +25,8 @@ def trained():
     the structure of a trained one."""
     train, test = synthetic_scale.make_splits(NUM_ITEMS, 3000, 200, seed=0)
     keras.utils.set_random_seed(0)
-    model = compile_narm(build_narm(NUM_ITEMS, embedding_dim=DIM, hidden_units=DIM))
+    model = compile_narm(build_narm(NUM_ITEMS, embedding_dim=DIM, hidden_units=DIM),
+                         jit_compile=False)
     model.fit(data.make_dataset(train, 256, shuffle=True, seed=0), epochs=1, verbose=0)
     vocabulary = 10**9 + 7 * np.arange(NUM_ITEMS, dtype=np.int64)
     popularity = np.bincount(train.labels, minlength=NUM_ITEMS + 1)[1:]

@@ -240,7 +240,8 @@ def test_train_with_repeat_flag(tmp_path):
     config = train.default_config(
         dataset="yoochoose/yoochoose_full", data_dir=str(tmp_path / "tfds"),
         model_dir=str(tmp_path / "run"), batch_size=64, embedding_dim=16, hidden_units=16,
-        eval_batch_size=256, epochs=2, repeat=True, repeat_explore="new", repeat_calibrate=True)
+        eval_batch_size=256, epochs=2, repeat=True, repeat_explore="new", repeat_calibrate=True,
+        jit_compile="off")
     assert train.default_config()["repeat"] is False
     assert train.default_config()["repeat_explore"] == "all"
     assert train.default_config()["repeat_calibrate"] is False

@@ -12,7 +12,7 @@ WINDOW_1 = "yoochoose/to_0404"  # clicks up to 2014-04-04 (UTC), test day 04-04
 WINDOW_2 = "yoochoose/yoochoose_full"  # the whole log, 2014-04-01 .. 04-07
 FRESH_OFFSET = 900_000_000  # a fresh raw id: old id + this
 SMALL = {"batch_size": 64, "embedding_dim": 16, "hidden_units": 16, "eval_batch_size": 256,
-         "steps_per_execution": 4}
+         "steps_per_execution": 4, "jit_compile": "off"}  # no XLA compile per run
 
 
 def write_two_windows(manual) -> list[int]:
