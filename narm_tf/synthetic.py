@@ -113,14 +113,7 @@ def write_synthetic_clicks(path: str, num_sessions: int = DEFAULT_SESSIONS,
         path = os.path.join(path, CLICKS_FILE)
     rng = np.random.default_rng(seed)
     items, lengths = _sessions(rng, num_sessions, num_items)
-    starts = np.sort(rng.integers(0, num_days * MS_PER_DAY - 3_600_000, num_sessions))
-    gaps = (5_000 + rng.exponential(60_000, items.shape)).astype(np.int64)
-    gaps[:, 0] = 0
-    times = START_MS + starts[:, None] + np.cumsum(gaps, axis=1)
-    raw_ids = 214_500_000 + rng.choice(1_000_000, size=num_items, replace=False)
-    valid = np.arange(items.shape[1])[None, :] < lengths[:, None]
-    session_ids = np.broadcast_to(np.arange(1, num_sessions + 1)[:, None], items.shape)
-    return write_clicks(path, session_ids[valid], times[valid], raw_ids[items[valid]])
+    return _write_sessions(rng, path, items, lengths, num_items, num_days, id_range=1_000_000)
 
 
 # ------------------------------------------------------------ neighbourhood sessions (presets)
@@ -186,14 +179,15 @@ def write_neighbourhood_clicks(path: str, num_sessions: int, num_items: int, rep
     return _write_sessions(rng, path, items, lengths, num_items, num_days)
 
 
-def _write_sessions(rng, path, items, lengths, num_items, num_days):
-    """Times and raw ids for sessions `[s, max_length]` of item indices, then the file."""
+def _write_sessions(rng, path, items, lengths, num_items, num_days, id_range=10_000_000):
+    """Times and raw ids (drawn from `id_range` ids) for sessions `[s, max_length]` of item
+    indices, then the file."""
     num_sessions = len(items)
     starts = np.sort(rng.integers(0, num_days * MS_PER_DAY - 3_600_000, num_sessions))
     gaps = (5_000 + rng.exponential(60_000, items.shape)).astype(np.int64)
     gaps[:, 0] = 0
     times = START_MS + starts[:, None] + np.cumsum(gaps, axis=1)
-    raw_ids = 214_500_000 + rng.choice(10_000_000, size=num_items, replace=False)
+    raw_ids = 214_500_000 + rng.choice(id_range, size=num_items, replace=False)
     valid = np.arange(items.shape[1])[None, :] < lengths[:, None]
     session_ids = np.broadcast_to(np.arange(1, num_sessions + 1)[:, None], items.shape)
     return write_clicks(path, session_ids[valid], times[valid], raw_ids[items[valid]])
