@@ -226,19 +226,13 @@ def test_repeat_model_trains_saves_and_reloads(tmp_path):
     assert float(np.mean(gate)) > 0.5  # it learned to repeat
 
 
-def test_train_with_repeat_flag(tmp_path):
+def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
     """`--repeat --repeat_explore=new` through `train.train`: a real build and fit; `repeat` is
     part of the run's identity (a run with it cannot be resumed without it)."""
-    from narm_tf import data, run_dir, synthetic, train
+    from narm_tf import run_dir, train
 
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    synthetic.write_synthetic_clicks(str(manual / "yoochoose-clicks.dat"), num_sessions=800,
-                                     num_items=100, seed=4)
-    data.build_dataset("yoochoose/yoochoose_full", manual_dir=str(manual),
-                       data_dir=str(tmp_path / "tfds"))
     config = train.default_config(
-        dataset="yoochoose/yoochoose_full", data_dir=str(tmp_path / "tfds"),
+        dataset="yoochoose/yoochoose_full", data_dir=synthetic_data_dir,
         model_dir=str(tmp_path / "run"), batch_size=64, embedding_dim=16, hidden_units=16,
         eval_batch_size=256, epochs=2, repeat=True, repeat_explore="new", repeat_calibrate=True,
         jit_compile="off")
