@@ -79,6 +79,13 @@ def write_json(file_path: str, value: dict) -> None:
     os.replace(tmp, file_path)
 
 
+def save_best_model(model_dir: str, model) -> None:
+    """best.keras, atomically (a temp file Keras can write, then a rename)."""
+    tmp = path(model_dir, f".{BEST_MODEL}.tmp.keras")
+    model.save(tmp)
+    os.replace(tmp, path(model_dir, BEST_MODEL))
+
+
 def read_json(model_dir: str, name: str) -> dict | None:
     """`model_dir/name` parsed, or None when absent."""
     try:

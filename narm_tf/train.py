@@ -321,10 +321,7 @@ def _make_best_checkpoint(model_dir: str, run_id: str, start: float | None):
             print(f"Epoch {epoch + 1}: {run_dir.MONITOR} improved from {self.best} to "
                   f"{value:.5f}, saving {run_dir.BEST_MODEL}", flush=True)
             self.best = value
-            target = run_dir.path(model_dir, run_dir.BEST_MODEL)
-            tmp = run_dir.path(model_dir, f".{run_dir.BEST_MODEL}.tmp.keras")
-            self.model.save(tmp)
-            os.replace(tmp, target)
+            run_dir.save_best_model(model_dir, self.model)
             run_dir.write_json(run_dir.path(model_dir, run_dir.BEST_RECORD),
                                {run_dir.MONITOR: value, "epoch": epoch + 1, "run_id": run_id})
 
@@ -542,10 +539,7 @@ def calibrate(config: dict, best, splits: dict) -> dict | None:
     result = narm_model.calibrate_repeat(best, validation.prefixes, validation.labels,
                                          batch_size=validation_batch_size(config, best))
     print(f"Repeat calibration on validation: {result}", flush=True)
-    target = run_dir.path(config["model_dir"], run_dir.BEST_MODEL)
-    tmp = run_dir.path(config["model_dir"], f".{run_dir.BEST_MODEL}.tmp.keras")
-    best.save(tmp)
-    os.replace(tmp, target)
+    run_dir.save_best_model(config["model_dir"], best)
     return result
 
 
