@@ -26,6 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from narm_tf.layers import with_padding_score
 from narm_tf.serving.inference import NarmInference
 from narm_tf.serving.top_k import blockwise_top_k
 
@@ -61,8 +62,6 @@ class Bfloat16Inference(NarmInference):
         table = tf.convert_to_tensor(self.table)
         session, weights, share = self.encode(item_ids, table)
         scores = tf.matmul(tf.cast(self.query(session), tf.bfloat16), table, transpose_b=True)
-        from narm_tf.layers import with_padding_score
-
         return with_padding_score(tf.cast(scores, tf.float32)), weights, share
 
     def saved_variables(self, model_variables):
