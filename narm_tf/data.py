@@ -276,7 +276,8 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
                         input_context: tf.distribute.InputContext | None = None
                         ) -> tf.data.Dataset:
     """The split's record files -> batches of (item_ids [b, w] int32, label [b] int32), as
-    make_dataset gives them, without holding the split in memory.
+    make_dataset gives them, without holding the split in memory. `split` may join splits
+    with "+" ("train+validation": the files of both, read as one split).
 
     Records are parsed a batch at a time (`tf.io.parse_example`). With `shuffle`, the file
     order is permuted and the records are permuted within blocks of `shuffle_buffer` (bounded
@@ -292,8 +293,9 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
     reader's global batch would. Every worker reads all the files (parses only its share).
     """
     builder = _prepared_builder(name, data_dir)
-    info = builder.info.splits[split]
-    files = [os.fspath(path) for path in info.filepaths]
+    parts = [builder.info.splits[part] for part in split.split("+")]
+    files = [os.fspath(path) for part in parts for path in part.filepaths]
+    num_examples = sum(part.num_examples for part in parts)
     widths = bucket_widths(length_buckets)
     shards = input_context.num_input_pipelines if input_context else 1
 
@@ -332,7 +334,7 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
         dataset = dataset.flat_map(one_pass)
         if shards == 1:
             dataset = dataset.apply(tf.data.experimental.assert_cardinality(
-                -(-info.num_examples // batch_size)))
+                -(-num_examples // batch_size)))
     return dataset.prefetch(tf.data.AUTOTUNE)
 
 

@@ -2,9 +2,9 @@
 
     python -m narm_tf.evaluate --model_dir=runs/narm [--split=test] [--data_dir=...]
 
-Reads the run's config.json for the dataset, loads best.keras, ranks every target among all
-items (SPEC section 3: ties against the target, NaN/infinite scores a miss, by
-`narm_tf.metrics.target_ranks`) and prints Recall@20 / MRR@20 / NDCG@20, item coverage@20
+Reads the run's config.json for the dataset, loads the model the run delivers (best.keras, or
+final.keras of a `--refit` run), ranks every target among all items (SPEC section 3: ties
+against the target, NaN/infinite scores a miss, by `narm_tf.metrics.target_ranks`) and prints Recall@20 / MRR@20 / NDCG@20, item coverage@20
 and popularity bias@20 (from the run's vocabulary.tsv counts) with the per-length table.
 
 Beyond accuracy (SPEC section 3, as the session-rec framework reports them):
@@ -231,8 +231,8 @@ def format_by_length(rows: list[dict], k: int = 20) -> str:
 
 def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None = None,
                        batch_size: int = 1024) -> tuple[Results, list[dict]]:
-    """Loads a training run's best model and evaluates it on a split of its dataset, with the
-    popularity of its vocabulary.tsv (if present)."""
+    """Loads the model a training run delivers (`run_dir.delivered_model`) and evaluates it on
+    a split of its dataset, with the popularity of its vocabulary.tsv (if present)."""
     import keras
 
     from narm_tf import data, run_dir
@@ -241,7 +241,7 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     config = run_dir.check_complete(model_dir)
     data.register_builders()
     prefixes = data.load_split(config["dataset"], split, data_dir or config["data_dir"])
-    model = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
+    model = keras.models.load_model(run_dir.delivered_model(model_dir, config))
     _, popularity = run_dir.read_vocabulary(model_dir)
     results = evaluate_model(model, prefixes, batch_size=batch_size, popularity=popularity)
     return results, by_length(results)

@@ -293,19 +293,23 @@ def calibrate_repeat(model: keras.Model, prefixes, labels, batch_size: int = 102
     `(1 - p_r) P_explore(j)`, so an over-confident component (trained to fit the training
     sessions) pushes the other's items down; a single softmax's ranking would not change.
     """
-    layer = model.get_layer(REPEAT_EXPLORE)
     if not model.compiled:
         raise ValueError("calibrate_repeat needs a compiled model (compile_narm)")
     best = None
     for explore_scale in explore_scales:
         for repeat_scale in repeat_scales:
-            layer.explore_scale.assign(explore_scale)
-            layer.repeat_scale.assign(repeat_scale)
+            set_repeat_scales(model, explore_scale, repeat_scale)
             measured = model.evaluate(prefixes, labels, batch_size=batch_size, verbose=0,
                                       return_dict=True)
             if best is None or measured["loss"] < best["loss"]:
                 best = {"explore_scale": explore_scale, "repeat_scale": repeat_scale,
                         **{key: float(value) for key, value in measured.items()}}
-    layer.explore_scale.assign(best["explore_scale"])
-    layer.repeat_scale.assign(best["repeat_scale"])
+    set_repeat_scales(model, best["explore_scale"], best["repeat_scale"])
     return best
+
+
+def set_repeat_scales(model: keras.Model, explore_scale: float, repeat_scale: float) -> None:
+    """Sets a `repeat` model's two inverse temperatures (see `calibrate_repeat`)."""
+    layer = model.get_layer(REPEAT_EXPLORE)
+    layer.explore_scale.assign(explore_scale)
+    layer.repeat_scale.assign(repeat_scale)

@@ -490,6 +490,12 @@ class Prefixes:
         return Prefixes(self.prefixes[index], self.labels[index], self.lengths[index],
                         self.session_ids[index])
 
+    @staticmethod
+    def concatenate(*parts: Prefixes) -> Prefixes:
+        """The examples of `parts`, one after another."""
+        return Prefixes(*(np.concatenate([getattr(part, field.name) for part in parts])
+                          for field in dataclasses.fields(Prefixes)))
+
 
 @dataclasses.dataclass
 class Preprocessed:

@@ -5,8 +5,12 @@ One module owns the folder, so training writes what evaluation and export read:
   vocabulary.tsv   index, raw item id, training-label count (popularity) of every item
   best.keras       the model with the best validation Recall@20 (written atomically)
   best.json        that model's epoch and validation Recall@20, with the run_id
-  metrics.json     test metrics of best.keras, with the run_id
+  final.keras      with --refit only: a fresh model trained on train + validation for best.json's
+                   epochs (no validation score exists for it); the model the run delivers
+  final.json       its epochs, examples and run_id; `finished` once final.keras is written
+  metrics.json     test metrics of the delivered model (`delivered_model`), with the run_id
   history.csv      per-epoch loss and metrics;  logs/  TensorBoard;  backup/  BackupAndRestore
+  backup_refit/    BackupAndRestore of the --refit training
   warm_start.tsv   old index -> new index of a warm-started run (`narm_tf.warm_start`)
   .lock            held (flock) for a training run's life: one writer per folder
 
@@ -33,15 +37,18 @@ CONFIG = "config.json"
 VOCABULARY = "vocabulary.tsv"
 BEST_MODEL = "best.keras"
 BEST_RECORD = "best.json"
+FINAL_MODEL = "final.keras"
+FINAL_RECORD = "final.json"
 METRICS = "metrics.json"
 HISTORY = "history.csv"
 LOGS = "logs"
 BACKUP = "backup"
+REFIT_BACKUP = "backup_refit"
 LOCK = ".lock"
 WARM_START_MAP = "warm_start.tsv"
 MONITOR = "val_recall@20"  # The validation metric that selects best.keras (Keras' log key).
-RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, VOCABULARY, HISTORY, LOGS, BACKUP,
-           WARM_START_MAP)
+RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, FINAL_RECORD, FINAL_MODEL, VOCABULARY,
+           HISTORY, LOGS, BACKUP, REFIT_BACKUP, WARM_START_MAP)
 
 # Flags that may differ when a killed run is resumed: they extend the run, say where things
 # are, or change how (not what) it computes. Every other flag, the dataset's version and its
@@ -54,7 +61,7 @@ RESUMABLE_CHANGES = frozenset({
 ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off",
                        "repeat": False, "loss": "full", "num_negatives": 1024,
                        "warm_validation": "unseen", "repeat_explore": "all",
-                       "repeat_calibrate": False}
+                       "repeat_calibrate": False, "refit": False}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 
@@ -79,11 +86,17 @@ def write_json(file_path: str, value: dict) -> None:
     os.replace(tmp, file_path)
 
 
-def save_best_model(model_dir: str, model) -> None:
-    """best.keras, atomically (a temp file Keras can write, then a rename)."""
-    tmp = path(model_dir, f".{BEST_MODEL}.tmp.keras")
+def save_best_model(model_dir: str, model, name: str = BEST_MODEL) -> None:
+    """best.keras (or `name`), atomically (a temp file Keras can write, then a rename)."""
+    tmp = path(model_dir, f".{name}.tmp.keras")
     model.save(tmp)
-    os.replace(tmp, path(model_dir, BEST_MODEL))
+    os.replace(tmp, path(model_dir, name))
+
+
+def delivered_model(model_dir: str, config: dict) -> str:
+    """The path of the model a run delivers (tested, exported, warm-started from): final.keras
+    of a `--refit` run, else best.keras."""
+    return path(model_dir, FINAL_MODEL if config.get("refit") else BEST_MODEL)
 
 
 def read_json(model_dir: str, name: str) -> dict | None:
@@ -218,7 +231,7 @@ def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
             f"{model_dir} holds a run with other settings ({listed}). Resume it with its own "
             f"settings (only {', '.join(sorted(RESUMABLE_CHANGES - {'overwrite'}))} may "
             "change), use another --model_dir, or pass --overwrite to delete it and start afresh")
-    if os.path.isdir(path(model_dir, BACKUP)):
+    if os.path.isdir(path(model_dir, BACKUP)) or os.path.isdir(path(model_dir, REFIT_BACKUP)):
         return {**identity, "run_id": old["run_id"]}, True
     if read_json(model_dir, METRICS) is not None:
         raise RunFolderError(
@@ -240,7 +253,8 @@ def clear(model_dir: str) -> None:
 
 
 def check_complete(model_dir: str, need_metrics: bool = False) -> dict:
-    """config.json of a run whose best.keras, best.json (and metrics.json) belong together.
+    """config.json of a run whose best.keras, best.json (a --refit run's final.keras and
+    final.json, and metrics.json) belong together.
 
     Raises RunFolderError naming what is missing or foreign: evaluation and export read only
     a model with the vocabulary and dataset of its own run.
@@ -259,6 +273,12 @@ def check_complete(model_dir: str, need_metrics: bool = False) -> dict:
     if best.get("run_id") != run_id:
         raise RunFolderError(f"{path(model_dir, BEST_MODEL)} belongs to run {best.get('run_id')}"
                              f", not to the run in {CONFIG} ({run_id}); retrain with --overwrite")
+    if config.get("refit"):
+        final = read_json(model_dir, FINAL_RECORD) or {}
+        if not (final.get("run_id") == run_id and final.get("finished")
+                and os.path.exists(path(model_dir, FINAL_MODEL))):
+            raise RunFolderError(f"{model_dir} has no finished {FINAL_MODEL} of run {run_id}: "
+                                 "its --refit training has not ended (rerun it to resume)")
     metrics = read_json(model_dir, METRICS)
     if metrics is not None and metrics.get("run_id") != run_id:
         raise RunFolderError(f"{path(model_dir, METRICS)} belongs to run {metrics.get('run_id')}"

@@ -147,6 +147,11 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     integer("patience", 5, "Early stopping: epochs without a better validation Recall@20.")
     integer("steps_per_epoch", 0, "Batches per epoch; 0 = one pass over the train split.")
     integer("seed", 0, "Seed of initialization, dropout and shuffling.")
+    boolean("refit", False,
+            "After early stopping chose the epoch on validation, train a fresh model (same "
+            "settings and seed) on train + validation for that many epochs: final.keras, which "
+            "the run then tests and exports (the baselines fit on train + validation too). "
+            "Off: best.keras, trained on train only.")
     integer("num_cpu_devices", 0,
             "Split the CPU into N logical devices for MirroredStrategy when no GPU is present "
             "(tests the multi-replica path on CPU); 0 or 1 = one device.")
@@ -256,7 +261,7 @@ class Diverged(RuntimeError):
     """The loss, a validation score or the weights became NaN or infinite."""
 
 
-def _make_divergence_guard(model_dir: str):
+def _make_divergence_guard(model_dir: str, history: bool = True):
     import keras
 
     class StopOnDivergence(keras.callbacks.Callback):
@@ -276,7 +281,8 @@ def _make_divergence_guard(model_dir: str):
                 self.checked_start = True
                 self._check_weights("the weights this run starts from")
                 # A run killed between logging epoch N and backing it up reruns epoch N.
-                run_dir.truncate_history(model_dir, epoch)
+                if history:
+                    run_dir.truncate_history(model_dir, epoch)
 
         def on_train_batch_end(self, batch, logs=None):
             loss = (logs or {}).get("loss")
@@ -491,23 +497,24 @@ def validation_batch_size(config: dict, model) -> int:
     return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
 
 
-def report(config: dict, splits: dict, counts: np.ndarray, replicas: int, seconds: float) -> dict:
-    """Evaluates best.keras on the test split beside POP (`counts [N]`: train + validation
-    labels); writes and returns metrics.json."""
+def report(config: dict, model, splits: dict, counts: np.ndarray, replicas: int,
+           seconds: float, calibration: dict | None = None, selected=None) -> dict:
+    """Evaluates the delivered `model` on the test split beside POP (`counts [N]`: train +
+    validation labels), and with --refit the `selected` model (best.keras) too, for
+    comparison; writes and returns metrics.json."""
     import keras
     import tensorflow as tf
 
     from narm_tf import evaluate
 
     model_dir = config["model_dir"]
-    best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
-    calibration = calibrate(config, best, splits)
-    results = evaluate.evaluate_model(best, splits["test"], k=K,
+    results = evaluate.evaluate_model(model, splits["test"], k=K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
     popularity = evaluate.evaluate_popularity(counts, splits["test"], k=K)
     metrics = {
         "run_id": config["run_id"],
         "dataset": config["dataset"],
+        "model": os.path.basename(run_dir.delivered_model(model_dir, config)),
         "test": evaluate.summary(results),
         "popularity_baseline": evaluate.summary(popularity),
         "best_epoch": run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"],
@@ -518,8 +525,14 @@ def report(config: dict, splits: dict, counts: np.ndarray, replicas: int, second
     }
     if calibration:
         metrics["repeat_calibration"] = calibration
+    if selected is not None:
+        chosen = evaluate.evaluate_model(selected, splits["test"], k=K,
+                                         batch_size=config["eval_batch_size"], popularity=counts)
+        metrics["selected_model_test"] = evaluate.summary(chosen)
+        print(evaluate.format_summary("NARM " + run_dir.BEST_MODEL, chosen))
     run_dir.write_json(run_dir.path(model_dir, run_dir.METRICS), metrics)
-    print(evaluate.format_summary("NARM", results))
+    print(evaluate.format_summary("NARM" + (" " + run_dir.FINAL_MODEL if selected else ""),
+                                  results))
     print(evaluate.format_summary("POP", popularity))
     return metrics
 
@@ -543,6 +556,66 @@ def calibrate(config: dict, best, splits: dict) -> dict | None:
     return result
 
 
+def refit_started(config: dict) -> bool:
+    """Whether this run's --refit has begun (final.json of its run_id): its selection is done."""
+    record = run_dir.read_json(config["model_dir"], run_dir.FINAL_RECORD) or {}
+    return bool(config.get("refit")) and record.get("run_id") == config["run_id"]
+
+
+def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
+          calibration: dict | None):
+    """`--refit`: a fresh model of the run's settings and seed (warm-started alike), trained on
+    train + validation (`splits`: all of it, even when a warm run validated on part) for
+    best.json's epochs, with no validation (none is left to score it), given `calibration`'s
+    repeat temperatures; saved as final.keras and returned. `counts`: train + validation
+    label counts `[N]` (the `--loss=sampled` proposal). Resumes from backup_refit/;
+    final.json says how it was trained and, once final.keras is written, `finished`."""
+    import keras
+
+    from narm_tf import data
+    from narm_tf import model as narm_model
+
+    model_dir, final_model = config["model_dir"], run_dir.path(config["model_dir"],
+                                                               run_dir.FINAL_MODEL)
+    record = run_dir.read_json(model_dir, run_dir.FINAL_RECORD) or {}
+    if refit_started(config) and record.get("finished") and os.path.exists(final_model):
+        return keras.models.load_model(final_model)
+    epochs = run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"]
+    sizes = data.split_sizes(config["dataset"], config["data_dir"])
+    record = {"run_id": config["run_id"], "epochs": epochs, "splits": ["train", "validation"],
+              "examples": sizes["train"] + sizes["validation"], "finished": False}
+    run_dir.write_json(run_dir.path(model_dir, run_dir.FINAL_RECORD), record)
+    os.makedirs(run_dir.path(model_dir, run_dir.REFIT_BACKUP), exist_ok=True)  # resumable now
+    print(f"Refit: a fresh model on train + validation ({record['examples']} prefixes) for "
+          f"{epochs} epochs, the epoch validation chose", flush=True)
+    keras.utils.set_random_seed(config["seed"])
+    model = build_and_compile(config, len(vocabulary), strategy, counts)
+    if config["warm_start_from"]:
+        from narm_tf import warm_start
+
+        warm_start.warm_start(model, config, vocabulary, clear_on_failure=False)
+    steps = config["steps_per_epoch"] or None
+    options = dict(shuffle=True, seed=config["seed"], repeat=steps is not None,
+                   length_buckets=config["length_buckets"])
+    if splits["train"] is None:  # --input=stream
+        dataset = data.make_stream_dataset(config["dataset"], "train+validation",
+                                           config["data_dir"], config["batch_size"], **options)
+    else:
+        both = data.Prefixes.concatenate(splits["train"], splits["validation"])
+        dataset = data.make_dataset(both, config["batch_size"], **options)
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=2,
+              callbacks=[_make_divergence_guard(model_dir, history=False),
+                         keras.callbacks.BackupAndRestore(
+                             run_dir.path(model_dir, run_dir.REFIT_BACKUP))])
+    if calibration:
+        narm_model.set_repeat_scales(model, calibration["explore_scale"],
+                                     calibration["repeat_scale"])
+    run_dir.save_best_model(model_dir, model, run_dir.FINAL_MODEL)
+    run_dir.write_json(run_dir.path(model_dir, run_dir.FINAL_RECORD),
+                       {**record, "finished": True})
+    return model
+
+
 def train(config: dict) -> dict:
     """Trains, evaluates (and exports) as `config` (see `default_config`) says; returns the
     metrics. Raises ValueError (a bad setting), run_dir.RunFolderError or Diverged."""
@@ -551,6 +624,9 @@ def train(config: dict) -> dict:
     from narm_tf import data, distribute
 
     check_config(config)
+    if config.get("refit") and distribute.is_multi_worker():
+        raise ValueError("--refit: not available in multi-worker training yet; refit on one "
+                         "machine (its streamed input reads train + validation as one split)")
     strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
     chief, chief_dir = distribute.is_chief(strategy), config["model_dir"]
     with distribute.worker_dir(chief_dir, strategy) as model_dir, \
@@ -579,11 +655,17 @@ def train(config: dict) -> dict:
             fit_splits = warm_start.validation_split(config, splits, resuming)
             if not resuming:  # a resumed run restores its backup
                 warm_start.warm_start(model, config, vocabulary)
-        fit(config, model, fit_splits, resuming, strategy)
+        if not (resuming and refit_started(config)):  # else the selection is done
+            fit(config, model, fit_splits, resuming, strategy)
         metrics = {}
         if chief:
-            metrics = report(config, fit_splits, popularity, strategy.num_replicas_in_sync,
-                             time.time() - started)
+            best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
+            calibration = calibrate(config, best, fit_splits)
+            final = (refit(config, splits, vocabulary, strategy, popularity, calibration)
+                     if config["refit"] else None)
+            metrics = report(config, best if final is None else final, fit_splits, popularity,
+                             strategy.num_replicas_in_sync, time.time() - started, calibration,
+                             selected=None if final is None else best)
             if config["export_base"]:
                 from narm_tf.serving import export_lib
 

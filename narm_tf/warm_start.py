@@ -1,4 +1,5 @@
-"""Warm start: a new run's model starts from an older run's best model as the catalogue moves.
+"""Warm start: a new run's model starts from an older run's model (the one it delivers:
+best.keras, or final.keras of a `--refit` run) as the catalogue moves.
 
     python -m narm_tf.train --dataset=NEW_WINDOW ... --warm_start_from=OLD_MODEL_DIR
 
@@ -21,8 +22,9 @@ sessions are a seeded draw of its own, so many of them are sessions the old mode
 Warm-started, it starts out remembering them: their Recall@20 flatters the first epochs, then
 falls as the memory fades, and early stopping picks an early epoch. With `unseen` (default)
 the validation split that early stopping and best.keras see drops every session of the old
-run's train split (read from the dataset its config.json names; the old run's own warm-start
-source is not followed); `all` keeps every session. The test split is never filtered.
+run's train split (and validation split, when the old run was `--refit` on both), read from
+the dataset its config.json names; the old run's own warm-start source is not followed. `all`
+keeps every session. The test split is never filtered.
 """
 
 from __future__ import annotations
@@ -144,22 +146,24 @@ def load_source(old_dir: str, config: dict):
         raise WarmStartError(f"--warm_start_from={old_dir} holds a model with other "
                              f"architecture flags ({listed}): train with its flags, or "
                              "from scratch")
-    model = keras.models.load_model(run_dir.path(old_dir, run_dir.BEST_MODEL), compile=False)
+    model = keras.models.load_model(run_dir.delivered_model(old_dir, old_config), compile=False)
     return model, run_dir.read_vocabulary(old_dir)[0], old_config["run_id"]
 
 
-def warm_start(model, config: dict, vocabulary: np.ndarray) -> dict:
+def warm_start(model, config: dict, vocabulary: np.ndarray, clear_on_failure: bool = True
+               ) -> dict:
     """The train hook: `model` (built and compiled for `config`) takes the weights of the run
     in `config["warm_start_from"]`; writes warm_start.tsv; returns counts (kept, new,
-    dropped). On failure the new run folder is cleared (nothing trained yet) and
-    WarmStartError raised."""
+    dropped). On failure WarmStartError is raised, and the new run folder cleared when
+    `clear_on_failure` (before training; not before a `--refit`, which follows it)."""
     model_dir = config["model_dir"]
     try:
         old_model, old_vocabulary, old_run = load_source(config["warm_start_from"], config)
         source = source_indices(old_vocabulary, np.asarray(vocabulary))
         transfer_weights(old_model, model, source, config["seed"])
     except WarmStartError:
-        run_dir.clear(model_dir)
+        if clear_on_failure:
+            run_dir.clear(model_dir)
         raise
     write_map(model_dir, old_vocabulary, np.asarray(vocabulary))
     counts = {"kept": int((source[1:] > 0).sum()), "new": int((source[1:] < 0).sum()),
@@ -171,8 +175,9 @@ def warm_start(model, config: dict, vocabulary: np.ndarray) -> dict:
 
 
 def old_train_sessions(old_dir: str) -> np.ndarray:
-    """The distinct session ids `[S]` of the train split the run in `old_dir` trained on (its
-    config.json's dataset and data_dir, at the version it recorded), read by narm_tf.data."""
+    """The distinct session ids `[S]` the model of the run in `old_dir` trained on: its train
+    split, plus its validation split when it was `--refit` (its config.json's dataset and
+    data_dir, at the version it recorded), read by narm_tf.data."""
     import tensorflow as tf
 
     from narm_tf import data
@@ -187,9 +192,11 @@ def old_train_sessions(old_dir: str) -> np.ndarray:
               "session")
     try:
         version = data.dataset_version(name, data_dir)
-        sessions = data.load_split(name, "train", data_dir).session_ids
+        splits = ("train", "validation") if old_config.get("refit") else ("train",)
+        sessions = np.concatenate([data.load_split(name, split, data_dir).session_ids
+                                   for split in splits])
     except (OSError, ValueError, TypeError, tf.errors.OpError) as error:
-        raise WarmStartError(f"{where}, whose train split cannot be read ({error}): "
+        raise WarmStartError(f"{where}, whose training splits cannot be read ({error}): "
                              f"{remedy}") from error
     if version != old_config.get("dataset_version"):
         raise WarmStartError(f"{where} at version {old_config.get('dataset_version')}; "

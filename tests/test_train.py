@@ -238,3 +238,141 @@ def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path)
         assert counts.sum() == len(split.labels), name  # every label once, padding never
         assert counts[split.labels[0] - 1] >= 1, name
         np.testing.assert_array_equal(streamed[0 if name == "train" else 1], counts)
+
+
+# ------------------------------------------------------------------------------ --refit
+
+
+def _steps_per_epoch_run(out: str) -> list[int]:
+    """The `N/N - ...` step counts Keras' verbose=2 prints, one per epoch, in order."""
+    return [int(m.group(1)) for m in re.finditer(r"^(\d+)/\1 - ", out, re.MULTILINE)]
+
+
+@pytest.fixture(scope="module")
+def refit_run(synthetic_data_dir, tmp_path_factory):
+    """One --refit run (in memory, 3 epochs at most): its folder and printed output."""
+    model_dir = tmp_path_factory.mktemp("refit") / "run"
+    out = _run(_train_command(synthetic_data_dir, model_dir, "--epochs=3", "--refit"))
+    return model_dir, out
+
+
+def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epochs(
+        data_dir, refit_run):
+    import keras
+
+    from narm_tf import data, evaluate, run_dir
+    from narm_tf import model as _registers_layers  # noqa: F401
+
+    model_dir, out = refit_run
+    train_split, validation = (data.load_split(DATASET, s, data_dir)
+                               for s in ("train", "validation"))
+    best, final = _json(model_dir, "best.json"), _json(model_dir, "final.json")
+    assert final == {"run_id": best["run_id"], "epochs": best["epoch"], "finished": True,
+                     "splits": ["train", "validation"],
+                     "examples": len(train_split) + len(validation)}
+    # The selection's epochs stepped over train; the refit's, best.json's many, over both.
+    steps = _steps_per_epoch_run(out)
+    assert steps == ([-(-len(train_split) // 64)] * len(_history(model_dir))
+                     + [-(-(len(train_split) + len(validation)) // 64)] * best["epoch"]), out
+    assert not (model_dir / "backup_refit").exists()
+    # The run tests (and delivers) final.keras; best.keras' test figures are beside it.
+    metrics = _json(model_dir, "metrics.json")
+    assert metrics["model"] == "final.keras"
+    test = data.load_split(DATASET, "test", data_dir)
+    for name, key in (("final.keras", "test"), ("best.keras", "selected_model_test")):
+        model = keras.models.load_model(str(model_dir / name))
+        assert evaluate.summary(evaluate.evaluate_model(model, test))["recall@20"] == \
+            metrics[key]["recall@20"], name
+    results, _ = evaluate.evaluate_model_dir(str(model_dir))
+    assert evaluate.summary(results)["mrr@20"] == metrics["test"]["mrr@20"]
+    finals = keras.models.load_model(str(model_dir / "final.keras")).get_weights()
+    bests = keras.models.load_model(str(model_dir / "best.keras")).get_weights()
+    assert not all(np.array_equal(a, b) for a, b in zip(finals, bests, strict=True))
+    assert run_dir.delivered_model(str(model_dir), _json(model_dir, "config.json")) == \
+        str(model_dir / "final.keras")
+
+
+def test_refit_run_without_a_finished_final_model_is_refused(refit_run, tmp_path):
+    from narm_tf import run_dir
+    from narm_tf.serving import export_lib
+
+    copy = tmp_path / "run"
+    shutil.copytree(refit_run[0], copy)
+    record = _json(copy, "final.json")
+    (copy / "final.json").write_text(json.dumps({**record, "finished": False}))
+    with pytest.raises(run_dir.RunFolderError, match="no finished final.keras"):
+        export_lib.export_from_model_dir(str(copy), str(tmp_path / "export"))
+    assert not (tmp_path / "export").exists()
+
+
+def test_warm_validation_after_a_refit_run_drops_its_validation_sessions_too(data_dir,
+                                                                              refit_run):
+    from narm_tf import data, warm_start
+
+    sessions = np.concatenate([data.load_split(DATASET, s, data_dir).session_ids
+                               for s in ("train", "validation")])
+    np.testing.assert_array_equal(warm_start.old_train_sessions(str(refit_run[0])),
+                                  np.unique(sessions))
+
+
+def test_refit_carries_the_repeat_calibration_into_the_final_model(data_dir, tmp_path,
+                                                                    monkeypatch):
+    import keras
+
+    from narm_tf import model as narm_model
+    from narm_tf import train
+
+    calibrate = narm_model.calibrate_repeat  # the real one, on a one-point grid off 1.0
+    monkeypatch.setattr(narm_model, "calibrate_repeat", lambda *args, **kwargs: calibrate(
+        *args, **kwargs, explore_scales=(0.5,), repeat_scales=(0.25,)))
+    config = _config(data_dir, tmp_path / "run", epochs=1, refit=True, repeat=True,
+                     repeat_calibrate=True)
+    metrics = train.train(config)
+    assert metrics["repeat_calibration"]["explore_scale"] == 0.5
+    for name in ("best.keras", "final.keras"):
+        layer = keras.models.load_model(str(tmp_path / "run" / name)).get_layer(
+            narm_model.REPEAT_EXPLORE)
+        assert (float(layer.explore_scale.numpy()), float(layer.repeat_scale.numpy())) == \
+            (0.5, 0.25), name
+
+
+def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, tmp_path):
+    """Streamed input too: the refit reads train + validation as one split."""
+    model_dir = tmp_path / "run"
+    command = _train_command(data_dir, str(model_dir), "--epochs=2", "--refit",
+                             "--batch_size=16", "--input=stream")
+    metadata = model_dir / "backup_refit" / "training_metadata.json"
+    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
+                               stderr=subprocess.DEVNULL)
+    deadline = time.time() + 240
+    while not _backed_up(metadata) and process.poll() is None and time.time() < deadline:
+        time.sleep(0.05)
+    process.send_signal(signal.SIGKILL)
+    process.wait()
+    assert _backed_up(metadata), "the run ended before the refit's first epoch backup"
+    done = json.loads(metadata.read_text())["epoch"] + 1  # Keras records the 0-based epoch
+    out = _run(command)
+    assert "Resuming run" in out and "val_recall@20 improved" not in out  # no selection rerun
+    epochs = _json(model_dir, "final.json")["epochs"]
+    assert _steps_per_epoch_run(out) == [-(-sum(_split_sizes(data_dir)) // 16)] * (
+        epochs - done)
+    assert _json(model_dir, "final.json")["finished"]
+    assert _json(model_dir, "metrics.json")["model"] == "final.keras"
+
+
+def _split_sizes(data_dir):
+    from narm_tf import data
+
+    sizes = data.split_sizes(DATASET, data_dir)
+    return sizes["train"], sizes["validation"]
+
+
+def test_refit_is_refused_in_multi_worker_training(data_dir, tmp_path, monkeypatch):
+    from narm_tf import train
+
+    cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
+    monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
+                                                "task": {"type": "worker", "index": 0}}))
+    with pytest.raises(ValueError, match="--refit: not available in multi-worker"):
+        train.train(_config(data_dir, tmp_path / "run", refit=True))
+    assert not (tmp_path / "run").exists()
