@@ -4,8 +4,9 @@
 
 Reads the run's config.json for the dataset, loads the model the run delivers (best.keras, or
 final.keras of a `--refit` run), ranks every target among all items (SPEC section 3: ties
-against the target, NaN/infinite scores a miss, by `narm_tf.metrics.target_ranks`) and prints Recall@20 / MRR@20 / NDCG@20, item coverage@20
-and popularity bias@20 (from the run's vocabulary.tsv counts) with the per-length table.
+against the target, NaN/infinite scores a miss, by `narm_tf.metrics.target_ranks`) and prints
+Recall@20 / MRR@20 / NDCG@20, item coverage@20 and popularity bias@20 (from the run's
+vocabulary.tsv counts) with the per-length table.
 
 Beyond accuracy (SPEC section 3, as the session-rec framework reports them):
   NDCG@20            one relevant item: mean of 1/log2(1 + rank), 0 when rank > 20.
