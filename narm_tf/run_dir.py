@@ -86,8 +86,8 @@ def write_json(file_path: str, value: dict) -> None:
     os.replace(tmp, file_path)
 
 
-def save_best_model(model_dir: str, model, name: str = BEST_MODEL) -> None:
-    """best.keras (or `name`), atomically (a temp file Keras can write, then a rename)."""
+def save_model(model_dir: str, model, name: str = BEST_MODEL) -> None:
+    """best.keras (or final.keras), atomically (a temp file Keras can write, then a rename)."""
     tmp = path(model_dir, f".{name}.tmp.keras")
     model.save(tmp)
     os.replace(tmp, path(model_dir, name))
@@ -209,7 +209,8 @@ def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
     """Claims `model_dir` (held locked) for a run: returns (config to write, resuming).
 
     - empty folder, or `overwrite`: a new run (old results cleared first);
-    - a killed run (backup/) with the same settings: resumed, keeping its run_id;
+    - a killed run (backup/, or final.json of a --refit begun but no metrics.json) with the
+      same settings: resumed, keeping its run_id;
     - a run killed before its first backup, same settings: restarted afresh;
     - a finished run, or any run with other settings: RunFolderError naming the differences.
     """
@@ -231,7 +232,9 @@ def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
             f"{model_dir} holds a run with other settings ({listed}). Resume it with its own "
             f"settings (only {', '.join(sorted(RESUMABLE_CHANGES - {'overwrite'}))} may "
             "change), use another --model_dir, or pass --overwrite to delete it and start afresh")
-    if os.path.isdir(path(model_dir, BACKUP)) or os.path.isdir(path(model_dir, REFIT_BACKUP)):
+    refitting = ((read_json(model_dir, FINAL_RECORD) or {}).get("run_id") == old["run_id"]
+                 and read_json(model_dir, METRICS) is None)  # a --refit begun, not finished
+    if os.path.isdir(path(model_dir, BACKUP)) or refitting:
         return {**identity, "run_id": old["run_id"]}, True
     if read_json(model_dir, METRICS) is not None:
         raise RunFolderError(

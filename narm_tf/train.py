@@ -327,7 +327,7 @@ def _make_best_checkpoint(model_dir: str, run_id: str, start: float | None):
             print(f"Epoch {epoch + 1}: {run_dir.MONITOR} improved from {self.best} to "
                   f"{value:.5f}, saving {run_dir.BEST_MODEL}", flush=True)
             self.best = value
-            run_dir.save_best_model(model_dir, self.model)
+            run_dir.save_model(model_dir, self.model)
             run_dir.write_json(run_dir.path(model_dir, run_dir.BEST_RECORD),
                                {run_dir.MONITOR: value, "epoch": epoch + 1, "run_id": run_id})
 
@@ -552,7 +552,7 @@ def calibrate(config: dict, best, splits: dict) -> dict | None:
     result = narm_model.calibrate_repeat(best, validation.prefixes, validation.labels,
                                          batch_size=validation_batch_size(config, best))
     print(f"Repeat calibration on validation: {result}", flush=True)
-    run_dir.save_best_model(config["model_dir"], best)
+    run_dir.save_model(config["model_dir"], best)
     return result
 
 
@@ -610,7 +610,7 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     if calibration:
         narm_model.set_repeat_scales(model, calibration["explore_scale"],
                                      calibration["repeat_scale"])
-    run_dir.save_best_model(model_dir, model, run_dir.FINAL_MODEL)
+    run_dir.save_model(model_dir, model, run_dir.FINAL_MODEL)
     run_dir.write_json(run_dir.path(model_dir, run_dir.FINAL_RECORD),
                        {**record, "finished": True})
     return model

@@ -6,7 +6,8 @@
 Every trial is a `narm_tf.train` run of the base flags (`--flagfile`, any train flag) with the
 searched flags (`SEARCH_SPACE`) replaced: the same `build_and_compile` and `fit` (early stopping
 and the best checkpoint on validation Recall@20), minus the test evaluation. Only the train and
-validation splits are ever loaded (`SPLITS`): the test split is never read.
+validation splits are ever loaded (`SPLITS`): the test split is never read. Trials never
+`--refit` (they are scored on validation); a base `--refit` is written into best.cfg.
 
 Objective (maximized): validation Recall@20 + MRR@20 (%) at the epoch `narm_tf.train` selects
 (its best validation Recall@20). Both count because a practitioner compares on both, and MRR

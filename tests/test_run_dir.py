@@ -84,6 +84,33 @@ def test_finished_run_is_kept_unless_overwrite_clears_it(tmp_path):
     assert sorted(os.listdir(model_dir)) == []  # results and the temporary folder are gone
 
 
+def test_run_killed_in_its_refit_resumes_but_a_finished_refit_run_is_kept(tmp_path):
+    """final.json of the folder's run marks a --refit begun: resumed (the selection is done)
+    even with no backup; once metrics.json is written the run is finished."""
+    old = _identity(refit=True)
+    model_dir = str(tmp_path / "run")
+    _finished_run(model_dir, old)
+    os.remove(os.path.join(model_dir, run_dir.METRICS))
+    _write(model_dir, run_dir.FINAL_RECORD, {"run_id": old["run_id"], "finished": False})
+    config, resuming = run_dir.start(model_dir, _identity(refit=True), overwrite=False)
+    assert resuming and config["run_id"] == old["run_id"]
+    with pytest.raises(RunFolderError, match="no finished final.keras"):
+        run_dir.check_complete(model_dir)
+    _write(model_dir, run_dir.FINAL_RECORD, {"run_id": old["run_id"], "finished": True})
+    open(os.path.join(model_dir, run_dir.FINAL_MODEL), "w").close()
+    assert run_dir.check_complete(model_dir)["run_id"] == old["run_id"]
+    assert run_dir.delivered_model(model_dir, old).endswith(run_dir.FINAL_MODEL)
+    _write(model_dir, run_dir.METRICS, {"run_id": old["run_id"]})
+    with pytest.raises(RunFolderError, match="finished run"):
+        run_dir.start(model_dir, _identity(refit=True), overwrite=False)
+    # Another run's final.json resumes nothing: the folder restarts afresh.
+    other = str(tmp_path / "other")
+    os.makedirs(other)
+    _write(other, run_dir.CONFIG, _identity(refit=True))
+    _write(other, run_dir.FINAL_RECORD, {"run_id": "someone else", "finished": False})
+    assert run_dir.start(other, _identity(refit=True), overwrite=False)[1] is False
+
+
 def test_run_killed_before_its_first_backup_restarts_afresh(tmp_path):
     _write(tmp_path, run_dir.CONFIG, _identity())
     (tmp_path / run_dir.HISTORY).write_text("epoch,loss\n")

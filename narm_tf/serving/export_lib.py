@@ -82,9 +82,9 @@ def write_new_version(export_base: str, version: int | None, write) -> str:
 def export_from_model_dir(model_dir: str, export_base: str, version: int | None = None,
                           k: int = 20, exclude_seen: bool = False, **scoring) -> str:
     """Exports the model a training run delivers (`best.keras`, or a `--refit` run's
-    `final.keras`) with its own `vocabulary.tsv`; returns the version
-    dir. Refuses (`run_dir.RunFolderError`) a folder whose model, metrics and config do not
-    belong to one run. `scoring`: `export_model`'s `scoring`, `candidate_dims`, `candidates`."""
+    `final.keras`) with its own `vocabulary.tsv`; returns the version dir. Refuses
+    (`run_dir.RunFolderError`) a folder whose model, metrics and config do not belong to one
+    run. `scoring`: `export_model`'s `scoring`, `candidate_dims`, `candidates`."""
     import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
 
     config = run_dir.check_complete(model_dir)
