@@ -343,7 +343,7 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
     _, _, _, gate_kernel, gate_bias = weights
     explore_scores = tf.cast(explore_scores, tf.float32) * explore_scale
     repeat, in_session = _repeat_distribution(explore_scores, item_ids, hidden_states, session,
-                                              weights, repeat_scale)
+                                              weights, repeat_scale, explore == EXPLORE_NEW)
     gate_logit = tf.matmul(session, gate_kernel) + gate_bias                      # [b, 1]
     log_repeat = tf.math.log_sigmoid(gate_logit) + tf.math.log(repeat + REPEAT_FLOOR)
     if explore == EXPLORE_NEW:
@@ -360,9 +360,10 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
 
 
 def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weights,
-                         repeat_scale=1.0):
-    """`P_repeat` `[batch, N + 1]` (attention over the clicks, a repeated click summed) and
-    which items the session holds `[batch, N + 1]` (bool, padding column False)."""
+                         repeat_scale=1.0, with_items=False):
+    """`P_repeat` `[batch, N + 1]` (attention over the clicks, a repeated click summed) and,
+    `with_items`, which items the session holds `[batch, N + 1]` (bool, padding column False;
+    else None: one `[batch, N + 1]` scatter fewer)."""
     w_h, u_c, v, _, _ = weights
     hidden, units = hidden_states.shape[-1], w_h.shape[-1]
     max_len = hidden_states.shape[1]
@@ -379,6 +380,8 @@ def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weigh
     indices = tf.reshape(tf.stack([rows, tf.cast(item_ids, tf.int32)], axis=-1), [-1, 2])
     zeros = tf.zeros_like(explore_scores)
     repeat = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(attention, [-1]))
+    if not with_items:
+        return repeat, None
     clicks = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(tf.cast(mask, zeros.dtype), [-1]))
     return repeat, clicks > 0
 

@@ -232,11 +232,12 @@ def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
             f"{model_dir} holds a run with other settings ({listed}). Resume it with its own "
             f"settings (only {', '.join(sorted(RESUMABLE_CHANGES - {'overwrite'}))} may "
             "change), use another --model_dir, or pass --overwrite to delete it and start afresh")
-    refitting = ((read_json(model_dir, FINAL_RECORD) or {}).get("run_id") == old["run_id"]
-                 and read_json(model_dir, METRICS) is None)  # a --refit begun, not finished
+    finished = read_json(model_dir, METRICS) is not None
+    refitting = (not finished  # a --refit begun, not ended
+                 and (read_json(model_dir, FINAL_RECORD) or {}).get("run_id") == old["run_id"])
     if os.path.isdir(path(model_dir, BACKUP)) or refitting:
         return {**identity, "run_id": old["run_id"]}, True
-    if read_json(model_dir, METRICS) is not None:
+    if finished:
         raise RunFolderError(
             f"{model_dir} holds a finished run with these settings (see {METRICS}). Pass "
             "--overwrite to train it again, or use another --model_dir")

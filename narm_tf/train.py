@@ -578,7 +578,8 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     model_dir, final_model = config["model_dir"], run_dir.path(config["model_dir"],
                                                                run_dir.FINAL_MODEL)
     record = run_dir.read_json(model_dir, run_dir.FINAL_RECORD) or {}
-    if refit_started(config) and record.get("finished") and os.path.exists(final_model):
+    if (record.get("run_id") == config["run_id"] and record.get("finished")
+            and os.path.exists(final_model)):  # a resumed run whose refit had ended
         return keras.models.load_model(final_model)
     epochs = run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"]
     sizes = data.split_sizes(config["dataset"], config["data_dir"])

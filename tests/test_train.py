@@ -170,13 +170,10 @@ def _backed_up(metadata) -> bool:
         return False
 
 
-def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
-    from narm_tf import run_dir, train
-
-    model_dir = tmp_path / "run"
-    command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
-                             "--batch_size=16")
-    metadata = model_dir / "backup" / "training_metadata.json"
+def _kill_after_first_backup(command, backup) -> int:
+    """Starts `command`, SIGKILLs it once BackupAndRestore has written into `backup` (a
+    folder); returns the epochs that backup holds."""
+    metadata = backup / "training_metadata.json"
     process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
                                stderr=subprocess.DEVNULL)
     deadline = time.time() + 240
@@ -184,8 +181,17 @@ def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tm
         time.sleep(0.05)
     process.send_signal(signal.SIGKILL)
     process.wait()
-    assert _backed_up(metadata), "the run ended before writing its first epoch backup"
-    done = json.loads(metadata.read_text())["epoch"]
+    assert _backed_up(metadata), f"the run ended before writing its first backup in {backup}"
+    return json.loads(metadata.read_text())["epoch"]
+
+
+def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
+    from narm_tf import run_dir, train
+
+    model_dir = tmp_path / "run"
+    command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
+                             "--batch_size=16")
+    done = _kill_after_first_backup(command, model_dir / "backup")
     assert done < 4
     best_before = _json(model_dir, "best.json")["val_recall@20"]
 
@@ -341,16 +347,7 @@ def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, tmp
     model_dir = tmp_path / "run"
     command = _train_command(data_dir, str(model_dir), "--epochs=2", "--refit",
                              "--batch_size=16", "--input=stream")
-    metadata = model_dir / "backup_refit" / "training_metadata.json"
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not _backed_up(metadata) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
-    assert _backed_up(metadata), "the run ended before the refit's first epoch backup"
-    done = json.loads(metadata.read_text())["epoch"]  # epochs completed
+    done = _kill_after_first_backup(command, model_dir / "backup_refit")
     out = _run(command)
     assert "Resuming run" in out and "val_recall@20 improved" not in out  # no selection rerun
     epochs = _json(model_dir, "final.json")["epochs"]

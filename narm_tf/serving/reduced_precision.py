@@ -16,8 +16,8 @@ scores (eq. 10): 200 MB at 1M items and D=50 in float32, about 20 ms at this mac
   outside the candidates. The probabilities' normalizer sums the exact scores of the candidates
   and the approximate scores of the rest.
 
-Plain TF ops: TF Serving loads these as any other export. `benchmarks/catalog_scale.py` and
-`benchmarks/reduced_precision.py` report their latency and agreement with `exact`.
+Plain TF ops: TF Serving loads these as any other export. `benchmarks/catalog_scale.py
+--tasks=serve` reports their latency and top-20 agreement with `exact`.
 """
 
 from __future__ import annotations
