@@ -64,6 +64,8 @@ CHECKS = {
     "representation_dropout": (_dropout, "a rate in [0, 1)"),
     "batch_size": (_positive, "an integer >= 1"),
     "learning_rate": (_learning_rate, "a finite number > 0"),
+    "learning_rate_decay": (lambda value: value is not None and 0 < value <= 1,
+                            "a factor in (0, 1]"),
     "epochs": (_positive, "an integer >= 1"),
     "patience": (_positive, "an integer >= 1"),
     "steps_per_epoch": (_non_negative, "an integer >= 0 (0 = one pass over the train split)"),
@@ -143,6 +145,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                       flag_values=flag_values)
     integer("batch_size", 512, "Global batch size, split across replicas.")
     real("learning_rate", 1e-3, "Adam learning rate.")
+    real("learning_rate_decay", 1.0,
+         "Beyond the paper: the learning rate of epoch e (from 0) is learning_rate x decay^e, "
+         "in selection and --refit alike. 1 (default): constant, as the paper.")
     integer("epochs", 30, "Maximum epochs.")
     integer("patience", 5, "Early stopping: epochs without a better validation Recall@20.")
     integer("steps_per_epoch", 0, "Batches per epoch; 0 = one pass over the train split.")
@@ -334,13 +339,25 @@ def _make_best_checkpoint(model_dir: str, run_id: str, start: float | None):
     return BestCheckpoint()
 
 
-def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool) -> list:
-    """Divergence guard, best checkpoint, history, BackupAndRestore, early stopping and
-    TensorBoard."""
+def learning_rate_schedule(config: dict) -> list:
+    """`--learning_rate_decay` below 1: a callback setting epoch e's rate to
+    learning_rate x decay^e (a resumed or refit run gets the same rate per epoch); else []."""
+    import keras
+
+    rate, decay = config["learning_rate"], config.get("learning_rate_decay", 1.0)
+    if decay == 1.0:
+        return []
+    return [keras.callbacks.LearningRateScheduler(lambda epoch: rate * decay ** epoch)]
+
+
+def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool,
+              schedule: tuple = ()) -> list:
+    """`schedule` (learning_rate_schedule), divergence guard, best checkpoint, history,
+    BackupAndRestore, early stopping and TensorBoard."""
     import keras
 
     best = run_dir.read_json(model_dir, run_dir.BEST_RECORD) if resuming else None
-    return [  # In this order at each epoch's end: check, save the best, log, then back up.
+    return [*schedule,  # At each epoch's end: check, save the best, log, then back up.
         _make_divergence_guard(model_dir),
         _make_best_checkpoint(model_dir, run_id, best and best[run_dir.MONITOR]),
         keras.callbacks.CSVLogger(run_dir.path(model_dir, run_dir.HISTORY), append=True),
@@ -439,7 +456,7 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
     buckets = config["length_buckets"]
     steps = config["steps_per_epoch"] or None
     callback_list = callbacks(config["model_dir"], config["run_id"], config["patience"],
-                              resuming) + list(extra_callbacks)
+                              resuming, learning_rate_schedule(config)) + list(extra_callbacks)
     if strategy is not None and distribute.is_multi_worker():
         _fit_multi_worker(config, model, strategy, callback_list)
         return
@@ -605,7 +622,8 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
         both = data.Prefixes.concatenate(splits["train"], splits["validation"])
         dataset = data.make_dataset(both, config["batch_size"], **options)
     model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=2,
-              callbacks=[_make_divergence_guard(model_dir, history=False),
+              callbacks=[*learning_rate_schedule(config),
+                         _make_divergence_guard(model_dir, history=False),
                          keras.callbacks.BackupAndRestore(
                              run_dir.path(model_dir, run_dir.REFIT_BACKUP))])
     if calibration:

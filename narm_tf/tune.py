@@ -56,6 +56,7 @@ SEARCH_SPACE = {
 # Rows searched only when named in --search (and when narm_tf.train has the flag).
 OPTIONAL_SPACE = {
     "repeat": ("choice", [False, True]),
+    "learning_rate_decay": ("choice", [1.0, 0.9, 0.85, 0.8]),
 }
 # Flags that say where a run reads and writes, not what it trains: never in best.cfg.
 RUN_LOCAL = ("data_dir", "model_dir", "overwrite", "export_base", "seed", "num_cpu_devices")

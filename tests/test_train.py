@@ -145,6 +145,8 @@ def test_diverging_run_exits_nonzero_and_saves_nothing(data_dir, tmp_path):
     ("embedding_dropout", 1.5, "--embedding_dropout must be a rate in [0, 1)"),
     ("hidden_units", 0, "--hidden_units must be an integer >= 1"),
     ("learning_rate", -1.0, "--learning_rate must be a finite number > 0"),
+    ("learning_rate_decay", 0.0, "--learning_rate_decay must be a factor in (0, 1]"),
+    ("learning_rate_decay", 1.5, "--learning_rate_decay must be a factor in (0, 1]"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, name, value, words):
     from narm_tf import train
@@ -256,9 +258,11 @@ def _steps_per_epoch_run(out: str) -> list[int]:
 
 @pytest.fixture(scope="module")
 def refit_run(synthetic_data_dir, tmp_path_factory):
-    """One --refit run (in memory, 3 epochs at most): its folder and printed output."""
+    """One --refit run (in memory, 3 epochs at most, the learning rate halved each epoch): its
+    folder and printed output."""
     model_dir = tmp_path_factory.mktemp("refit") / "run"
-    out = _run(_train_command(synthetic_data_dir, model_dir, "--epochs=3", "--refit"))
+    out = _run(_train_command(synthetic_data_dir, model_dir, "--epochs=3", "--refit",
+                              "--learning_rate=0.004", "--learning_rate_decay=0.5"))
     return model_dir, out
 
 
@@ -296,6 +300,22 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
     assert not all(np.array_equal(a, b) for a, b in zip(finals, bests, strict=True))
     assert run_dir.delivered_model(str(model_dir), _json(model_dir, "config.json")) == \
         str(model_dir / "final.keras")
+
+
+def test_learning_rate_decays_per_epoch_in_the_selection_and_the_refit_alike(refit_run):
+    import keras
+
+    from narm_tf import model as _registers_layers  # noqa: F401
+
+    model_dir, _ = refit_run
+    rates = [float(row["learning_rate"]) for row in _history(model_dir)]
+    np.testing.assert_allclose(rates, [0.004 * 0.5 ** e for e in range(len(rates))], rtol=1e-6)
+    # The refit's last epoch (best.json's count, from 1) ran at the same epoch's rate.
+    epochs = _json(model_dir, "final.json")["epochs"]
+    assert epochs > 1, "a one-epoch refit would run at the undecayed rate either way"
+    final = keras.models.load_model(str(model_dir / "final.keras"))
+    np.testing.assert_allclose(float(final.optimizer.learning_rate), 0.004 * 0.5 ** (epochs - 1),
+                               rtol=1e-6)
 
 
 def test_refit_run_without_a_finished_final_model_is_refused(refit_run, tmp_path):

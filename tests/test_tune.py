@@ -206,3 +206,7 @@ def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
             tune.search_space(["repeat"], config)
     with pytest.raises(ValueError, match="--search=repeat: narm_tf.train has no --repeat"):
         tune.search_space(["repeat"], {k: v for k, v in config.items() if k != "repeat"})
+    # Every value of every row passes train's own flag checks.
+    for name, (kind, *spec) in {**tune.SEARCH_SPACE, **tune.OPTIONAL_SPACE}.items():
+        for value in (spec[0] if kind == "choice" else spec[:2]):
+            train.check_config({**config, name: value})
