@@ -61,7 +61,7 @@ RESUMABLE_CHANGES = frozenset({
 ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off",
                        "repeat": False, "loss": "full", "num_negatives": 1024,
                        "warm_validation": "unseen", "repeat_explore": "all",
-                       "repeat_calibrate": False, "refit": False}
+                       "repeat_calibrate": False, "refit": False, "learning_rate_decay": 1.0}
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 

@@ -39,10 +39,10 @@ NEW_ROW_NOISE = 0.1  # noise of a new item's rows, in units of the known rows' s
 # Flags that may differ from the old run: what and how the new run trains, not the model's
 # shape. Every other flag (embedding_dim, hidden_units, variant, ...) must match.
 WARM_START_CHANGES = frozenset({
-    "dataset", "dataset_version", "vocabulary_size", "learning_rate", "batch_size", "seed",
-    "steps_per_epoch", "embedding_dropout", "representation_dropout", "length_buckets",
-    "num_cpu_devices", "warm_start_from", "input", "mixed_precision", "loss", "num_negatives",
-    "warm_validation",
+    "dataset", "dataset_version", "vocabulary_size", "learning_rate", "learning_rate_decay",
+    "batch_size", "seed", "steps_per_epoch", "embedding_dropout", "representation_dropout",
+    "length_buckets", "num_cpu_devices", "warm_start_from", "input", "mixed_precision", "loss",
+    "num_negatives", "warm_validation",
 })
 VALIDATION_CHOICES = ("unseen", "all")  # --warm_validation
 # Layers whose weights are indexed by item (axis of size N + 1): remapped, not copied.

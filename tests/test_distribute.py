@@ -20,7 +20,8 @@ DATASET = "yoochoose/yoochoose_full"
 # and two workers), no XLA (the 2-replica CPU path runs without it: same kernels on both sides).
 SETTINGS = {"batch_size": 64, "embedding_dim": 8, "hidden_units": 8, "eval_batch_size": 256,
             "embedding_dropout": 0.0, "representation_dropout": 0.0, "jit_compile": "off",
-            "steps_per_epoch": 24, "epochs": 3, "steps_per_execution": 4, "input": "stream"}
+            "steps_per_epoch": 24, "epochs": 3, "steps_per_execution": 4, "input": "stream",
+            "learning_rate_decay": 0.5}
 
 
 @pytest.fixture
@@ -170,6 +171,8 @@ def test_two_workers_match_one_write_from_the_chief_and_resume_after_a_kill(data
                                      model_dir=str(single), **{**SETTINGS, "epochs": 1}))
     rows, reference = _history(model_dir), _history(single)[0]
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # each epoch once
+    # The resumed epochs run at their own decayed rate (1e-3 x 0.5^epoch), not from the top.
+    assert [float(row["learning_rate"]) for row in rows] == pytest.approx([1e-3, 5e-4, 2.5e-4])
     # Epoch 1 ran before the kill from the same initial weights and the same global batches as
     # the single process: only the order of float32 sums differs (the all-reduce adds two
     # half-batch gradients), ~1e-7 relative a step, well inside 1e-4 after 24 Adam steps.

@@ -49,6 +49,13 @@ def test_killed_run_with_same_settings_resumes_with_its_run_id(tmp_path):
     assert resuming and config["run_id"] == old["run_id"] and config["epochs"] == 40
 
 
+def test_a_config_written_before_a_flag_existed_holds_its_default():
+    old = _identity()  # FLAGS_ has no learning_rate_decay, as a config.json written before it
+    assert run_dir.differences(old, {**old, "learning_rate_decay": 1.0}) == {}
+    assert run_dir.differences(old, {**old, "learning_rate_decay": 0.8}) == {
+        "learning_rate_decay": (1.0, 0.8)}
+
+
 def test_changed_settings_are_refused_naming_each_flag(tmp_path):
     _write(tmp_path, run_dir.CONFIG, _identity())
     os.makedirs(tmp_path / run_dir.BACKUP)

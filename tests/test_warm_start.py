@@ -189,7 +189,7 @@ def test_other_architecture_flags_fail_naming_them_and_leave_no_run(runs, tmp_pa
     model_dir = tmp_path / "wider"
     with pytest.raises(warm_start.WarmStartError) as raised:
         train_run(runs["data_dir"], model_dir, WINDOW_2, epochs=1, hidden_units=24,
-                  variant="global", warm_start_from=runs["old"])
+                  variant="global", learning_rate_decay=0.9, warm_start_from=runs["old"])
     message = str(raised.value)
     assert "--hidden_units: 16 there, 24 now" in message
     assert "--variant: 'hybrid' there, 'global' now" in message
