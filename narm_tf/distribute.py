@@ -92,13 +92,21 @@ def worker_dir(model_dir: str, strategy):
         shutil.rmtree(temp, ignore_errors=True)
 
 
-def copy_backup(chief_dir: str, worker_folder: str, backup: str) -> None:
-    """Copies the chief's BackupAndRestore folder (if any) into this worker's folder, so that all
-    workers restore the same epoch. Call it before training starts: the chief writes a backup
-    only at an epoch's end, which needs every worker."""
+def copy_backup(chief_dir: str, worker_folder: str, backup: str, records=()) -> bool:
+    """Copies the chief's BackupAndRestore folder (if any) and the files `records` (its best
+    score, read by the callbacks) into this worker's folder, so that all workers restore the
+    same epoch and their callbacks act alike (a worker whose best checkpoint saved when the
+    chief's did not would make collective reads the chief does not: the cluster fails).
+    Returns whether a backup was copied: the worker resumes. Call it before training starts:
+    the chief writes a backup only at an epoch's end, which needs every worker."""
     source = os.path.join(chief_dir, backup)
-    if os.path.isdir(source):
-        shutil.copytree(source, os.path.join(worker_folder, backup), dirs_exist_ok=True)
+    if not os.path.isdir(source):
+        return False
+    shutil.copytree(source, os.path.join(worker_folder, backup), dirs_exist_ok=True)
+    for name in records:
+        if os.path.exists(os.path.join(chief_dir, name)):
+            shutil.copy(os.path.join(chief_dir, name), os.path.join(worker_folder, name))
+    return True
 
 
 def fit(model: keras.Model, strategy, train_fn, validation_fn=None, epochs: int = 1,

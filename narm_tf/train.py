@@ -658,7 +658,8 @@ def train(config: dict) -> dict:
             data.dataset_version(config["dataset"], config["data_dir"]), len(vocabulary))
         config, resuming = run_dir.start(model_dir, identity, config["overwrite"])
         if not chief:  # other workers restore the chief's backup and write to a temp folder
-            distribute.copy_backup(chief_dir, model_dir, run_dir.BACKUP)
+            resuming = distribute.copy_backup(chief_dir, model_dir, run_dir.BACKUP,
+                                              records=(run_dir.BEST_RECORD,)) or resuming
         print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
         run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
         num_items = len(vocabulary)
