@@ -18,9 +18,9 @@ from conftest import ROOT
 DATASET = "yoochoose/yoochoose_full"
 # Tiny model, no dropout (dropout masks are drawn per process, so they would differ between one
 # and two workers), no XLA (the 2-replica CPU path runs without it: same kernels on both sides).
-# learning_rate_decay: the resumed epochs' rates are checked, and the halved rate leaves the
-# validation score flat after the kill, so the chief's best checkpoint does not save: a worker
-# that did not get the chief's best score saved alone and failed the cluster (fixed).
+# learning_rate_decay: the resumed epochs' rates are checked. With it the first resumed epoch
+# scores below epoch 1 here, so the chief's best checkpoint does not save: a worker that did not
+# get the chief's best score saved alone and failed the cluster (fixed in train/distribute).
 SETTINGS = {"batch_size": 64, "embedding_dim": 8, "hidden_units": 8, "eval_batch_size": 256,
             "embedding_dropout": 0.0, "representation_dropout": 0.0, "jit_compile": "off",
             "steps_per_epoch": 24, "epochs": 3, "steps_per_execution": 4, "input": "stream",
