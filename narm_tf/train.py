@@ -357,7 +357,8 @@ def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool,
     import keras
 
     best = run_dir.read_json(model_dir, run_dir.BEST_RECORD) if resuming else None
-    return [*schedule,  # At each epoch's end: check, save the best, log, then back up.
+    return [  # The epoch's rate first; at its end: check, save the best, log, then back up.
+        *schedule,
         _make_divergence_guard(model_dir),
         _make_best_checkpoint(model_dir, run_id, best and best[run_dir.MONITOR]),
         keras.callbacks.CSVLogger(run_dir.path(model_dir, run_dir.HISTORY), append=True),
