@@ -58,6 +58,12 @@ OPTIONAL_SPACE = {
     "repeat": ("choice", [False, True]),
     "learning_rate_decay": ("choice", [1.0, 0.9, 0.85, 0.8]),
 }
+# Rows that exist only while a row above takes certain values (KerasTuner's conditional_scope):
+# searched with that row; in a trial where they are inactive, the flag keeps train's default.
+CONDITIONAL_SPACE = {
+    "repeat_explore": ("repeat", [True], ("choice", ["all", "new"])),
+    "repeat_calibrate": ("repeat", [True], ("choice", [False, True])),
+}
 # Flags that say where a run reads and writes, not what it trains: never in best.cfg.
 RUN_LOCAL = ("data_dir", "model_dir", "overwrite", "export_base", "seed", "num_cpu_devices")
 
@@ -71,12 +77,13 @@ flags.DEFINE_float("max_minutes", 55.0,
                    "so far). 55 keeps a run on the YOOCHOOSE sample within 60 minutes on 2 "
                    "cores (an epoch there takes seconds to about two minutes).")
 flags.DEFINE_list("search", [],
-                  f"Optional rows to search beside SEARCH_SPACE: {sorted(OPTIONAL_SPACE)}.")
+                  f"Optional rows to search beside SEARCH_SPACE: {sorted(OPTIONAL_SPACE)} "
+                  "(repeat brings its CONDITIONAL_SPACE rows: explore mode, calibration).")
 
 
 def search_space(names=(), config: dict | None = None) -> dict:
-    """SEARCH_SPACE plus the OPTIONAL_SPACE rows in `names`; ValueError for a row unknown or
-    whose flag `narm_tf.train` does not have."""
+    """SEARCH_SPACE plus the OPTIONAL_SPACE rows in `names` and the CONDITIONAL_SPACE rows under
+    them; ValueError for a row unknown or whose flag `narm_tf.train` does not have."""
     config = config or train.default_config()
     space = dict(SEARCH_SPACE)
     for name in names:
@@ -86,7 +93,22 @@ def search_space(names=(), config: dict | None = None) -> dict:
         if name not in config:
             raise ValueError(f"--search={name}: narm_tf.train has no --{name} flag")
         space[name] = OPTIONAL_SPACE[name]
+    for name, (parent, _, row) in CONDITIONAL_SPACE.items():
+        if parent in space and name in config:
+            space[name] = row
     return space
+
+
+def active_values(hyperparameters, space: dict, base: dict) -> dict:
+    """A trial's values of the rows of `space` that are active in it (every row not under a
+    condition, and the CONDITIONAL_SPACE rows whose condition holds); booleans as booleans
+    (KerasTuner keeps a boolean choice as 0/1)."""
+    return {name: _typed(hyperparameters.get(name), base[name]) for name in space
+            if hyperparameters.is_active(name)}
+
+
+def _typed(value, base_value):
+    return bool(value) if isinstance(base_value, bool) else value
 
 
 def _in_space(row: tuple, value) -> bool:
@@ -101,27 +123,43 @@ def _in_space(row: tuple, value) -> bool:
 
 
 def define_hyperparameters(hp, space: dict, base: dict) -> None:
-    """Declares each row of `space` in KerasTuner's `hp`, defaulting to the base flag's value
-    when the space holds it (so the first trial is the base configuration)."""
+    """Declares each row of `space` in KerasTuner's `hp` (a CONDITIONAL_SPACE row inside its
+    condition's scope), defaulting to the base flag's value when the space holds it (so the
+    first trial is the base configuration)."""
     for name, row in space.items():
-        kind, *spec = row
-        default = base[name] if _in_space(row, base[name]) else None
-        if kind == "choice":
-            hp.Choice(name, spec[0], default=default)
-        elif kind == "range":
-            hp.Float(name, spec[0], spec[1], step=spec[2], default=default)
-        elif kind == "log":
-            hp.Float(name, spec[0], spec[1], sampling="log", default=default)
+        if name in CONDITIONAL_SPACE:
+            parent, values, _ = CONDITIONAL_SPACE[name]
+            with hp.conditional_scope(parent, values):
+                _declare(hp, name, row, base)
         else:
-            raise ValueError(f"search row {name}: unknown kind {kind!r}")
+            _declare(hp, name, row, base)
+
+
+def _declare(hp, name: str, row: tuple, base: dict) -> None:
+    kind, *spec = row
+    default = base[name] if _in_space(row, base[name]) else None
+    if kind == "choice":
+        hp.Choice(name, spec[0], default=default)
+    elif kind == "range":
+        hp.Float(name, spec[0], spec[1], step=spec[2], default=default)
+    elif kind == "log":
+        hp.Float(name, spec[0], spec[1], sampling="log", default=default)
+    else:
+        raise ValueError(f"search row {name}: unknown kind {kind!r}")
 
 
 def trial_config(base: dict, values: dict, model_dir: str) -> dict:
-    """The base flags with a trial's values, writing into `model_dir`: a train config."""
-    config = {**base, **values, "model_dir": model_dir, "overwrite": True,
+    """The base flags with a trial's (active) values, writing into `model_dir`: a train config.
+    A CONDITIONAL_SPACE row whose condition the trial does not meet takes train's default."""
+    defaults = train.default_config()
+    idle = {name: defaults[name] for name, (parent, when, _) in CONDITIONAL_SPACE.items()
+            if name not in values and parent in values and values[parent] not in when}
+    config = {**base, **idle, **values, "model_dir": model_dir, "overwrite": True,
               "run_id": os.path.basename(os.path.dirname(model_dir)), "export_base": ""}
     for name, value in values.items():  # KerasTuner gives floats for stepped ranges
-        if isinstance(base[name], int) and not isinstance(base[name], bool):
+        if isinstance(base[name], bool):
+            config[name] = bool(value)
+        elif isinstance(base[name], int):
             config[name] = int(value)
         elif isinstance(base[name], float):
             config[name] = _round(float(value))
@@ -155,8 +193,8 @@ def wall_clock(deadline: float):
 def run_training(config: dict, splits: dict, num_items: int, strategy,
                  deadline: float = float("inf")) -> dict:
     """`narm_tf.train`'s model and fit for `config`, stopped after the epoch that passes
-    `deadline`; the selected epoch's validation scores (%), the epochs run and the seconds
-    taken."""
+    `deadline`; the selected epoch's validation scores (%; with --repeat_calibrate, after
+    train's calibration on validation), the epochs run and the seconds taken."""
     import keras
 
     from narm_tf import run_dir
@@ -173,6 +211,10 @@ def run_training(config: dict, splits: dict, num_items: int, strategy,
     best = max(history, key=lambda row: float(row[run_dir.MONITOR]))  # train's selection
     recall = 100 * float(best[run_dir.MONITOR])
     mrr = 100 * float(best["val_mrr@20"])
+    if config.get("repeat_calibrate"):  # scored as train delivers it: calibrated on validation
+        selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
+        calibration = train.calibrate(config, selected, splits)
+        recall, mrr = 100 * calibration["recall@20"], 100 * calibration["mrr@20"]
     return {OBJECTIVE: recall + mrr, "val_recall@20": recall, "val_mrr@20": mrr,
             "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(history),
             "seconds": round(time.time() - started, 1)}
@@ -201,7 +243,7 @@ def make_tuner(base: dict, space: dict, project_dir: str, max_trials: int, deadl
         """Runs each trial as `run_training` of the base config with the trial's values."""
 
         def run_trial(self, trial, splits, num_items, strategy, **_):
-            values = {name: trial.hyperparameters.get(name) for name in space}
+            values = active_values(trial.hyperparameters, space, base)
             model_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
             config = trial_config(base, values, model_dir)
             try:
@@ -256,6 +298,15 @@ def _round(value):
     return round(value, 10) if isinstance(value, float) else value
 
 
+def _cell_value(hyperparameters, name: str, base: dict):
+    """A trial's value of a row for trials.csv: empty where the row is inactive in it."""
+    if name not in hyperparameters.values:
+        return None
+    if not hyperparameters.is_active(name):
+        return ""
+    return _typed(hyperparameters.values[name], base[name])
+
+
 def _cell(metric: str, value: float):
     """KerasTuner keeps metrics as floats: epochs back to integers, scores to 4 decimals."""
     return int(value) if metric in ("best_epoch", "epochs_run") else round(value, 4)
@@ -273,13 +324,14 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
             metrics = {m: _cell(m, trial.metrics.get_best_value(m))
                        for m in columns[len(space) + 2:] if trial.metrics.exists(m)}
             writer.writerow([trial_id, trial.status,
-                             *(_round(trial.hyperparameters.values.get(n)) for n in space),
+                             *(_round(_cell_value(trial.hyperparameters, n, base))
+                               for n in space),
                              *(metrics.get(m, "") for m in columns[len(space) + 2:])])
     best = oracle.get_best_trials(1)
     if not best or best[0].score is None:
         return
     trial = best[0]
-    values = {name: trial.hyperparameters.get(name) for name in space}
+    values = active_values(trial.hyperparameters, space, base)
     get = trial.metrics.get_best_value
     header = [f"narm_tf.tune: best of {len(oracle.trials)} trials (trial {trial.trial_id}), "
               f"selected on validation only: Recall@20 {get('val_recall@20'):.2f}, "

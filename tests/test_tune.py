@@ -210,3 +210,55 @@ def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
     for name, (kind, *spec) in {**tune.SEARCH_SPACE, **tune.OPTIONAL_SPACE}.items():
         for value in (spec[0] if kind == "choice" else spec[:2]):
             train.check_config({**config, name: value})
+
+
+def test_repeat_modes_are_declared_under_repeat_and_idle_without_it():
+    import keras_tuner as kt
+
+    from narm_tf import train, tune
+
+    base = train.default_config(repeat=True, repeat_explore="new", repeat_calibrate=True)
+    space = tune.search_space(["repeat"], base)
+    assert {"repeat_explore", "repeat_calibrate"} <= set(space)
+    assert "repeat_explore" not in tune.search_space([], base)  # only under --search=repeat
+    hp = kt.HyperParameters()
+    tune.define_hyperparameters(hp, space, base)
+    assert tune.active_values(hp, space, base)["repeat_explore"] == "new"  # trial 0: the base
+    hp.values["repeat"] = False
+    values = tune.active_values(hp, space, base)
+    assert "repeat_explore" not in values and "repeat_calibrate" not in values
+    # The base's repeat_explore=new would fail train's check without --repeat: the idle default.
+    config = tune.trial_config(base, values, "project/trial_01/run")
+    assert (config["repeat"], config["repeat_explore"], config["repeat_calibrate"]) == (
+        False, "all", False)
+
+
+def test_repeat_search_scores_calibrated_trials_as_train_delivers_them(data_dirs, tmp_path,
+                                                                        monkeypatch):
+    from narm_tf import train, tune
+
+    monkeypatch.setattr(tune, "SEARCH_SPACE", {"epochs": ("choice", [1])})
+    calibrations = []
+    real_calibrate = train.calibrate
+
+    def recording(config, model, splits):
+        calibrations.append(real_calibrate(config, model, splits))
+        return calibrations[-1]
+
+    monkeypatch.setattr(train, "calibrate", recording)
+    project = str(tmp_path / "project")
+    base = _base(data_dirs[1], repeat=True, repeat_explore="new", repeat_calibrate=True)
+    tune.tune(base, project, max_trials=5, max_minutes=30, search=["repeat"])
+    rows = [row for row in _rows(project) if row["status"] == "COMPLETED"]
+    assert (rows[0]["repeat"], rows[0]["repeat_explore"], rows[0]["repeat_calibrate"]) == (
+        "True", "new", "True")  # trial 0: the base
+    assert {row["repeat"] for row in rows} == {"True", "False"}
+    calibrated = [row for row in rows if row["repeat_calibrate"] == "True"]
+    assert len(calibrated) == len(calibrations) >= 1
+    for row, calibration in zip(calibrated, calibrations, strict=True):
+        assert float(row["val_recall@20"]) == pytest.approx(100 * calibration["recall@20"],
+                                                            abs=1e-3)
+        assert float(row["val_mrr@20"]) == pytest.approx(100 * calibration["mrr@20"], abs=1e-3)
+    for row in rows:
+        if row["repeat"] == "False":  # inactive rows: empty cells
+            assert row["repeat_explore"] == row["repeat_calibrate"] == ""
