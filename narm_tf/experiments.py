@@ -76,7 +76,9 @@ PAPER_TABLE4 = {  # variant -> hidden -> columns
 SAMPLE_REFERENCE = {"POP": (8.9, 2.6), "S-POP": (38.1, 26.5), "Item-KNN": (40.8, 18.6),
                     "SR": (61.5, 34.3), "SKNN": (64.1, 32.0), "V-SKNN": (67.41, 35.82)}
 BASELINE_NAMES = {"pop": "POP", "spop": "S-POP", "itemknn": "Item-KNN", "sr": "SR",
-                  "sknn": "SKNN", "vsknn": "V-SKNN"}
+                  "sknn": "SKNN", "vsknn": "V-SKNN", "vsknn_div": "V-SKNN + div_score"}
+# Baseline rows that are another row's model with settings (narm_tf.baselines' parameters).
+BASELINE_SETTINGS = {"vsknn_div": ("vsknn", {"score_decay": True})}
 
 
 @dataclasses.dataclass(frozen=True)
@@ -189,8 +191,9 @@ def train_command(run: ModelRun, model_dir: str) -> list[str]:
 def run_baseline(name: str, splits: dict, num_items: int) -> dict:
     from narm_tf import baselines
 
-    result = baselines.fit_and_evaluate(name, splits["train"], splits["validation"],
-                                        splits["test"], num_items, k=K)
+    model, params = BASELINE_SETTINGS.get(name, (name, {}))
+    result = baselines.fit_and_evaluate(model, splits["train"], splits["validation"],
+                                        splits["test"], num_items, k=K, **params)
     return {**table_values(result), "count": result["count"]}
 
 
@@ -341,7 +344,7 @@ def table3_lines(results: dict, seeds: int, column: int | None, reference: dict)
                     True))
     methods.append(("NARM", [results[f"narm_seed{s}"] for s in range(seeds)], True))
     if "tuned_seed0" in results:
-        methods.append(("NARM (tuned, narm_tf.tune)",
+        methods.append(("NARM (tuned on validation)",
                         [results[f"tuned_seed{s}"] for s in range(seeds)], True))
     if "repeat_seed0" in results:
         methods.append(("NARM (repeat-aware, beyond the paper)",
@@ -370,8 +373,9 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
              f"--out={out}` (seeds {seeds}, up to {FLAGS.epochs} epochs, patience "
              f"{FLAGS.patience}, batch {FLAGS.batch_size}). Recall@20 and MRR@20 in %, over all "
              "items, on the test split; models selected on the validation split only."
-             + (f" NARM (tuned): `--flagfile={FLAGS.tuned_flagfile}` (from `narm_tf.tune`, "
-                "searched on the validation split), its own epochs, patience and batch size."
+             + (f" NARM (tuned): `--flagfile={FLAGS.tuned_flagfile}` (found on the validation "
+                "split: `narm_tf.tune`, and what its header says), its own epochs, patience and "
+                "batch size."
                 if FLAGS.tuned_flagfile else ""), "",
              "## Data", "", "| statistic | value |", "|---|---|"]
     lines += [f"| {key} | {value:,} |" if isinstance(value, int) else f"| {key} | {value:.2f} |"

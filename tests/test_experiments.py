@@ -1,5 +1,7 @@
 """narm_tf.experiments: the runs the tables need, and resuming from the per-experiment cache."""
 
+import pytest
+
 from narm_tf import experiments
 
 
@@ -101,7 +103,7 @@ def test_table3_has_a_tuned_row_when_tuned_runs_exist():
     results["tuned_seed1"] = {"recall": 72.0, "mrr": 38.0}
     lines = experiments.table3_lines(results, 2, None, {})
     tuned = [line for line in lines if line.startswith("| NARM (tuned")]
-    assert tuned == ["| NARM (tuned, narm_tf.tune) | 71.00 ± 1.41 | 37.00 ± 1.41 | - | - | - | - |"]
+    assert tuned == ["| NARM (tuned on validation) | 71.00 ± 1.41 | 37.00 ± 1.41 | - | - | - | - |"]
 
 
 def test_repeat_rows_train_with_repeat_and_get_their_own_table3_row():
@@ -126,3 +128,17 @@ def test_repeat_rows_train_with_repeat_and_get_their_own_table3_row():
     rows = [line for line in lines if line.startswith("| NARM (repeat-aware")]
     assert rows == ["| NARM (repeat-aware, beyond the paper) | 67.00 ± 1.41 | 35.50 ± 0.71 "
                     "| - | - | - | - |"]
+
+
+def test_the_div_score_row_runs_v_sknn_with_its_score_decay(synthetic_data_dir):
+    from narm_tf import baselines, data
+
+    splits = {s: data.load_split("yoochoose/yoochoose_full", s, synthetic_data_dir)
+              for s in ("train", "validation", "test")}
+    num_items = len(data.load_vocabulary("yoochoose/yoochoose_full", synthetic_data_dir))
+    row = experiments.run_baseline("vsknn_div", splits, num_items)
+    direct = baselines.fit_and_evaluate("vsknn", splits["train"], splits["validation"],
+                                        splits["test"], num_items, score_decay=True)
+    assert row["mrr"] == pytest.approx(100 * direct["mrr"])
+    assert row["recall"] == pytest.approx(100 * direct["recall"])
+    assert row != experiments.run_baseline("vsknn", splits, num_items)
