@@ -104,7 +104,7 @@ def active_values(hyperparameters, space: dict, base: dict) -> dict:
     condition, and the CONDITIONAL_SPACE rows whose condition holds); booleans as booleans
     (KerasTuner keeps a boolean choice as 0/1)."""
     return {name: _typed(hyperparameters.get(name), base[name]) for name in space
-            if hyperparameters.is_active(name)}
+            if name in hyperparameters.values and hyperparameters.is_active(name)}
 
 
 def _typed(value, base_value):
@@ -151,10 +151,11 @@ def _declare(hp, name: str, row: tuple, base: dict) -> None:
 def trial_config(base: dict, values: dict, model_dir: str) -> dict:
     """The base flags with a trial's (active) values, writing into `model_dir`: a train config.
     A CONDITIONAL_SPACE row whose condition the trial does not meet takes train's default."""
-    defaults = train.default_config()
-    idle = {name: defaults[name] for name, (parent, when, _) in CONDITIONAL_SPACE.items()
-            if name not in values and parent in values and values[parent] not in when}
-    config = {**base, **idle, **values, "model_dir": model_dir, "overwrite": True,
+    idle = [name for name, (parent, when, _) in CONDITIONAL_SPACE.items()
+            if name not in values and parent in values and values[parent] not in when]
+    defaults = train.default_config() if idle else {}
+    config = {**base, **{name: defaults[name] for name in idle}, **values,
+              "model_dir": model_dir, "overwrite": True,
               "run_id": os.path.basename(os.path.dirname(model_dir)), "export_base": ""}
     for name, value in values.items():  # KerasTuner gives floats for stepped ranges
         if isinstance(base[name], bool):
@@ -298,15 +299,6 @@ def _round(value):
     return round(value, 10) if isinstance(value, float) else value
 
 
-def _cell_value(hyperparameters, name: str, base: dict):
-    """A trial's value of a row for trials.csv: empty where the row is inactive in it."""
-    if name not in hyperparameters.values:
-        return None
-    if not hyperparameters.is_active(name):
-        return ""
-    return _typed(hyperparameters.values[name], base[name])
-
-
 def _cell(metric: str, value: float):
     """KerasTuner keeps metrics as floats: epochs back to integers, scores to 4 decimals."""
     return int(value) if metric in ("best_epoch", "epochs_run") else round(value, 4)
@@ -321,11 +313,13 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
         writer.writerow(columns)
         for trial_id in oracle.start_order:
             trial = oracle.trials[trial_id]
+            hyperparameters = trial.hyperparameters
+            values = active_values(hyperparameters, space, base)
             metrics = {m: _cell(m, trial.metrics.get_best_value(m))
                        for m in columns[len(space) + 2:] if trial.metrics.exists(m)}
             writer.writerow([trial_id, trial.status,
-                             *(_round(_cell_value(trial.hyperparameters, n, base))
-                               for n in space),
+                             *(_round(values.get(n, "" if n in hyperparameters.values
+                                                 else None)) for n in space),
                              *(metrics.get(m, "") for m in columns[len(space) + 2:])])
     best = oracle.get_best_trials(1)
     if not best or best[0].score is None:
