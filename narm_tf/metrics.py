@@ -15,6 +15,8 @@ of 1/log2(1 + rank), both 0 when rank > K.
 popularity-bias figures of `narm_tf.evaluate`.
 `blockwise_ranks_and_top_k` gives both for a bilinear model (scores = queries x item table)
 one item block at a time, so a `[batch, N + 1]` score matrix never exists (1M-item catalogues).
+`metrics_by_kind` splits Recall / MRR / NDCG by kind of target: repeat (the label is among the
+prefix's clicks) or new, and head / torso / tail by the label's training popularity.
 """
 
 from __future__ import annotations
@@ -155,6 +157,88 @@ def ndcg_from_ranks(ranks: np.ndarray, k: int = 20) -> float:
     if ranks.size == 0:
         return 0.0
     return float(np.where(ranks <= k, 1.0 / np.log2(1.0 + ranks), 0.0).mean())
+
+
+# ----------------------------------------------------------------------- by target kind
+
+KINDS = ("all", "repeat", "new", "head", "torso", "tail")  # groups of `metrics_by_kind`
+POPULARITY_CUTS = (1 / 3, 2 / 3)  # shares of training labels closing head, then torso
+
+
+def repeat_targets(prefixes: np.ndarray, labels: np.ndarray) -> np.ndarray:
+    """Whether each label `[n]` is among its prefix's clicks (a repeat target) `[n]` bool.
+
+    prefixes: `[n, L]` right-padded item ids (0 = padding): the clicks the model sees, so a
+    label clicked only before the 19 kept clicks counts as new.
+    """
+    prefixes, labels = np.asarray(prefixes), np.asarray(labels)
+    return np.any(prefixes == labels.reshape(-1, 1), axis=1) & (labels > 0)
+
+
+def popularity_groups(label_counts: np.ndarray) -> np.ndarray:
+    """Group of each item `[N + 1]` (index = item id; 0 head, 1 torso, 2 tail, padding -1).
+
+    label_counts: training-label counts `[N]` of items 1..N (`evaluate.label_counts`). Items
+    sorted by count (ties: lower id first); an item is head while the labels of the items
+    before it are under 1/3 of all labels, torso while under 2/3, else tail: head = the most
+    popular items covering the first third of training labels (the item crossing the cut
+    included), tail = those sharing the last third, and every never-seen item.
+    """
+    counts = np.asarray(label_counts, np.float64)
+    order = np.lexsort((np.arange(len(counts)), -counts))  # most popular first
+    before = np.empty(len(counts))
+    before[order] = np.cumsum(counts[order]) - counts[order]
+    cuts = np.array(POPULARITY_CUTS) * counts.sum()
+    groups = np.searchsorted(cuts, before, side="right")  # before < cut_1 -> 0, ...
+    groups[counts.sum() == 0] = 2  # no labels at all: every item is tail
+    return np.concatenate([[-1], groups]).astype(np.int64)
+
+
+def metrics_by_kind(ranks: np.ndarray, prefixes: np.ndarray, labels: np.ndarray,
+                    label_counts: np.ndarray | None = None, k: int = 20) -> dict:
+    """Recall@k, MRR@k and NDCG@k (fractions) over all targets and each kind of target.
+
+    ranks `[n]` (`target_ranks`, `MISS` = inf), prefixes `[n, L]`, labels `[n]`, label_counts
+    `[N]` training-label counts of items 1..N (None: the popularity groups are left out).
+    Returns `{kind: {"count", "share", "recall", "mrr", "ndcg"}}` for `KINDS`: repeat (the
+    label is among the prefix's clicks, `repeat_targets`) and new, head / torso / tail
+    (`popularity_groups` of the label); share = count / n; an empty group's figures are None.
+    """
+    ranks, labels = np.asarray(ranks, np.float64), np.asarray(labels)
+    if not len(ranks) == len(labels) == len(prefixes):
+        raise ValueError(f"ranks, prefixes and labels must hold one row per example; got "
+                         f"{len(ranks)}, {len(prefixes)} and {len(labels)}")
+    repeat = repeat_targets(prefixes, labels)
+    masks = {"all": np.ones(len(ranks), bool), "repeat": repeat, "new": ~repeat}
+    if label_counts is not None:
+        groups = popularity_groups(label_counts)
+        if labels.size and labels.max() >= len(groups):
+            raise ValueError(f"label_counts holds {len(groups) - 1} items but a label is "
+                             f"{labels.max()}: pass training-label counts [N] of items 1..N")
+        for index, kind in enumerate(KINDS[3:]):
+            masks[kind] = groups[labels] == index
+    return {kind: _group_figures(ranks[mask], len(ranks), k) for kind, mask in masks.items()}
+
+
+def _group_figures(ranks: np.ndarray, total: int, k: int) -> dict:
+    """count, share of all `total` examples, Recall / MRR / NDCG @k (None when empty)."""
+    if not len(ranks):
+        return {"count": 0, "share": 0.0, "recall": None, "mrr": None, "ndcg": None}
+    recall, mrr = recall_mrr_from_ranks(ranks, k)
+    return {"count": int(len(ranks)), "share": len(ranks) / total, "recall": recall,
+            "mrr": mrr, "ndcg": ndcg_from_ranks(ranks, k)}
+
+
+def format_by_kind(by_kind: dict, k: int = 20) -> str:
+    """`metrics_by_kind` as a table: one row a kind, figures in percent."""
+    lines = [f"{'target':<7} {'count':>8} {'share':>7} {'Recall@' + str(k):>9} "
+             f"{'MRR@' + str(k):>7} {'NDCG@' + str(k):>8}"]
+    for kind, row in by_kind.items():
+        cells = [("-" if row[key] is None else f"{100 * row[key]:.2f}")
+                 for key in ("recall", "mrr", "ndcg")]
+        lines.append(f"{kind:<7} {row['count']:>8} {100 * row['share']:>6.2f}% {cells[0]:>9} "
+                     f"{cells[1]:>7} {cells[2]:>8}")
+    return "\n".join(lines)
 
 
 class _RankMetric(keras.metrics.Metric):

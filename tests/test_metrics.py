@@ -14,9 +14,13 @@ from narm_tf.metrics import (
     MISS,
     MrrAtK,
     RecallAtK,
+    format_by_kind,
+    metrics_by_kind,
     ndcg_from_ranks,
+    popularity_groups,
     ranks_numpy,
     recall_mrr_from_ranks,
+    repeat_targets,
     top_k_numpy,
 )
 
@@ -150,6 +154,53 @@ def test_ndcg_from_ranks_by_hand():
     assert ndcg_from_ranks(np.array([1, 3, 21, MISS]), 20) == 0.375
     assert ndcg_from_ranks(np.array([7.0]), 20) == pytest.approx(1 / 3)
     assert ndcg_from_ranks(np.zeros(0), 20) == 0.0
+
+
+# Training-label counts of items 1..6: 6, 3, 3, 2, 1, 0 (15 labels, cuts at 5 and 10). By
+# count (ties: lower id first) 1, 2, 3, 4, 5, 6 with labels before them 0, 6, 9, 12, 14, 15:
+# head = {1} (0 < 5), torso = {2, 3} (6 and 9 < 10), tail = {4, 5, 6}.
+KIND_COUNTS = np.array([6, 3, 3, 2, 1, 0])
+KIND_PREFIXES = np.array([[1, 2, 0], [3, 0, 0], [4, 5, 4], [2, 0, 0], [6, 1, 0]])
+KIND_LABELS = np.array([2, 1, 4, 6, 3])  # repeat, new, repeat, new, new
+KIND_RANKS = np.array([1, 2, 4, MISS, 3])  # K = 3: hits 1, 2, 3; rank 4 and MISS miss
+
+
+def test_popularity_groups_cut_training_labels_in_thirds():
+    np.testing.assert_array_equal(popularity_groups(KIND_COUNTS), [-1, 0, 1, 1, 2, 2, 2])
+    # A tie at the cut: items 1 and 2 (3 labels each of 6, cut 2) -> the lower id first.
+    np.testing.assert_array_equal(popularity_groups(np.array([3, 3])), [-1, 0, 1])
+    np.testing.assert_array_equal(popularity_groups(np.zeros(3)), [-1, 2, 2, 2])
+
+
+def test_repeat_targets_look_at_the_prefix_clicks_only():
+    np.testing.assert_array_equal(repeat_targets(KIND_PREFIXES, KIND_LABELS),
+                                  [True, False, True, False, False])
+
+
+def test_metrics_by_kind_by_hand():
+    got = metrics_by_kind(KIND_RANKS, KIND_PREFIXES, KIND_LABELS, KIND_COUNTS, k=3)
+    g3 = 1 / np.log2(3)  # NDCG of rank 2; rank 1 -> 1, rank 3 -> 1/2
+    want = {  # kind: (count, recall, mrr, ndcg)
+        "all": (5, 3 / 5, (1 + 1 / 2 + 1 / 3) / 5, (1 + g3 + 1 / 2) / 5),
+        "repeat": (2, 1 / 2, 1 / 2, 1 / 2),  # ranks 1, 4
+        "new": (3, 2 / 3, (1 / 2 + 1 / 3) / 3, (g3 + 1 / 2) / 3),  # ranks 2, MISS, 3
+        "head": (1, 1.0, 1 / 2, g3),  # label 1: rank 2
+        "torso": (2, 1.0, (1 + 1 / 3) / 2, (1 + 1 / 2) / 2),  # labels 2, 3: ranks 1, 3
+        "tail": (2, 0.0, 0.0, 0.0),  # labels 4, 6: ranks 4, MISS
+    }
+    assert list(got) == list(want)
+    for kind, (count, recall, mrr, ndcg) in want.items():
+        assert got[kind] == {"count": count, "share": pytest.approx(count / 5),
+                             "recall": pytest.approx(recall), "mrr": pytest.approx(mrr),
+                             "ndcg": pytest.approx(ndcg)}, kind
+    alone = metrics_by_kind(KIND_RANKS[:1], KIND_PREFIXES[:1], KIND_LABELS[:1], k=3)
+    assert set(alone) == {"all", "repeat", "new"}  # no counts: no popularity groups
+    assert alone["new"] == {"count": 0, "share": 0.0, "recall": None, "mrr": None,
+                            "ndcg": None}
+    assert format_by_kind(alone, k=3).splitlines()[-1].split() == ["new", "0", "0.00%", "-",
+                                                                   "-", "-"]
+    with pytest.raises(ValueError, match="label_counts holds 3 items but a label is 6"):
+        metrics_by_kind(KIND_RANKS, KIND_PREFIXES, KIND_LABELS, KIND_COUNTS[:3])
 
 
 def test_sample_weight_and_reset():
