@@ -17,6 +17,12 @@ One module owns the folder, so training writes what evaluation and export read:
 A folder's results belong together when best.json and metrics.json carry config.json's run_id;
 `check_complete` refuses any other folder, so a reader never scores one run's model with
 another run's dataset or vocabulary.
+
+A run is finished once it wrote metrics.json, the file it writes last: training ended (at
+--epochs or by early stopping), a --refit run's final.keras was saved, and the delivered model
+was tested. `check_finished` refuses any other run, naming what is missing: export, publish
+and warm start read finished runs only (an export may be told otherwise). Folders written before
+that rule hold the same files, so a finished one counts as finished.
 """
 
 from __future__ import annotations
@@ -263,6 +269,19 @@ def check_complete(model_dir: str, need_metrics: bool = False) -> dict:
     Raises RunFolderError naming what is missing or foreign: evaluation and export read only
     a model with the vocabulary and dataset of its own run.
     """
+    config = check_belongs(model_dir)
+    run_id = config["run_id"]
+    if config.get("refit") and not refit_finished(model_dir, config):
+        raise RunFolderError(f"{model_dir} has no finished {FINAL_MODEL} of run {run_id}: "
+                             "its --refit training has not ended (rerun it to resume)")
+    if need_metrics and read_json(model_dir, METRICS) is None:
+        raise RunFolderError(f"{model_dir} has no {METRICS}: the run has not finished")
+    return config
+
+
+def check_belongs(model_dir: str) -> dict:
+    """config.json of a run with a best.keras, and whose best.json and metrics.json (when
+    present) carry its run_id, and a vocabulary.tsv; RunFolderError naming what is not so."""
     config = read_json(model_dir, CONFIG)
     if config is None:
         raise RunFolderError(f"{model_dir} holds no {CONFIG}: not a narm_tf.train run folder")
@@ -277,18 +296,124 @@ def check_complete(model_dir: str, need_metrics: bool = False) -> dict:
     if best.get("run_id") != run_id:
         raise RunFolderError(f"{path(model_dir, BEST_MODEL)} belongs to run {best.get('run_id')}"
                              f", not to the run in {CONFIG} ({run_id}); retrain with --overwrite")
-    if config.get("refit"):
-        final = read_json(model_dir, FINAL_RECORD) or {}
-        if not (final.get("run_id") == run_id and final.get("finished")
-                and os.path.exists(path(model_dir, FINAL_MODEL))):
-            raise RunFolderError(f"{model_dir} has no finished {FINAL_MODEL} of run {run_id}: "
-                                 "its --refit training has not ended (rerun it to resume)")
     metrics = read_json(model_dir, METRICS)
     if metrics is not None and metrics.get("run_id") != run_id:
         raise RunFolderError(f"{path(model_dir, METRICS)} belongs to run {metrics.get('run_id')}"
                              f", not to the run in {CONFIG} ({run_id}); retrain with --overwrite")
-    if need_metrics and metrics is None:
-        raise RunFolderError(f"{model_dir} has no {METRICS}: the run has not finished")
     if not os.path.exists(path(model_dir, VOCABULARY)):
         raise RunFolderError(f"{model_dir} has no {VOCABULARY}")
     return config
+
+
+# ------------------------------------------------------------------------- finished or not
+
+
+def refit_finished(model_dir: str, config: dict) -> bool:
+    """Whether the --refit of the run in `config` ended: final.json of its run_id says
+    `finished` and final.keras exists."""
+    final = read_json(model_dir, FINAL_RECORD) or {}
+    return bool(final.get("run_id") == config["run_id"] and final.get("finished")
+                and os.path.exists(path(model_dir, FINAL_MODEL)))
+
+
+def epochs_done(model_dir: str) -> int:
+    """The epochs history.csv records (one row each; a resumed run keeps one row per epoch)."""
+    try:
+        with open(path(model_dir, HISTORY)) as f:
+            return max(sum(1 for line in f if line.strip()) - 1, 0)
+    except FileNotFoundError:
+        return 0
+
+
+def training_progress(model_dir: str, config: dict) -> str:
+    """Where the selection training stands, in words, from history.csv and best.json."""
+    done, cap = epochs_done(model_dir), config.get("epochs")
+    best_epoch = (read_json(model_dir, BEST_RECORD) or {}).get("epoch", 0)
+    patience = config.get("patience")
+    if cap is not None and (done >= cap or (patience is not None
+                                            and done - best_epoch >= patience)):
+        return (f"training ended after epoch {done} ({HISTORY}) but the run stopped before "
+                "its model was tested")
+    return f"training stopped after epoch {done} of {cap} ({HISTORY})"
+
+
+def unfinished(model_dir: str, config: dict) -> list[str]:
+    """What the run in `model_dir` (config.json: `config`) lacks to be finished, in words;
+    [] when it is finished (see the module docstring)."""
+    missing = []
+    refit_begun = (read_json(model_dir, FINAL_RECORD) or {}).get("run_id") == config["run_id"]
+    if config.get("refit") and not refit_finished(model_dir, config):
+        missing.append(f"no finished {FINAL_MODEL} of run {config['run_id']}: its --refit "
+                       f"training has {'not ended' if refit_begun else 'not begun'}")
+    if read_json(model_dir, METRICS) is None:
+        progress = ("its model was not tested" if refit_begun
+                    else training_progress(model_dir, config))
+        missing.append(f"no {METRICS}, the file a run writes last: {progress}")
+    return missing
+
+
+def resume_hint(model_dir: str, config: dict) -> str:
+    """What rerunning the run's training command does to an unfinished run (`start`)."""
+    command = ("rerun the narm_tf.train command that wrote it (same --model_dir and flags) to "
+               "finish it")
+    refit_begun = (read_json(model_dir, FINAL_RECORD) or {}).get("run_id") == config["run_id"]
+    if os.path.isdir(path(model_dir, BACKUP)) or refit_begun:
+        return command + ": it resumes where it stopped"
+    return command + f": no {BACKUP}/ is left to resume from, so it trains again from the start"
+
+
+def available_model(model_dir: str, config: dict) -> str:
+    """The model an unfinished run has so far: its delivered model (`delivered_model`) once
+    that exists, else best.keras (a --refit run whose refit has not ended)."""
+    if config.get("refit") and not refit_finished(model_dir, config):
+        return path(model_dir, BEST_MODEL)
+    return delivered_model(model_dir, config)
+
+
+def check_finished(model_dir: str, allow_unfinished: bool = False,
+                   opt_in: str = "") -> tuple[dict, list[str]]:
+    """(config.json, what is missing) of a run whose files belong together (`check_belongs`)
+    and that finished (`unfinished` is []). An unfinished run raises RunFolderError naming
+    what is missing and that rerunning its command finishes it (and `opt_in`, the flag that
+    would accept it, if given), unless `allow_unfinished`: then its missing parts return."""
+    config = check_belongs(model_dir)
+    missing = unfinished(model_dir, config)
+    if missing and not allow_unfinished:
+        accept = (f"; or pass {opt_in} to use its "
+                  f"{os.path.basename(available_model(model_dir, config))} as it is"
+                  if opt_in else "")
+        raise RunFolderError(f"{model_dir} holds an unfinished training run "
+                             f"({config['run_id']}): {'; '.join(missing)}. "
+                             f"{resume_hint(model_dir, config).capitalize()}{accept}")
+    return config, missing
+
+
+# ------------------------------------------------------------------- matching raw item ids
+
+
+ID_KIND_WORDS = {"int64": "integer", "string": "string"}  # `id_kind` in messages
+
+
+def id_kind(vocabulary) -> str:
+    """"string" for a catalogue of string ids (an array of str or bytes), else "int64"."""
+    array = np.asarray(vocabulary)
+    return "string" if array.dtype == object or array.dtype.kind in "SU" else "int64"
+
+
+def matching_keys(first, second, first_name: str, second_name: str) -> tuple[list, list]:
+    """The raw ids of two vocabularies as keys equal exactly for the same item: ints, or
+    strings as written (bytes decoded). ValueError naming both when one holds integer ids and
+    the other string ids: "00215336475" is not item 215336475, so they are never matched."""
+    kinds = id_kind(first), id_kind(second)
+    if len(first) and len(second) and kinds[0] != kinds[1]:
+        raise ValueError(f"{first_name} holds {ID_KIND_WORDS[kinds[0]]} item ids, "
+                         f"{second_name} {ID_KIND_WORDS[kinds[1]]} ids: an integer catalogue "
+                         "and a string catalogue have no items in common by raw id")
+    return id_keys(first), id_keys(second)
+
+
+def id_keys(vocabulary) -> list:
+    """Raw ids as Python ints (integer ids) or str (string ids as written; bytes as UTF-8)."""
+    if id_kind(vocabulary) == "int64":
+        return [int(item) for item in vocabulary]
+    return [item.decode() if isinstance(item, bytes) else str(item) for item in vocabulary]

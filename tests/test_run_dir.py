@@ -212,3 +212,85 @@ def test_a_killed_warm_started_run_resumes_only_from_the_same_source(tmp_path):
         run_dir.start(str(tmp_path), _identity(warm_start_from="runs/day0"), overwrite=False)
     run_dir.start(str(tmp_path), _identity(), overwrite=True)
     assert not os.path.exists(tmp_path / run_dir.WARM_START_MAP)
+
+
+def _killed_run(model_dir, epochs_done, **changes):
+    """A run killed after `epochs_done` epochs of 12 (patience 5, best at epoch 2): best.keras
+    and its record, history.csv and backup/, but no metrics.json."""
+    identity = _identity(epochs=12, patience=5, **changes)
+    _finished_run(model_dir, identity)
+    os.remove(os.path.join(model_dir, run_dir.METRICS))
+    rows = "".join(f"{epoch},1.0\n" for epoch in range(epochs_done))
+    with open(os.path.join(model_dir, run_dir.HISTORY), "w") as f:
+        f.write("epoch,loss\n" + rows)
+    os.makedirs(os.path.join(model_dir, run_dir.BACKUP))
+    return identity
+
+
+def test_a_run_killed_midway_is_unfinished_naming_what_is_missing_and_the_resume(tmp_path):
+    model_dir = str(tmp_path / "run")
+    identity = _killed_run(model_dir, 3)
+    assert run_dir.check_complete(model_dir)["run_id"] == identity["run_id"]  # consistent
+    with pytest.raises(RunFolderError) as raised:
+        run_dir.check_finished(model_dir, opt_in="--allow_unfinished")
+    message = str(raised.value)
+    assert f"{model_dir} holds an unfinished training run ({identity['run_id']})" in message
+    assert "no metrics.json, the file a run writes last: training stopped after epoch 3 of " \
+           "12 (history.csv)" in message
+    assert "Rerun the narm_tf.train command that wrote it (same --model_dir and flags) to " \
+           "finish it: it resumes where it stopped" in message
+    assert message.endswith("or pass --allow_unfinished to use its best.keras as it is")
+    config, missing = run_dir.check_finished(model_dir, allow_unfinished=True)
+    assert config["run_id"] == identity["run_id"] and len(missing) == 1
+
+
+def test_an_early_stopped_run_is_finished_and_an_old_finished_folder_too(tmp_path):
+    """Early stopping at epoch 7 of 12 (best 2, patience 5) finishes a run like the epoch cap:
+    metrics.json decides. A folder written before this check (no patience in config.json)
+    counts as finished alike; killed while testing, its message says training had ended."""
+    model_dir = str(tmp_path / "run")
+    identity = _killed_run(model_dir, 7)
+    os.rmdir(os.path.join(model_dir, run_dir.BACKUP))  # Keras deletes it when fit ends
+    with pytest.raises(RunFolderError, match="training ended after epoch 7 \\(history.csv\\) "
+                                             "but the run stopped before its model was tested"
+                                             ".*no backup/ is left to resume from"):
+        run_dir.check_finished(model_dir)
+    _write(model_dir, run_dir.METRICS, {"run_id": identity["run_id"]})
+    assert run_dir.check_finished(model_dir) == (identity, [])
+    old = str(tmp_path / "old")
+    _finished_run(old, run_dir.new_identity({"dataset": "diginetica"}, "1.0.0", 2))
+    assert run_dir.check_finished(old)[1] == []
+
+
+def test_a_refit_run_is_finished_only_with_its_final_model(tmp_path):
+    model_dir = str(tmp_path / "run")
+    identity = _killed_run(model_dir, 12, refit=True)
+    _write(model_dir, run_dir.FINAL_RECORD, {"run_id": identity["run_id"], "finished": False})
+    with pytest.raises(RunFolderError) as raised:
+        run_dir.check_finished(model_dir)
+    assert f"no finished final.keras of run {identity['run_id']}: its --refit training has " \
+           "not ended; no metrics.json, the file a run writes last: its model was not " \
+           "tested" in str(raised.value)
+    assert "it resumes where it stopped" in str(raised.value)
+    _, missing = run_dir.check_finished(model_dir, allow_unfinished=True)
+    assert len(missing) == 2
+    assert run_dir.available_model(model_dir, identity).endswith(run_dir.BEST_MODEL)
+    _write(model_dir, run_dir.FINAL_RECORD, {"run_id": identity["run_id"], "finished": True})
+    open(os.path.join(model_dir, run_dir.FINAL_MODEL), "w").close()
+    _write(model_dir, run_dir.METRICS, {"run_id": identity["run_id"]})
+    assert run_dir.check_finished(model_dir)[1] == []
+    assert run_dir.available_model(model_dir, identity).endswith(run_dir.FINAL_MODEL)
+
+
+def test_matching_keys_of_string_and_integer_vocabularies():
+    """String ids match as written ("00215336475" is not "215336475"; bytes read as UTF-8),
+    integers as integers; an integer vocabulary is never matched against a string one."""
+    old = np.array(["SKU-6475A", "00215336475"], dtype=object)
+    new = np.array([b"00215336475", b"215336475"], dtype=object)
+    assert run_dir.matching_keys(old, new, "old", "new") == (
+        ["SKU-6475A", "00215336475"], ["00215336475", "215336475"])
+    assert run_dir.matching_keys(np.array([7, 215336475]), np.array([215336475], np.int64),
+                                 "old", "new") == ([7, 215336475], [215336475])
+    with pytest.raises(ValueError, match="old holds integer item ids, new string ids: an integer "
+                                         "catalogue and a string catalogue"):
+        run_dir.matching_keys(np.array([215336475]), new, "old", "new")
