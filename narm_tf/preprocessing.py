@@ -76,8 +76,11 @@ def _check_readable(path: str) -> None:
 
 
 def _first_bad_line(path, delimiter, n_fields, parsers, skip_header):
-    """Returns (line_number, message) of the first malformed line, or None. Used only on error."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    """Returns (line_number, message) of the first malformed line, or None. Used only on error.
+
+    parsers: {0-based field index: (parse, role, what the field must hold)}.
+    """
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         reader = csv.reader(f, delimiter=delimiter)
         for lineno, row in enumerate(reader, start=1):
             if skip_header and lineno == 1:
@@ -87,14 +90,16 @@ def _first_bad_line(path, delimiter, n_fields, parsers, skip_header):
                     f"expected {n_fields} fields separated by {delimiter!r}, got {len(row)}: "
                     f"{delimiter.join(row)[:120]!r}"
                 )
-            for index, parse in parsers.items():
+            for index, (parse, role, expected) in parsers.items():
                 try:
                     parse(row[index])
                 except OverflowError:
-                    return lineno, (f"field {index + 1} value {row[index]!r} is outside the "
-                                    f"int64 range [{INT64_RANGE[0]}, {INT64_RANGE[1]}]")
+                    return lineno, (f"field {index + 1} ({role}) value {row[index]!r} is "
+                                    f"outside the int64 range [{INT64_RANGE[0]}, "
+                                    f"{INT64_RANGE[1]}]")
                 except ValueError:
-                    return lineno, f"field {index + 1} has an unparsable value {row[index]!r}"
+                    return lineno, (f"field {index + 1} ({role}) value {row[index]!r} is not "
+                                    f"{expected}")
     return None
 
 
@@ -115,6 +120,12 @@ def _int64(value: str) -> None:
         raise OverflowError(value)
 
 
+def _id_string(value: str) -> None:
+    """Any non-empty string is an id under id_type string or auto."""
+    if value == "":
+        raise ValueError(value)
+
+
 def _iso_date(value: str) -> None:
     datetime.date.fromisoformat(value)
 
@@ -126,15 +137,38 @@ def _zoned_iso_timestamp(value: str) -> None:
 
 
 # Per time_format: the pyarrow type a CSV time field is read as, its line parser (for naming a
-# bad line), and the seconds in one unit of a session date.
+# bad line), the seconds in one unit of a session date, and what a value must look like.
 TIME_FORMATS = {
-    "iso": (pa.timestamp("ns", tz="UTC"), _zoned_iso_timestamp, 1),  # any fraction digits
-    "epoch_s": (pa.int64(), _int64, 1),
-    "epoch_ms": (pa.int64(), _int64, 1),
-    "date": (pa.date32(), _iso_date, SECONDS_PER_DAY),
+    "iso": (pa.timestamp("ns", tz="UTC"), _zoned_iso_timestamp, 1,  # any fraction digits
+            "an ISO-8601 time with a zone, e.g. 2014-04-07T10:51:09.277Z"),
+    "epoch_s": (pa.int64(), _int64, 1, "an integer count of seconds since 1970-01-01 UTC"),
+    "epoch_ms": (pa.int64(), _int64, 1,
+                 "an integer count of milliseconds since 1970-01-01 UTC"),
+    "date": (pa.date32(), _iso_date, SECONDS_PER_DAY, "a day YYYY-MM-DD"),
 }
+INT_ID = ('an integer id (for ids such as SKUs or zero-padded numbers set "id_type": '
+          '"string")')
 FORMATS = ("csv", "parquet")
 ROLES = ("session", "item", "time", "order")
+ID_ROLES = ("session", "item")
+
+# How session and item ids are read. `int`: as 64-bit integers (fastest; leading zeros are
+# dropped, so `007` and `7` are one item). `string`: exactly as the log writes them (SKUs,
+# zero-padded numbers); the vocabulary, warm start and the export's string signature use
+# those strings. `auto`: strings while reading; a log whose every item id is a plain integer
+# (CANONICAL_INT) is an integer catalogue as under `int`, any other id makes it a string one.
+ID_TYPES = {"auto": "ids as strings unless every item id is a plain integer",
+            "int": "ids read as 64-bit integers",
+            "string": "ids kept exactly as the log writes them"}
+# A plain integer of at most 18 digits without leading zeros: its value is its id, and
+# `str(value)` gives the log's string back.
+CANONICAL_INT = r"^-?(0|[1-9][0-9]{0,17})$"
+# Any other id string is encoded as a 62-bit hash at or above HASHED (plain integers lie far
+# below, |value| < 10^18 < 2^62), so the pipeline keeps working on int64 ids; the strings of
+# the hashed ids travel beside them ({hash: string}) to name the vocabulary.
+HASHED = 1 << 62
+# Session dates outside these years are refused: an epoch in the wrong unit lands far outside.
+PLAUSIBLE_YEARS = (1971, 2100)
 
 
 @dataclasses.dataclass(kw_only=True)
@@ -165,6 +199,7 @@ class ClickLog:
     validation_share: float = VALIDATION_SHARE  # of the training sessions
     seed: int = 0  # of the validation hold-out
     end_date: str | None = None  # YYYY-MM-DD (UTC): clicks after this day are ignored
+    id_type: str = "auto"  # auto, int or string: how session and item ids are read (ID_TYPES)
 
     def __post_init__(self):
         if self.format is None:
@@ -173,6 +208,7 @@ class ClickLog:
         if self.files is None:
             self.files = f"*.{self.format}"
         _check_choice("time_format", self.time_format, tuple(TIME_FORMATS))
+        _check_choice("id_type", self.id_type, tuple(ID_TYPES))
         if not isinstance(self.files, str) or not self.files or self.files.startswith("/") \
                 or ".." in self.files.split("/"):
             raise ValueError(f"files must be a glob inside the manual dir, e.g. 'clicks-*.csv', "
@@ -190,8 +226,9 @@ class ClickLog:
         if self.end_date is not None:
             _check_end_date(self.end_date)
         share = self.validation_share
-        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 <= share < 1:
-            raise ValueError(f"validation_share must be a number in [0, 1), got {share!r}")
+        if isinstance(share, bool) or not isinstance(share, int | float) or not 0 < share < 1:
+            raise ValueError(f"validation_share must be a number in (0, 1): the share of "
+                             f"training sessions held out for early stopping, got {share!r}")
 
     def _check_columns(self):
         by_position = self.format == "csv" and not self.header
@@ -251,16 +288,17 @@ def _check_int(key, value, low, high):
 
 
 YOOCHOOSE = ClickLog(files="yoochoose-clicks.dat", header=False, session=0, time=1, item=2,
-                     time_format="iso", test_days=YOOCHOOSE_TEST_DAYS)
+                     time_format="iso", test_days=YOOCHOOSE_TEST_DAYS, id_type="int")
 DIGINETICA = ClickLog(files="train-item-views.csv", delimiter=";", session="session_id",
                       item="item_id", time="eventdate", order="timeframe", time_format="date",
-                      test_days=DIGINETICA_TEST_DAYS)
+                      test_days=DIGINETICA_TEST_DAYS, id_type="int")
 
 
 def _csv_fields(path: str, log: ClickLog, columns) -> list[str]:
     """Line 1 as fields; checks it against `columns` (the documented header or field count,
     when known) and that the log's columns are there, else an error listing what is."""
-    with open(path, newline="", encoding="utf-8", errors="replace") as f:
+    # utf-8-sig: a byte-order mark before the header (Excel's "CSV UTF-8") is not part of it.
+    with open(path, newline="", encoding="utf-8-sig", errors="replace") as f:
         first = next(csv.reader([f.readline().rstrip("\r\n")], delimiter=log.delimiter))
     shown = log.delimiter.join(first)[:120]
     if columns is not None and log.header and tuple(first) != tuple(columns):
@@ -289,12 +327,27 @@ def _role_indices(log: ClickLog, fields: list[str]) -> dict:
             for role in ROLES if getattr(log, role) is not None}
 
 
+def csv_conversion(log: ClickLog, index: dict) -> tuple[dict, dict]:
+    """The pyarrow type each of the log's CSV fields is read as ({"f<i>": type}), and the
+    line parsers that name a bad value ({i: (parse, role, what it must hold)})."""
+    time_type, time_parser, _, time_expected = TIME_FORMATS[log.time_format]
+    by_role = {"time": (time_type, time_parser, time_expected),
+               "order": (pa.int64(), _int64, "an integer (the order of clicks in a session)")}
+    ids = ((pa.int64(), _int64, INT_ID) if log.id_type == "int"
+           else (pa.string(), _id_string, "a non-empty id"))
+    types, parsers = {}, {}
+    for role, i in index.items():
+        kind, parse, expected = by_role.get(role, ids)
+        types[f"f{i}"] = kind
+        parsers[i] = (parse, role, expected)
+    return types, parsers
+
+
 def _read_csv_log(path: str, log: ClickLog, columns=None) -> dict:
     """One CSV/TSV file -> {role: pyarrow array}, typed; bad lines named by number."""
     fields = _csv_fields(path, log, columns)
     index = _role_indices(log, fields)
-    time_type, time_parser = TIME_FORMATS[log.time_format][:2]
-    types = {f"f{i}": (time_type if role == "time" else pa.int64()) for role, i in index.items()}
+    types, parsers = csv_conversion(log, index)
     try:
         table = pacsv.read_csv(
             path,
@@ -305,11 +358,15 @@ def _read_csv_log(path: str, log: ClickLog, columns=None) -> dict:
                                                  include_columns=list(types),
                                                  null_values=[], strings_can_be_null=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        parsers = {i: (time_parser if role == "time" else _int64) for role, i in index.items()}
         _raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
     if table.num_rows == 0:
         raise InputError(f"{path}: the file holds a header but no clicks.")
-    return {role: table.column(f"f{i}") for role, i in index.items()}
+    arrays = {role: table.column(f"f{i}") for role, i in index.items()}
+    if log.id_type != "int" and any(pc.any(pc.equal(arrays[role], "")).as_py()
+                                    for role in ID_ROLES):
+        _raise_located(path, log.delimiter, len(fields), parsers, log.header,
+                       InputError("an empty id"))
+    return arrays
 
 
 def _parquet_schema(path: str, log: ClickLog):
@@ -327,13 +384,23 @@ def _parquet_schema(path: str, log: ClickLog):
     return metadata
 
 
-def _parquet_column(path, group, role, column, array, time_format) -> pa.Array:
-    """One row group's column -> int64 (ids, order, epoch times), timestamp[ms] or date32."""
+def _parquet_column(path, group, role, column, array, log: ClickLog) -> pa.Array:
+    """One row group's column -> int64 (order, epoch times), timestamp[ns] or date32 (time),
+    int64 or string (ids: strings are encoded by `encode_ids` later)."""
     where = f"{path}, row group {group}, column {column!r} ({role})"
     if array.null_count:
         row = pc.index(pc.is_null(array), True).as_py()
         raise InputError(f"{where}: row {row} of the group is null")
-    kind = time_format if role == "time" else "int"
+    if role in ID_ROLES and log.id_type != "int":
+        if pa.types.is_integer(array.type):
+            return array.cast(pa.int64())
+        if pa.types.is_string(array.type) or pa.types.is_large_string(array.type):
+            if pc.any(pc.equal(array, "")).as_py():
+                row = pc.index(pc.equal(array, ""), True).as_py()
+                raise InputError(f"{where}: row {row} of the group is an empty id")
+            return array
+        raise InputError(f"{where}: has type {array.type}; ids must be integers or strings")
+    kind = log.time_format if role == "time" else "int"
     target = {"iso": TIME_FORMATS["iso"][0], "date": pa.date32()}.get(kind, pa.int64())
     if kind == "iso" and pa.types.is_timestamp(array.type):  # a naive timestamp is UTC
         array = array.cast(pa.timestamp("ns", tz=array.type.tz or "UTC"))
@@ -342,18 +409,22 @@ def _parquet_column(path, group, role, column, array, time_format) -> pa.Array:
     allowed = {"iso": pa.types.is_timestamp(array.type) or pa.types.is_string(array.type),
                "date": pa.types.is_date(array.type) or pa.types.is_string(array.type)}
     if not allowed.get(kind, pa.types.is_integer(array.type)):
+        hint = (' (string ids need "id_type": "string" or "auto")'
+                if role in ID_ROLES and pa.types.is_string(array.type) else "")
         raise InputError(f"{where}: has type {array.type}, which time_format/ids "
-                         f"{kind!r} cannot read")
+                         f"{kind!r} cannot read{hint}")
     try:
         return array.cast(target)
     except (pa.ArrowInvalid, pa.ArrowTypeError, pa.ArrowNotImplementedError) as error:
-        parse = {"iso": _zoned_iso_timestamp, "date": _iso_date}.get(kind, _int64)
+        parse, expected = ({"iso": (_zoned_iso_timestamp, TIME_FORMATS["iso"][3]),
+                            "date": (_iso_date, TIME_FORMATS["date"][3])}
+                           .get(kind, (_int64, "an integer")))
         for row, value in enumerate(array.to_pylist()):
             try:
                 parse(str(value))
             except (ValueError, OverflowError):
-                raise InputError(f"{where}: row {row} of the group has an unparsable value "
-                                 f"{value!r}") from error
+                raise InputError(f"{where}: row {row} of the group, value {value!r}, is not "
+                                 f"{expected}") from error
         raise InputError(f"{where}: could not be read: {error}") from error
 
 
@@ -367,27 +438,123 @@ def _read_parquet_log(path: str, log: ClickLog) -> dict:
         table = parquet.read_row_group(group, columns=list(roles.values()))
         for role, column in roles.items():
             parts[role].append(_parquet_column(path, group, role, column,
-                                               table.column(column).combine_chunks(),
-                                               log.time_format))
+                                               table.column(column).combine_chunks(), log))
     if not metadata.num_rows:
         raise InputError(f"{path}: the file holds no clicks.")
     return {role: pa.chunked_array(chunks) for role, chunks in parts.items()}
 
 
-def _clicks_frame(columns: dict, log: ClickLog) -> pd.DataFrame:
-    """{role: array} -> int64 `session_id`, `item_id`, `time` (orders clicks within a session:
-    the `order` column, else the click time) and `date` (seconds or days: dates sessions)."""
+class ItemNames(dict):
+    """{id: string} of the item ids that are not plain integers; kept in a clicks frame's
+    `attrs`, where frames derived from it share it (pandas deep-copies attrs: not this)."""
+
+    def __deepcopy__(self, memo):
+        return self
+
+
+def encode_ids(array, source: str = "ids") -> tuple[np.ndarray, dict]:
+    """Ids as read (int64, or strings) -> int64 ids and {id: string} of the non-integer ones.
+
+    A plain integer string (CANONICAL_INT) becomes its value, so an integer log reads the same
+    as under id_type int; any other string a 62-bit hash at or above HASHED (the same in every
+    process: pandas' fixed-key SipHash), returned with its string. Two strings sharing a hash
+    would merge two ids: refused.
+    """
+    if pa.types.is_integer(array.type):
+        return array.to_numpy().astype(np.int64), ItemNames()
+    if isinstance(array, pa.ChunkedArray):  # one dictionary for all chunks
+        array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
+    encoded = pc.dictionary_encode(array)
+    dictionary, indices = encoded.dictionary, encoded.indices.to_numpy(zero_copy_only=False)
+    broken = pc.match_substring_regex(dictionary, r"[\t\n\r]")
+    if pc.any(broken).as_py():
+        value = dictionary.filter(broken)[0].as_py()
+        raise InputError(f"{source}: id {value!r} holds a tab or line break, which the "
+                         f"vocabulary files (one id a line) cannot hold")
+    plain = pc.match_substring_regex(dictionary, CANONICAL_INT).to_numpy(zero_copy_only=False)
+    values = np.empty(len(dictionary), np.int64)
+    values[plain] = pc.cast(dictionary.filter(pa.array(plain)), pa.int64()).to_numpy()
+    others = np.asarray(dictionary.filter(pa.array(~plain)).to_pylist(), dtype=object)
+    hashed = ((pd.util.hash_array(others) >> np.uint64(2)).astype(np.int64) | HASHED
+              if len(others) else np.zeros(0, np.int64))
+    values[~plain] = hashed
+    names = ItemNames(zip(hashed.tolist(), others.tolist(), strict=True))
+    if len(names) != len(others):
+        raise InputError("two different ids share a 62-bit hash; set \"id_type\": \"int\" "
+                         "if the ids are integers")
+    return values[indices], names
+
+
+def merge_names(names: dict, more: dict) -> dict:
+    """{id: string} of two parts of a log, refusing a hash shared by two different strings."""
+    merged = ItemNames(names)
+    for key, value in more.items():
+        if merged.setdefault(key, value) != value:
+            raise InputError(f"ids {merged[key]!r} and {value!r} share a 62-bit hash; set "
+                             f"\"id_type\": \"int\" if the ids are integers")
+    return merged
+
+
+def vocabulary_ids(vocabulary: np.ndarray, names: dict, id_type: str) -> np.ndarray:
+    """Internal int64 ids of the vocabulary -> what the dataset stores: int64 for an integer
+    catalogue (id_type int, or auto where every item id read was a plain integer), else the
+    log's own strings (an object array of str)."""
+    vocabulary = np.asarray(vocabulary, np.int64)
+    if id_type == "int" or (id_type == "auto" and not names):
+        return vocabulary
+    return np.array([names[v] if v >= HASHED else str(v) for v in vocabulary.tolist()],
+                    dtype=object)
+
+
+def _check_dates(date: np.ndarray, raw: np.ndarray, log: ClickLog, source: str) -> None:
+    """Refuses session dates outside PLAUSIBLE_YEARS (an epoch in the wrong unit), naming the
+    column, a value and the unit it likely is in."""
+    if not len(date):
+        return
+    seconds = date.astype(np.float64) * log.date_unit_seconds
+
+    def year(seconds_since_epoch):
+        return 1970 + seconds_since_epoch / (365.2425 * SECONDS_PER_DAY)
+
+    low = year(seconds.min()) < PLAUSIBLE_YEARS[0] and log.time_format == "epoch_ms"
+    high = year(seconds.max()) >= PLAUSIBLE_YEARS[1]
+    if not (low or high):
+        return
+    at = int(np.argmin(seconds) if low else np.argmax(seconds))
+    value, when = raw[at].item(), year(seconds[at])
+    likely = {"epoch_s": ("epoch_ms", 1e-3), "epoch_ms": ("epoch_s", 1e3)}.get(log.time_format)
+    if likely and PLAUSIBLE_YEARS[0] <= year(seconds[at] * likely[1]) < PLAUSIBLE_YEARS[1]:
+        hint = f'they look like "time_format": "{likely[0]}"'
+    elif log.time_format in ("epoch_s", "epoch_ms") and \
+            PLAUSIBLE_YEARS[0] <= year(float(value) / 1e6) < PLAUSIBLE_YEARS[1]:
+        hint = "they look like microseconds: convert them to epoch_ms"
+    else:
+        hint = "check the column and time_format"
+    raise InputError(f"{source}: column {log.time!r} (time) read as {log.time_format} dates "
+                     f"clicks in the year {int(when)} (value {value}); {hint}")
+
+
+def _clicks_frame(columns: dict, log: ClickLog, source: str = "clicks") -> pd.DataFrame:
+    """{role: array} -> int64 `session_id`, `item_id` (see `encode_ids`), `time` (orders
+    clicks within a session: the `order` column, else the click time) and `date` (seconds or
+    days: dates sessions). `attrs["item_names"]`: {id: string} of non-integer item ids."""
     time = columns["time"]
     if log.time_format in ("iso", "date"):
         time = time.cast(pa.int64() if log.time_format == "iso" else pa.int32())
-    time = time.to_numpy().astype(np.int64)
+    raw = time.to_numpy()
+    time = raw.astype(np.int64)
     if log.time_format == "iso":
         time //= 1_000_000  # nanoseconds -> milliseconds
     date = time // 1000 if log.time_format in ("iso", "epoch_ms") else time
+    _check_dates(date, raw, log, source)
     order = columns["order"].to_numpy() if "order" in columns else time
-    frame = pd.DataFrame({"session_id": columns["session"].to_numpy(),
-                          "item_id": columns["item"].to_numpy(), "time": order, "date": date})
-    return before_end(frame, log)
+    sessions, _ = encode_ids(columns["session"], f"{source}, column {log.session!r}")
+    items, names = encode_ids(columns["item"], f"{source}, column {log.item!r}")
+    frame = pd.DataFrame({"session_id": sessions, "item_id": items, "time": order,
+                          "date": date})
+    frame = before_end(frame, log)
+    frame.attrs["item_names"] = names
+    return frame
 
 
 def before_end(clicks: pd.DataFrame, log: ClickLog) -> pd.DataFrame:
@@ -418,13 +585,21 @@ def read_log(paths: list[str], log: ClickLog, columns=None) -> pd.DataFrame:
       columns: the documented header (or field names of a headerless file), when the format
         is known, e.g. YOOCHOOSE_COLUMNS: line 1 must match it.
     Returns:
-      int64 columns `session_id`, `item_id`, `time` (orders clicks) and `date` (dates
-      sessions, in `log.date_unit_seconds`).
+      int64 columns `session_id`, `item_id` (ids as `encode_ids` reads them), `time` (orders
+      clicks) and `date` (dates sessions, in `log.date_unit_seconds`); `attrs["item_names"]`
+      holds {id: string} of the item ids that are not plain integers.
     """
     check_log_files(paths, log, columns)
     frames = [_clicks_frame(_read_csv_log(path, log, columns) if log.format == "csv"
-                            else _read_parquet_log(path, log), log) for path in paths]
-    return frames[0] if len(frames) == 1 else pd.concat(frames, ignore_index=True)
+                            else _read_parquet_log(path, log), log, path) for path in paths]
+    if len(frames) == 1:
+        return frames[0]
+    names = ItemNames()
+    for frame in frames:
+        names = merge_names(names, frame.attrs["item_names"])
+    clicks = pd.concat(frames, ignore_index=True)
+    clicks.attrs["item_names"] = names
+    return clicks
 
 
 def read_yoochoose_clicks(path: str) -> pd.DataFrame:
@@ -645,23 +820,28 @@ def hold_out_validation(train: Prefixes, seed: int, share: float = VALIDATION_SH
 
 def preprocess_log(paths: list[str], log: ClickLog, columns=None) -> Preprocessed:
     """The one path from raw files to splits: `read_log`, then `preprocess` with the log's
-    rules. Every builder (click_log and its YOOCHOOSE/DIGINETICA configs) calls this."""
+    rules. Every builder (click_log and its YOOCHOOSE/DIGINETICA configs) calls this. A
+    dataset needs a validation split (early stopping): a log too small for validation_share
+    to hold out a session is refused."""
     clicks = read_log(paths, log, columns)
     if not len(clicks):
         raise InputError(f"{', '.join(paths)}: no click is dated on or before end_date "
                          f"{log.end_date} (UTC).")
-    return preprocess(
+    result = preprocess(
         clicks, log.test_days, log.date_unit_seconds, log.fraction, log.seed,
         source=", ".join(paths), min_item_support=log.min_item_support,
         min_session_length=log.min_session_length, max_len=log.max_len,
-        validation_share=log.validation_share)
+        validation_share=log.validation_share, id_type=log.id_type)
+    check_validation(result.statistics["kept_train_sessions"], log.validation_share,
+                     ", ".join(paths))
+    return result
 
 
 def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
                fraction: int = 1, seed: int = 0, source: str = "clicks", *,
                min_item_support: int = MIN_ITEM_SUPPORT, min_session_length: int = 2,
-               max_len: int = MAX_LEN, validation_share: float = VALIDATION_SHARE
-               ) -> Preprocessed:
+               max_len: int = MAX_LEN, validation_share: float = VALIDATION_SHARE,
+               id_type: str = "auto") -> Preprocessed:
     """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
 
     Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
@@ -679,6 +859,8 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
       source: name used in error messages (the raw file's path).
       min_item_support, min_session_length, max_len, validation_share: the rules of steps
         3, 2, 7 and 9 (SPEC values 5, 2, 19 and 0.1); see `ClickLog`.
+      id_type: how the ids were read (`ClickLog.id_type`): decides whether the vocabulary
+        holds integers or the log's strings (`vocabulary_ids`, with `clicks.attrs`).
     """
     sessions, duplicates = _sessions_in_time_order(clicks)
     sessions = _filter_sessions(sessions, min_item_support, min_session_length)
@@ -716,8 +898,30 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
         "average_length": float(_average_length(train_sessions, test_sessions)),
         "split_date": split_date,
         "fraction": fraction,
+        **date_range(clicks["date"].min(), clicks["date"].max(), date_unit_seconds),
     }
+    vocabulary = vocabulary_ids(vocabulary, clicks.attrs.get("item_names", {}), id_type)
     return Preprocessed(train, validation, test, vocabulary, statistics)
+
+
+def check_validation(sessions: int, share: float, source: str) -> None:
+    """Refuses a validation_share that holds out no session of `sessions` (floor(share * S))."""
+    if int(sessions * share) == 0:
+        raise InputError(
+            f"{source}: validation_share {share} of the {sessions} training session(s) holds "
+            f"out none (early stopping needs at least one): raise validation_share to at "
+            f"least {1 / max(sessions, 1):.3g} or use a longer log.")
+
+
+def date_range(first, last, date_unit_seconds: int) -> dict:
+    """The first and last click dates read, as UTC ISO text (days for day-dated logs)."""
+    def text(date) -> str:
+        moment = datetime.datetime.fromtimestamp(int(date) * date_unit_seconds,
+                                                 datetime.timezone.utc)
+        if date_unit_seconds == SECONDS_PER_DAY:
+            return moment.date().isoformat()
+        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
+    return {"first_click": text(first), "last_click": text(last)}
 
 
 def duplicates_note(statistics: dict) -> str:

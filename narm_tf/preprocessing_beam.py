@@ -39,6 +39,7 @@ import os
 import apache_beam as beam
 import numpy as np
 import pyarrow as pa
+import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
@@ -96,8 +97,7 @@ def _read_csv_range(path: str, byte_range: tuple, log: pp.ClickLog, columns) -> 
             return None
         f.seek(begin)
         text = f.read(stop - begin)
-    time_type, time_parser = pp.TIME_FORMATS[log.time_format][:2]
-    types = {f"f{i}": (time_type if role == "time" else pa.int64()) for role, i in index.items()}
+    types, parsers = pp.csv_conversion(log, index)
     try:
         table = pacsv.read_csv(
             pa.BufferReader(text),
@@ -108,9 +108,13 @@ def _read_csv_range(path: str, byte_range: tuple, log: pp.ClickLog, columns) -> 
                                                  include_columns=list(types),
                                                  null_values=[], strings_can_be_null=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        parsers = {i: (time_parser if role == "time" else pp._int64) for role, i in index.items()}
         pp._raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
-    return {role: table.column(f"f{i}") for role, i in index.items()}
+    arrays = {role: table.column(f"f{i}") for role, i in index.items()}
+    if log.id_type != "int" and any(pc.any(pc.equal(arrays[role], "")).as_py()
+                                    for role in pp.ID_ROLES):
+        pp._raise_located(path, log.delimiter, len(fields), parsers, log.header,
+                          pp.InputError("an empty id"))
+    return arrays
 
 
 def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
@@ -118,12 +122,13 @@ def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
     roles = {role: getattr(log, role) for role in pp.ROLES if getattr(log, role) is not None}
     table = pq.ParquetFile(path).read_row_group(group, columns=list(roles.values()))
     return {role: pp._parquet_column(path, group, role, column,
-                                     table.column(column).combine_chunks(), log.time_format)
+                                     table.column(column).combine_chunks(), log)
             for role, column in roles.items()}
 
 
 def _read_file(task, log: pp.ClickLog, columns):
-    """A read task -> ('clicks', n) then (session id, clicks of it in this task).
+    """A read task -> ('clicks', n), ('dates', (first, last)), ('names', (id, string)) of its
+    non-integer item ids, then (session id, clicks of it in this task).
 
     A session's clicks in one task: (time [k], row [k], date [k], item [k]) as int lists.
     """
@@ -135,12 +140,16 @@ def _read_file(task, log: pp.ClickLog, columns):
         if arrays is None:
             yield beam.pvalue.TaggedOutput("clicks", 0)
             return
-        frame = pp._clicks_frame(arrays, log)
+        frame = pp._clicks_frame(arrays, log, path)
     else:
-        frame = pp._clicks_frame(_read_row_group(path, part, log), log)
+        frame = pp._clicks_frame(_read_row_group(path, part, log), log, path)
     yield beam.pvalue.TaggedOutput("clicks", len(frame))
+    for name in frame.attrs["item_names"].items():
+        yield beam.pvalue.TaggedOutput("names", name)
     if not len(frame):  # a byte range holding only the header
         return
+    yield beam.pvalue.TaggedOutput("dates", (int(frame["date"].min()),
+                                             int(frame["date"].max())))
     rows = (index << ROW_BITS) + first_row + np.arange(len(frame), dtype=np.int64)
     sessions = frame["session_id"].to_numpy()
     order = np.argsort(sessions, kind="stable")
@@ -215,7 +224,7 @@ def _number_items(session, index: dict, min_length: int):
 # ------------------------------------------------------------------------------ step 6-9
 
 
-def _plan(summaries: list, split: str, fraction: int, seed: int, share: float):
+def _plan(summaries: list, split: str, fraction: int, seed: int, share: float, source: str):
     """One sort of (date, first_row) over a split's sessions -> each session's place.
 
     summaries: [(session id, date, first_row, clicks)]. Returns ({session id: [(split,
@@ -235,6 +244,7 @@ def _plan(summaries: list, split: str, fraction: int, seed: int, share: float):
                            np.zeros(len(kept_sessions), np.int64),
                            np.zeros(len(kept_sessions), np.int64), session_ids[kept_sessions])
         _, validation = pp.hold_out_validation(fake, seed, share)
+        pp.check_validation(len(kept_sessions), share, source)
         is_valid = np.isin(session_ids, validation.session_ids)
     places = {}
     for name, members in (("validation", is_valid), (split, ~is_valid)):
@@ -272,8 +282,8 @@ def _examples(joined, max_len: int):
             yield beam.pvalue.TaggedOutput("items", item)
 
 
-def _statistics(facts: dict, clicks, duplicates, vocabulary, train_items, split_date,
-                fraction: int) -> dict:
+def _statistics(facts: dict, clicks, duplicates, vocabulary, train_items, split_date, dates,
+                fraction: int, date_unit_seconds: int) -> dict:
     """The statistics dict of `preprocessing.preprocess`, same keys in the same order."""
     train, test = facts["train"], facts["test"]
     return {
@@ -286,6 +296,7 @@ def _statistics(facts: dict, clicks, duplicates, vocabulary, train_items, split_
         "average_length": float((train["clicks"] + test["clicks"])
                                 / (train["sessions"] + test["sessions"])),
         "split_date": split_date, "fraction": fraction,
+        **pp.date_range(*dates, date_unit_seconds),
     }
 
 
@@ -325,8 +336,12 @@ class Preprocess(beam.PTransform):
         read = (pbegin | "Files" >> beam.Create(self.tasks)
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Read" >> beam.FlatMap(_read_file, log, self.columns).with_outputs(
-                    "clicks", main="parts"))
+                    "clicks", "names", "dates", main="parts"))
         clicks = read.clicks | "CountClicks" >> beam.CombineGlobally(sum)
+        dates = read.dates | "DateRange" >> beam.CombineGlobally(_date_range)
+        names = (read.names | "DistinctNames" >> beam.Distinct()
+                 | "NameList" >> beam.combiners.ToList()
+                 | "Names" >> beam.Map(_names))
         sessions = (read.parts | "BySession" >> beam.GroupByKey()
                     | "Order" >> beam.Map(_session))
         duplicates = (sessions | "Duplicates" >> beam.Map(lambda s: s[4])
@@ -354,6 +369,9 @@ class Preprocess(beam.PTransform):
                       | "FirstOfItem" >> beam.CombinePerKey(min)
                       | "AllFirsts" >> beam.combiners.ToList()
                       | "Vocabulary" >> beam.Map(_vocabulary))
+        raw_ids = vocabulary | "RawIds" >> beam.Map(
+            lambda v, n: pp.vocabulary_ids(np.asarray(v, np.int64), n, log.id_type).tolist(),
+            beam.pvalue.AsSingleton(names))
         vocab_view = beam.pvalue.AsSingleton(vocabulary | "Index" >> beam.Map(
             lambda v: {item: i + 1 for i, item in enumerate(v)}))
         numbered = {
@@ -370,7 +388,7 @@ class Preprocess(beam.PTransform):
                        | f"Summary{name}" >> beam.Map(lambda s: (s[0], s[1], s[2], len(s[3])))
                        | f"Summaries{name}" >> beam.combiners.ToList()
                        | f"Plan{name}" >> beam.Map(_plan, name, fraction, log.seed,
-                                                   log.validation_share))
+                                                   log.validation_share, source))
             plans[name] = planned | f"Places{name}" >> beam.FlatMap(lambda p: p[0].items())
             facts[name] = planned | f"Facts{name}" >> beam.Map(lambda p, n: (n, p[1]), name)
         keyed_sessions = (
@@ -387,15 +405,34 @@ class Preprocess(beam.PTransform):
                      | "FactsList" >> beam.combiners.ToDict())
         statistics = all_facts | "Statistics" >> beam.Map(
             _statistics, *(beam.pvalue.AsSingleton(p) for p in
-                           (clicks, duplicates, vocabulary, train_items, split_date)),
-            log.fraction)
+                           (clicks, duplicates, vocabulary, train_items, split_date, dates)),
+            log.fraction, log.date_unit_seconds)
         by_split = examples.examples | "Partition" >> beam.Partition(
             lambda e, n: SPLITS.index(e[0]), len(SPLITS))
         result = {split: by_split[i] | f"Keyed{split}" >> beam.Values()
                   for i, split in enumerate(SPLITS)}
-        result["vocabulary"] = vocabulary
+        result["vocabulary"] = raw_ids
         result["statistics"] = statistics
         return result
+
+
+def _date_range(ranges) -> tuple | None:
+    """The first and last click date over the read tasks' (first, last) pairs."""
+    ranges = list(ranges)
+    if not ranges:
+        return None
+    return min(first for first, _ in ranges), max(last for _, last in ranges)
+
+
+def _names(pairs: list) -> dict:
+    """The distinct (id, string) pairs of the log as {id: string}; two strings sharing one id
+    (a hash collision) are refused as in memory."""
+    names = pp.ItemNames(pairs)
+    if len(names) != len(pairs):
+        seen = pp.ItemNames()
+        for pair in pairs:
+            seen = pp.merge_names(seen, dict([pair]))
+    return names
 
 
 class _CountEach(beam.PTransform):

@@ -298,13 +298,14 @@ def write(tmp_path, text, name="yoochoose-clicks.dat"):
 @pytest.mark.parametrize("text, where", [
     ("1;2014-04-01T10:00:00.000Z;10;0\n", "line 1: expected 4 fields separated by ','"),
     (f"1,{ts(1, 10)},10,0\n1,{ts(1, 11)},20,0\n2,{ts(1, 12)},30\n", "line 3: expected 4 fields"),
-    (f"1,{ts(1, 10)},10,0\n1,2014-13-01 10:00,20,0\n", "line 2: field 2 has an unparsable"),
-    (f"1,{ts(1, 10)},abc,0\n", "line 1: field 3 has an unparsable value 'abc'"),
-    (f"1,{ts(1, 10)},+5,0\n", "line 1: field 3 has an unparsable value '+5'"),
+    (f"1,{ts(1, 10)},10,0\n1,2014-13-01 10:00,20,0\n",
+     "line 2: field 2 (time) value '2014-13-01 10:00' is not an ISO-8601 time"),
+    (f"1,{ts(1, 10)},abc,0\n", "line 1: field 3 (item) value 'abc' is not an integer id"),
+    (f"1,{ts(1, 10)},+5,0\n", "line 1: field 3 (item) value '+5' is not an integer id"),
     (f"1,{ts(1, 10)},10,0\n1,{ts(1, 11)},9223372036854775808,0\n",
-     "line 2: field 3 value '9223372036854775808' is outside the int64 range"),
+     "line 2: field 3 (item) value '9223372036854775808' is outside the int64 range"),
     (f"-9223372036854775809,{ts(1, 10)},10,0\n",
-     "line 1: field 1 value '-9223372036854775809' is outside the int64 range"),
+     "line 1: field 1 (session) value '-9223372036854775809' is outside the int64 range"),
 ])
 def test_bad_yoochoose_lines_are_named(tmp_path, text, where):
     path = write(tmp_path, text)
@@ -318,7 +319,7 @@ def test_bad_diginetica_lines_are_named(tmp_path):
         pp.read_diginetica_views(path)
     path = write(tmp_path, DIGINETICA_HEADER + "1;NA;10;5;2016-01-01\n1;NA;10;6;2016-02-30\n",
                  "views.csv")
-    message = f"{path}, line 3: field 5 has an unparsable"
+    message = f"{path}, line 3: field 5 (time) value '2016-02-30' is not a day YYYY-MM-DD"
     with pytest.raises(pp.InputError, match=re.escape(message)):
         pp.read_diginetica_views(path)
     path = write(tmp_path, DIGINETICA_HEADER, "views.csv")
@@ -326,7 +327,8 @@ def test_bad_diginetica_lines_are_named(tmp_path):
         pp.read_diginetica_views(path)
     path = write(tmp_path, DIGINETICA_HEADER + "1;NA;18446744073709551616;5;2016-01-01\n",
                  "views.csv")
-    message = f"{path}, line 2: field 3 value '18446744073709551616' is outside the int64 range"
+    message = (f"{path}, line 2: field 3 (item) value '18446744073709551616' is outside the "
+               f"int64 range")
     with pytest.raises(pp.InputError, match=re.escape(message)):
         pp.read_diginetica_views(path)
 
@@ -461,12 +463,14 @@ def test_a_window_is_the_log_cut_at_end_date(tmp_path):
                 **repeated_sessions(950, 4, [30, 10], 5)}
     path = tmp_path / "yoochoose-clicks.dat"
     path.write_text(yoochoose_text(sessions))
-    log = pp.ClickLog(**{**vars(pp.YOOCHOOSE), "end_date": "2014-04-03"})
+    log = pp.ClickLog(**{**vars(pp.YOOCHOOSE), "end_date": "2014-04-03",
+                         "validation_share": 0.2})  # 5 training sessions: 1 to validation
     window = pp.preprocess_log([str(path)], log, pp.YOOCHOOSE_COLUMNS)
     assert window.statistics["clicks"] == 25  # 15 on day 1, 10 on day 3
     assert sorted(set(window.test.session_ids.tolist())) == [900, 901, 902, 903, 904]
     assert window.vocabulary.tolist() == [10, 20, 30]
-    whole = pp.preprocess_log([str(path)], pp.YOOCHOOSE, pp.YOOCHOOSE_COLUMNS)
+    whole = pp.preprocess_log([str(path)], log_with_share(pp.YOOCHOOSE, 0.2),
+                              pp.YOOCHOOSE_COLUMNS)
     assert sorted(set(whole.test.session_ids.tolist())) == [950, 951, 952, 953, 954]
 
 
@@ -484,3 +488,130 @@ def test_end_date_before_every_click(tmp_path):
     with pytest.raises(pp.InputError, match="no click is dated on or before end_date "
                                             "2014-03-01"):
         pp.preprocess_log([str(path)], log, pp.YOOCHOOSE_COLUMNS)
+
+
+def log_with_share(log: pp.ClickLog, share: float) -> pp.ClickLog:
+    """`log` holding out `share` of the training sessions for validation."""
+    return pp.ClickLog(**{**vars(log), "validation_share": share})
+
+
+# ------------------------------------------------------------------- ids as the log writes them
+
+
+def sku_log(tmp_path, rename=None) -> str:
+    """A shop's CSV: three training sessions and one test session over SKUs, a zero-padded
+    number and a plain one (`00215336475` and `215336475` are two different items)."""
+    rename = rename or {}
+    items = {"a": "SKU-6475A", "b": "00215336475", "c": "215336475"}
+    clicks = [("s1", "a", 100), ("s1", "b", 160), ("s2", "b", 200), ("s2", "c", 260),
+              ("s3", "a", 300), ("s3", "c", 360), ("s4", "c", 90_000), ("s4", "a", 90_060)]
+    path = tmp_path / "clicks.csv"
+    path.write_text("session_id,item_id,time\n" + "".join(
+        f"{rename.get(s, s)},{items[i]},{1_396_310_400 + t}\n" for s, i, t in clicks))
+    return str(path)
+
+
+SKU_RULES = {"time_format": "epoch_s", "min_item_support": 1, "validation_share": 0.5}
+
+
+def test_string_ids_are_kept_exactly_as_the_log_writes_them(tmp_path):
+    path = sku_log(tmp_path)
+    result = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES))  # id_type auto
+    assert result.vocabulary.dtype == object
+    assert result.vocabulary.tolist() == ["SKU-6475A", "00215336475", "215336475"]
+    # Session ids that are strings are hashed to int64 (the examples' session_id), stably.
+    again = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES, id_type="string"))
+    assert again.vocabulary.tolist() == result.vocabulary.tolist()
+    assert np.array_equal(again.test.session_ids, result.test.session_ids)
+    assert (result.test.session_ids >= pp.HASHED).all()
+
+
+def test_integer_logs_keep_integer_ids_under_auto(tmp_path):
+    """A log of plain integers reads the same under auto, int and (but for the vocabulary's
+    type) string; string keeps the ids' text."""
+    path = sku_log(tmp_path)
+    text = open(path).read()
+    for old, new in (("SKU-6475A", "7"), ("00215336475", "8"), ("215336475", "9")):
+        text = text.replace(old, new)
+    for old, new in (("s1", "1"), ("s2", "2"), ("s3", "3"), ("s4", "4")):
+        text = text.replace(f"\n{old},", f"\n{new},")
+    open(path, "w").write(text)
+    auto = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES))
+    as_int = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES, id_type="int"))
+    as_string = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES, id_type="string"))
+    assert auto.vocabulary.dtype == np.int64 and auto.vocabulary.tolist() == [7, 8, 9]
+    assert as_int.vocabulary.tolist() == [7, 8, 9]
+    assert as_string.vocabulary.tolist() == ["7", "8", "9"]
+    assert auto.statistics == as_int.statistics == as_string.statistics
+    assert auto.test.session_ids.tolist() == [4]
+
+
+def test_int_ids_refuse_a_sku_saying_what_to_set(tmp_path):
+    path = sku_log(tmp_path)
+    with pytest.raises(pp.InputError, match=re.escape(
+            f"{path}, line 2: field 1 (session) value 's1' is not an integer id (for ids such "
+            f"as SKUs or zero-padded numbers set \"id_type\": \"string\")")):
+        pp.read_log([path], pp.ClickLog(**SKU_RULES, id_type="int"))
+
+
+def test_bad_ids_are_named(tmp_path):
+    path = tmp_path / "clicks.csv"
+    path.write_text("session_id,item_id,time\n1,a\tb,1396310400\n")
+    with pytest.raises(pp.InputError, match="id 'a\\\\tb' holds a tab or line break"):
+        pp.read_log([str(path)], pp.ClickLog(delimiter=",", time_format="epoch_s"))
+    path.write_text("session_id,item_id,time\n1,x,1396310400\n1,,1396310401\n")
+    with pytest.raises(pp.InputError, match="line 3: field 2 \\(item\\) value '' is not a "
+                                            "non-empty id"):
+        pp.read_log([str(path)], pp.ClickLog(time_format="epoch_s"))
+    with pytest.raises(ValueError, match="id_type must be one of auto, int, string; got 'sku'"):
+        pp.ClickLog(id_type="sku")
+
+
+def test_a_byte_order_mark_before_the_header_is_accepted(tmp_path):
+    """Excel's "CSV UTF-8" starts with a BOM: the header is still session_id,item_id,time."""
+    path = sku_log(tmp_path)
+    with open(path, "rb") as f:
+        text = f.read()
+    with open(path, "wb") as f:
+        f.write(b"\xef\xbb\xbf" + text)
+    result = pp.preprocess_log([path], pp.ClickLog(**SKU_RULES))
+    assert result.vocabulary.tolist() == ["SKU-6475A", "00215336475", "215336475"]
+
+
+# ---------------------------------------------------------------- values caught up front
+
+
+@pytest.mark.parametrize("declared, scale, likely", [
+    ("epoch_s", 1000, 'they look like "time_format": "epoch_ms"'),
+    ("epoch_ms", 1, 'they look like "time_format": "epoch_s"'),
+    ("epoch_s", 1_000_000, "they look like microseconds: convert them to epoch_ms"),
+])
+def test_times_in_the_wrong_unit_are_refused_naming_the_likely_one(tmp_path, declared, scale,
+                                                                   likely):
+    path = tmp_path / "clicks.csv"
+    times = [int(1_396_310_400 * scale), int(1_396_310_460 * scale)]
+    path.write_text("sid,sku,ts\n" + "".join(f"1,{10 + i},{t}\n" for i, t in enumerate(times)))
+    log = pp.ClickLog(session="sid", item="sku", time="ts", time_format=declared)
+    with pytest.raises(pp.InputError) as raised:
+        pp.read_log([str(path)], log)
+    message = str(raised.value)
+    assert message.startswith(f"{path}: column 'ts' (time) read as {declared} dates clicks in "
+                              f"the year ")
+    value = times[1] if declared == "epoch_s" else times[0]  # the latest, or the earliest
+    assert f"(value {value})" in message and message.endswith(likely)
+
+
+def test_the_statistics_give_the_date_range_read(tmp_path):
+    result = pp.preprocess_log([sku_log(tmp_path)], pp.ClickLog(**SKU_RULES))
+    assert (result.statistics["first_click"], result.statistics["last_click"]) == \
+        ("2014-04-01T00:01:40Z", "2014-04-02T01:01:00Z")
+
+
+def test_a_validation_share_that_holds_out_nothing_is_refused(tmp_path):
+    with pytest.raises(ValueError, match=r"validation_share must be a number in \(0, 1\)"):
+        pp.ClickLog(validation_share=0)
+    path = sku_log(tmp_path)  # 3 training sessions: 0.2 of them is none
+    with pytest.raises(pp.InputError, match=re.escape(
+            f"{path}: validation_share 0.2 of the 3 training session(s) holds out none (early "
+            f"stopping needs at least one): raise validation_share to at least 0.333")):
+        pp.preprocess_log([path], pp.ClickLog(**{**SKU_RULES, "validation_share": 0.2}))

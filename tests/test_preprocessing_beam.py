@@ -94,7 +94,8 @@ def test_hand_log_order_ties_and_vocabulary(tmp_path, monkeypatch, beam_args, ch
         "clicks": 8, "duplicate_clicks": 0, "train_sessions": 2, "test_sessions": 1,
         "vocabulary_size": 5, "train_prefixes": 3, "train_items": 5, "kept_train_sessions": 2,
         "validation_sessions": 1, "validation_prefixes": 2, "test_prefixes": 1,
-        "average_length": pytest.approx(7 / 3), "split_date": 113601, "fraction": 1}
+        "average_length": pytest.approx(7 / 3), "split_date": 113601, "fraction": 1,
+        "first_click": "1970-01-01T00:16:40Z", "last_click": "1970-01-03T07:33:21Z"}
 
 
 # ---------------------------------------------------------------------- the shared samples
@@ -217,10 +218,10 @@ def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path,
     """A bad value read in a byte range is reported with its line number in the whole file."""
     monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 8)
     hand_log(tmp_path)
-    text = (tmp_path / "b.csv").read_text().replace("9,30,200000", "9,3x0,200000")
+    text = (tmp_path / "b.csv").read_text().replace("9,30,200000", "9,30,2000x0")
     (tmp_path / "b.csv").write_text(text)
-    with pytest.raises(Exception, match=r"b\.csv, line 5: field 2 has an unparsable "
-                                        r"value '3x0'"):
+    with pytest.raises(Exception, match=r"b\.csv, line 5: field 3 \(time\) value '2000x0' "
+                                        r"is not an integer count of seconds"):
         with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
             _ = pipeline | preprocessing_beam.Preprocess(
                 [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)

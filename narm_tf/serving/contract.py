@@ -2,11 +2,15 @@
 warm-up file names, and TF Serving's integer version folders.
 
 Imported by the exporter, `narm_tf.predict` and the gRPC client; it needs no TensorFlow.
+An integer catalogue has all four signatures; a catalogue of string ids (SKUs) the two string
+ones, which answer with the log's own strings.
 """
 
 from __future__ import annotations
 
 import os
+
+import numpy as np
 
 SIGNATURE_STRING = "serving_default"
 SIGNATURE_INT64 = "int64_ids"
@@ -20,6 +24,31 @@ OUTPUTS = ("top_k_item_ids", "top_k_scores", "attention_weights", "attention_sha
 VOCABULARY_ASSET = "vocabulary.txt"          # under assets/
 WARMUP_FILE = "tf_serving_warmup_requests"   # under assets.extra/
 SAVED_MODEL = "saved_model.pb"
+
+
+STRING_SIGNATURES = (SIGNATURE_STRING, SIGNATURE_STRING_OPTIONS)
+
+
+def is_string_vocabulary(vocabulary) -> bool:
+    """True for a catalogue of the log's own string ids (an object array of str)."""
+    return getattr(vocabulary, "dtype", None) == np.dtype(object)
+
+
+def vocabulary_array(ids) -> np.ndarray:
+    """Raw ids as stored (ints, or strings) -> int64 `[N]`, or an object array of the strings.
+
+    A string catalogue has only the string signatures: its ids are not numbers (`SKU-6475A`)
+    or lose their zero padding as numbers (`00215336475`).
+    """
+    ids = list(ids)
+    if any(isinstance(value, str) for value in ids):
+        return np.array([str(value) for value in ids], dtype=object)
+    return np.asarray(ids, np.int64)
+
+
+def signatures_of(vocabulary) -> tuple[str, ...]:
+    """The signatures an export of this vocabulary has: all four, or the string ones."""
+    return STRING_SIGNATURES if is_string_vocabulary(vocabulary) else SIGNATURES
 
 
 def signature_name(int64: bool, with_options: bool) -> str:

@@ -100,11 +100,13 @@ class ServingModule(tf.Module):
         self._variables = (model_variables if inference is None
                            else inference.saved_variables(model_variables))
         self._vocabulary_asset = tf.saved_model.Asset(vocabulary_file)
+        self._signatures = contract.signatures_of(vocabulary)
         # Tables over one asset are told apart (their shared_name) by `vocab_size` set or not.
         self._string_to_index = self._table(tf.string, "key", None, 0)
-        self._int64_to_index = self._table(tf.int64, "key", num_items, 0)
         self._line_to_string = self._table(tf.string, "value", None, "")
-        self._line_to_int64 = self._table(tf.int64, "value", num_items, 0)
+        if contract.SIGNATURE_INT64 in self._signatures:  # an integer catalogue
+            self._int64_to_index = self._table(tf.int64, "key", num_items, 0)
+            self._line_to_int64 = self._table(tf.int64, "value", num_items, 0)
         order = np.argsort(-np.asarray(popularity, np.float64), kind="stable")[: self._k]
         total = max(float(np.sum(popularity)), 1.0)
         self._popular_indices = tf.constant(order + 1, tf.int64)
@@ -191,7 +193,8 @@ class ServingModule(tf.Module):
         return top_k_excluding(logits, indices, session, excluding, self._k, self._max_len)
 
     def signatures(self) -> dict:
-        """The four serving signatures (`contract.SIGNATURES`) as concrete functions."""
+        """The serving signatures as concrete functions: the four of `contract.SIGNATURES`, or
+        the two string ones for a catalogue of string ids (`contract.signatures_of`)."""
         def ids_spec(dtype):
             return tf.TensorSpec([None, None], dtype, name=contract.ITEM_IDS)
 
@@ -216,4 +219,5 @@ class ServingModule(tf.Module):
         functions = (string_ids, int64_ids, string_ids_with_options, int64_ids_with_options)
         with unrolled_rnns(self._scoring_model):
             return {name: fn.get_concrete_function()
-                    for name, fn in zip(contract.SIGNATURES, functions, strict=True)}
+                    for name, fn in zip(contract.SIGNATURES, functions, strict=True)
+                    if name in self._signatures}
