@@ -747,13 +747,16 @@ def evaluate(model: Baseline, test: Prefixes, k: int = 20, batch_size: int = EVA
 
 def fit_and_evaluate(name: str, train: Prefixes, validation: Prefixes, test: Prefixes,
                      num_items: int, k: int = 20, session_dates: pd.Series | None = None,
-                     **params) -> dict:
+                     params: dict | None = None, **more_params) -> dict:
     """Fits BASELINES[name] on train + validation, evaluates on test (popularity: the
-    training-label counts of train + validation); adds wall seconds. session_dates: see
-    `Baseline.fit`."""
+    training-label counts of train + validation); adds wall seconds.
+
+    k is the cutoff @k: the model's own parameters go in `params` (a preset, whose `k` is the
+    number of neighbours) and/or as further keywords. session_dates: see `Baseline.fit`.
+    """
     started = time.perf_counter()
-    model = BASELINES[name](**params).fit(training_prefixes(train, validation), num_items,
-                                          session_dates)
+    model = BASELINES[name](**{**(params or {}), **more_params}).fit(
+        training_prefixes(train, validation), num_items, session_dates)
     fitted = time.perf_counter()
     result = evaluate(model, test, k,
                       popularity=_evaluate.label_counts(num_items, train, validation))

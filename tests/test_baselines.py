@@ -181,6 +181,19 @@ def test_evaluate_pop_by_hand():
                                                        (1, 0.0, 0.0)]
 
 
+def test_fit_and_evaluate_keeps_the_cutoff_apart_from_a_preset_k():
+    everything = make_prefixes(SESSIONS)
+    train, validation = everything.take(np.arange(4)), everything.take(np.array([4]))
+    test = make_prefixes([[1, 2, 3], [4, 2]])
+    preset = {"k": 1, "lambda_snh": None}  # one neighbour; Recall@1 stays the cutoff
+    via_params = baselines.fit_and_evaluate("stan", train, validation, test, NUM_ITEMS, k=1,
+                                            params=preset)
+    model = baselines.BASELINES["stan"](**preset).fit(
+        baselines.training_prefixes(train, validation), NUM_ITEMS)
+    direct = baselines.evaluate(model, test, k=1)
+    assert via_params["recall"] == direct["recall"] and via_params["mrr"] == direct["mrr"]
+
+
 def test_fit_and_evaluate_takes_popularity_from_train_and_validation_labels():
     everything = make_prefixes(SESSIONS)  # labels: 3, 2 | 2, 3 | 4
     train = everything.take(np.arange(4))
