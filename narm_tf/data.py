@@ -25,6 +25,7 @@ import tensorflow_datasets as tfds
 from narm_tf.preprocessing import MAX_LEN, Prefixes
 
 BUILDER_MODULES = (
+from narm_tf.serving import contract
     "tfds_builders.yoochoose.yoochoose_dataset_builder",
     "tfds_builders.diginetica.diginetica_dataset_builder",
     "tfds_builders.click_log.click_log_dataset_builder",
@@ -92,12 +93,14 @@ def load_split(name: str, split: str, data_dir: str) -> Prefixes:
 
 
 def load_vocabulary(name: str, data_dir: str) -> np.ndarray:
-    """Raw item id of every vocabulary index: [N] int64, index i (1..N) -> vocabulary[i - 1].
+    """Raw item id of every vocabulary index, index i (1..N) -> vocabulary[i - 1]: [N] int64
+    for an integer catalogue, else [N] object array of the log's own strings (SKUs,
+    zero-padded numbers kept as written; see `contract.vocabulary_array`).
 
     Index 0 is padding and has no raw id. Exports use this to speak raw item ids.
     """
     metadata = _prepared_builder(name, data_dir).info.metadata
-    return np.asarray(metadata["vocabulary"], np.int64)
+    return contract.vocabulary_array(metadata["vocabulary"])
 
 
 def dataset_version(name: str, data_dir: str) -> str:

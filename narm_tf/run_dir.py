@@ -39,6 +39,8 @@ import uuid
 
 import numpy as np
 
+from narm_tf.serving import contract
+
 CONFIG = "config.json"
 VOCABULARY = "vocabulary.tsv"
 BEST_MODEL = "best.keras"
@@ -115,10 +117,12 @@ def read_json(model_dir: str, name: str) -> dict | None:
 
 
 def write_vocabulary(model_dir: str, vocabulary, counts) -> None:
-    """vocabulary.tsv: `index, item_id, train_count` for indices 1..N, atomically."""
+    """vocabulary.tsv: `index, item_id, train_count` for indices 1..N, atomically; the column
+    is `item_string` for a catalogue of string ids (kept exactly, zero padding included)."""
     tmp = path(model_dir, VOCABULARY + ".tmp")
-    with open(tmp, "w") as f:
-        f.write("index\titem_id\ttrain_count\n")
+    column = "item_string" if contract.is_string_vocabulary(vocabulary) else "item_id"
+    with open(tmp, "w", encoding="utf-8") as f:
+        f.write(f"index\t{column}\ttrain_count\n")
         for index, (item, count) in enumerate(zip(vocabulary, counts, strict=True), start=1):
             f.write(f"{index}\t{item}\t{count}\n")
     os.replace(tmp, path(model_dir, VOCABULARY))
@@ -127,12 +131,15 @@ def write_vocabulary(model_dir: str, vocabulary, counts) -> None:
 def read_vocabulary(model_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """vocabulary.tsv -> (raw item ids int64 `[N]`, training label counts `[N]`)."""
     file_path = path(model_dir, VOCABULARY)
-    with open(file_path, newline="") as f:
-        rows = list(csv.DictReader(f, delimiter="\t"))
+    with open(file_path, newline="", encoding="utf-8") as f:
+        rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))
     indices = np.array([int(row["index"]) for row in rows], np.int64)
     if not np.array_equal(indices, np.arange(1, len(rows) + 1)):
         raise RunFolderError(f"{file_path} must list indices 1..N in order")
-    vocabulary = np.array([int(row["item_id"]) for row in rows], np.int64)
+    if rows and "item_string" in rows[0]:
+        vocabulary = np.array([row["item_string"] for row in rows], dtype=object)
+    else:
+        vocabulary = np.array([int(row["item_id"]) for row in rows], np.int64)
     popularity = np.array([int(row["train_count"]) for row in rows], np.int64)
     return vocabulary, popularity
 

@@ -132,7 +132,7 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             return self._beam_splits(result)
         if isinstance(result, RawLog):
             result = preprocessing.preprocess_log(result.paths, result.log, result.columns)
-        self.info.metadata["vocabulary"] = [int(v) for v in result.vocabulary]
+        self.info.metadata["vocabulary"] = result.vocabulary.tolist()  # ints or the log's strings
         self.info.metadata["statistics"] = dict(result.statistics)
         return {split: self._generate_examples(getattr(result, split)) for split in SPLITS}
 

@@ -47,7 +47,7 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
         raise ValueError(f"k (--k), the number of recommended items, must be >= 1, got {k}")
     if max_len < 1:
         raise ValueError(f"max_len, the model's session length, must be >= 1, got {max_len}")
-    vocabulary = np.asarray(vocabulary, np.int64)
+    vocabulary = contract.vocabulary_array(vocabulary)
     popularity = np.asarray(popularity)
     _check_vocabulary(vocabulary, popularity)
     if scoring == "two_stage" and candidates < min(k, len(vocabulary)):
@@ -143,8 +143,8 @@ def _write_export(export_dir, model, vocabulary, popularity, k, exclude_seen, ma
 def warmup_inputs(vocabulary: np.ndarray, popularity: np.ndarray) -> dict:
     """Example `item_ids` for the warm-up: sessions of popular items, batch 1 and batch 8."""
     popular = vocabulary[np.argsort(-np.asarray(popularity), kind="stable")[:24]]
-    batch = np.resize(popular, (8, 3)).astype(np.int64)
-    batch[1:, 0] = 0  # padded rows too
+    batch = np.resize(popular, (8, 3))
+    batch[1:, 0] = "" if contract.is_string_vocabulary(vocabulary) else 0  # padded rows too
     return {"batch_1": batch[:1], "batch_8": batch}
 
 
@@ -159,11 +159,13 @@ def write_warmup_requests(export_dir: str, vocabulary: np.ndarray, popularity: n
     os.makedirs(os.path.dirname(path), exist_ok=True)
     with tf.io.TFRecordWriter(path) as writer:
         for ids in warmup_inputs(vocabulary, popularity).values():
-            for signature in contract.SIGNATURES:
+            for signature in contract.signatures_of(vocabulary):
                 int64 = signature in (contract.SIGNATURE_INT64, contract.SIGNATURE_INT64_OPTIONS)
                 with_options = signature in (contract.SIGNATURE_STRING_OPTIONS,
                                              contract.SIGNATURE_INT64_OPTIONS)
-                values = ids if int64 else np.where(ids == 0, "", ids.astype(str))
+                values = (ids.astype(np.int64) if int64 else ids.astype(str)
+                          if contract.is_string_vocabulary(vocabulary)
+                          else np.where(ids == 0, "", ids.astype(str)))
                 flags_ = np.arange(len(ids)) % 2 == 0 if with_options else None
                 request = build_request(values, model_name, flags_, int64)
                 log = prediction_log_pb2.PredictionLog(
