@@ -4,4 +4,5 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/install.sh
 ruff check .
-python -m pytest -q tests "$@"
+# One worker per core; a test module stays on one worker (its module fixtures are built once).
+python -m pytest -q -n auto --dist loadfile tests "$@"
