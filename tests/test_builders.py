@@ -3,6 +3,7 @@
 import json
 import os
 import pathlib
+import shutil
 import subprocess
 
 import numpy as np
@@ -14,14 +15,17 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from narm_tf import data, preprocessing, synthetic
+from tfds_builders import session_prefixes
+from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.click_log.click_log_dataset_builder_test import ClickLogShopTest  # noqa: F401
 from tfds_builders.diginetica.diginetica_dataset_builder_test import DigineticaTest  # noqa: F401
+from tfds_builders.yoochoose import yoochoose_dataset_builder
 from tfds_builders.yoochoose.yoochoose_dataset_builder_test import YoochooseFullTest  # noqa: F401
 
 from conftest import ROOT, shared_file
 
-# The two imports above run each builder's own test (TFDS's DatasetBuilderTestCase on its
-# hand-made dummy_data/, beside the builder) with this suite.
+# The `*_dataset_builder_test` imports above run each builder's own test (TFDS's
+# DatasetBuilderTestCase on its hand-made dummy_data/, beside the builder) with this suite.
 
 data.register_builders()
 
@@ -41,11 +45,12 @@ def tiny_manual(tmp_path_factory) -> pathlib.Path:
     return manual
 
 
-def tfds_cli(*args: str) -> subprocess.CompletedProcess:
-    """Runs `tfds build ...` from the repository root of an uninstalled clone."""
+def tfds_cli(*args: str, cwd=ROOT, **env_vars: str) -> subprocess.CompletedProcess:
+    """Runs `tfds build ...` from the repository root of an uninstalled clone (or `cwd`), with
+    `env_vars` added to the environment."""
     env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    env["TF_CPP_MIN_LOG_LEVEL"] = "2"
-    return subprocess.run(["tfds", "build", *args], cwd=ROOT, env=env, capture_output=True,
+    env.update(TF_CPP_MIN_LOG_LEVEL="2", **env_vars)
+    return subprocess.run(["tfds", "build", *args], cwd=cwd, env=env, capture_output=True,
                           text=True, timeout=300)
 
 
@@ -217,7 +222,7 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
     ("", preprocessing.InputError, "the file is empty"),
     ("1;2014-04-01T10:00:00.000Z;10;0\n", preprocessing.InputError, "line 1: expected 4 fields"),
     ("1,2014-04-01T10:00:00.000Z,10,0\n1,not-a-time,10,0\n", preprocessing.InputError,
-     "line 2: field 2 has an unparsable value 'not-a-time'"),
+     "line 2: field 2 (time) value 'not-a-time' is not an ISO-8601 time with a zone"),
     ("1,2014-04-01T10:00:00.000Z,10,0\n2,2014-04-03T10:00:00.000Z,10,0\n",
      preprocessing.InputError, "no session is left"),
 ])
@@ -242,8 +247,12 @@ def test_cli_bad_input_names_the_file_and_leaves_nothing(tmp_path):
     (manual / "train-item-views.csv").write_text("session_id;item_id\n1;2\n")
     run = tfds_cli("tfds_builders/diginetica", f"--manual_dir={manual}",
                    f"--data_dir={tmp_path / 'out'}")
-    assert run.returncode != 0
-    assert f"{manual}/train-item-views.csv, line 1: expected the header" in run.stderr
+    assert run.returncode == 1
+    # One line naming the problem ends the output: no traceback.
+    last = run.stderr.strip().splitlines()[-1]
+    assert last.startswith(f"tfds build: {manual}/train-item-views.csv, line 1: expected the "
+                           f"header")
+    assert "Traceback" not in run.stderr + run.stdout
     assert_nothing_loadable("diginetica", tmp_path / "out")
 
 
@@ -346,7 +355,8 @@ def test_bad_rows_name_the_file_and_line_or_row_group(tmp_path):
     log = preprocessing.ClickLog(delimiter="\t", session="sid", item="sku", time="day",
                                  time_format="date")
     with pytest.raises(preprocessing.InputError,
-                       match=f"{tsv}, line 3: field 3 has an unparsable value '2016-02-30'"):
+                       match=f"{tsv}, line 3: field 3 \\(time\\) value '2016-02-30' is not "
+                             f"a day YYYY-MM-DD"):
         preprocessing.read_log([str(tsv)], log)
     parquet = tmp_path / "log.parquet"
     pq.write_table(pa.table({"sid": [1, 2, 3, None], "sku": [5, 6, 7, 8],
@@ -359,8 +369,9 @@ def test_bad_rows_name_the_file_and_line_or_row_group(tmp_path):
                                 f"the group is null"
     pq.write_table(pa.table({"sid": [1, 2], "sku": ["5", "6"], "ts": [10, 20]}), parquet)
     with pytest.raises(preprocessing.InputError, match="column 'sku' \\(item\\): has type "
-                                                       "string"):
-        preprocessing.read_log([str(parquet)], shop)
+                                                       "string.*need \"id_type\": \"string\""):
+        preprocessing.read_log([str(parquet)], preprocessing.ClickLog(
+            **{**vars(shop), "id_type": "int"}))
 
 
 def test_a_bad_click_log_build_leaves_nothing_loadable(tmp_path):
@@ -372,7 +383,8 @@ def test_a_bad_click_log_build_leaves_nothing_loadable(tmp_path):
     config = click_log.ClickLogConfig(name="bad_shop", files="clicks.csv")
     builder = click_log.Builder(config=config, data_dir=str(tmp_path / "out"))
     with pytest.raises(preprocessing.InputError,
-                       match=f"{manual}/clicks.csv, line 2: field 3 has an unparsable value"):
+                       match=f"{manual}/clicks.csv, line 2: field 3 \\(time\\) value "
+                             f"'not-a-time' is not an ISO-8601 time with a zone"):
         builder.download_and_prepare(
             download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
     assert not list((tmp_path / "out").rglob("dataset_info.json"))
@@ -421,3 +433,141 @@ def test_diginetica_window_through_click_log(tiny_manual, tmp_path):
                                             preprocessing.DIGINETICA)
     statistics = data.load_statistics("click_log/digi_to_0409", str(tmp_path / "out"))
     assert statistics == expected.statistics and statistics["clicks"] == len(kept)
+
+
+# -------------------------------------------- one dataset name: one set of rules and raw files
+
+
+def shop_csv(clicks: pd.DataFrame, path: pathlib.Path) -> None:
+    """The clicks as a CSV log in click_log's default columns (session_id, item_id, ISO time)."""
+    times = pd.to_datetime(clicks["time"], unit="ms", utc=True)
+    pd.DataFrame({"session_id": clicks["session_id"], "item_id": clicks["item_id"],
+                  "time": times.dt.strftime("%Y-%m-%dT%H:%M:%S.%fZ")}).to_csv(path, index=False)
+
+
+def build_click_log(data_dir: str, manual_dir: str, builder=click_log.Builder, **config):
+    """A real in-process build of a JSON-like click_log config (what `tfds build` does)."""
+    built = builder(config=click_log.ClickLogConfig(**config), data_dir=data_dir)
+    built.download_and_prepare(
+        download_config=tfds.download.DownloadConfig(manual_dir=manual_dir))
+
+
+def test_a_name_rebuilt_with_other_rules_or_files_fails_naming_them(tiny_manual, tmp_path,
+                                                                    monkeypatch, capsys):
+    """Same data_dir, name and version: reused only with the same config and raw files, else it
+    stops naming each difference and the folder to delete; the old dataset is untouched. A
+    dataset built before builds were recorded is reused with a warning. (Both paths given as
+    environment variables, expanded by the builder.)"""
+    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    manual, out = tmp_path / "logs", tmp_path / "out"
+    manual.mkdir()
+    shop_csv(clicks, manual / "clicks-1.csv")
+    monkeypatch.setenv("SHOP_LOGS", str(manual))
+    monkeypatch.setenv("SHOP_OUT", str(out))
+    shop = {"name": "shop", "files": "clicks-*.csv"}
+    build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)
+    first = data.load_statistics("click_log/shop", str(out))
+    build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)  # same rules and files: reused
+    folder = out / "click_log" / "shop" / "1.0.0"
+    with pytest.raises(session_prefixes.StaleDatasetError) as raised:
+        build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop, test_days=2, min_item_support=10)
+    assert str(raised.value) == (
+        f"click_log/shop in {folder} was built with other rules or raw files than this "
+        f"build's: min_item_support: 5 -> 10; test_days: 1 -> 2. Pick another config name, "
+        f"or delete {folder} (tfds build --overwrite does) to rebuild it.")
+    shop_csv(clicks[:50], manual / "clicks-2.csv")  # one more click file in the manual dir
+    size = (manual / "clicks-2.csv").stat().st_size
+    with pytest.raises(session_prefixes.StaleDatasetError,
+                       match=f"other rules or raw files than this build's: clicks-2.csv: absent "
+                             f"-> {size:,} bytes modified 20"):
+        build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)
+    assert data.load_statistics("click_log/shop", str(out)) == first
+    metadata = json.loads((folder / "metadata.json").read_text())
+    assert metadata["config"]["files"] == "clicks-*.csv" and list(metadata["raw_files"]) \
+        == ["clicks-1.csv"]
+    del metadata["config"], metadata["raw_files"]  # as built before builds were recorded
+    (folder / "metadata.json").write_text(json.dumps(metadata))
+    capsys.readouterr()
+    build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop, test_days=2)
+    captured = capsys.readouterr()
+    assert f"Warning: click_log/shop in {folder} was built before builds recorded their " \
+           f"config and raw files" in captured.err
+    assert "Statistics of click_log/shop" in captured.out
+    assert data.load_statistics("click_log/shop", str(out)) == first
+    assert not list(pathlib.Path.cwd().glob("$SHOP*"))
+
+
+@pytest.mark.parametrize("name, raw", [("yoochoose/yoochoose_full", "yoochoose-clicks.dat"),
+                                       ("diginetica", "train-item-views.csv")])
+def test_named_config_rebuilt_from_a_changed_raw_file_fails(tiny_manual, tmp_path, name, raw):
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    shutil.copy(tiny_manual / raw, manual / raw)
+    data.build_dataset(name, str(manual), str(tmp_path / "out"))
+    size = (manual / raw).stat().st_size
+    with open(manual / raw, "a") as log:
+        log.write(log_line := (tiny_manual / raw).read_text().splitlines()[-1] + "\n")
+    with pytest.raises(session_prefixes.StaleDatasetError,
+                       match=f"{raw}: {size:,} bytes modified .+ -> "
+                             f"{size + len(log_line):,} bytes modified "):
+        data.build_dataset(name, str(manual), str(tmp_path / "out"))
+
+
+def test_nightly_end_date_recipe_builds_one_dataset_a_day(tiny_manual, tmp_path):
+    """The daily recipe: `to_<DAY>` from base + end_date over a log that grows each night (it
+    holds today's clicks too). Each night's name builds its own dataset; rebuilding a day's
+    name after the log changed stops rather than reuse it."""
+    lines = (tiny_manual / "yoochoose-clicks.dat").read_text().splitlines(keepends=True)
+    raw = tmp_path / "raw"
+    raw.mkdir()
+    out, yoochoose = str(tmp_path / "tfds"), yoochoose_dataset_builder.Builder
+    statistics = []
+    for day, today in (("2014-04-06", "2014-04-07"), ("2014-04-07", "2014-04-08")):
+        (raw / "yoochoose-clicks.dat").write_text(
+            "".join(line for line in lines if line.split(",")[1][:10] <= today))
+        name = f"to_{day.replace('-', '')}"
+        build_click_log(out, str(raw), yoochoose, name=name, base="yoochoose_full", end_date=day)
+        statistics.append(data.load_statistics(f"yoochoose/{name}", out))
+    assert statistics[0]["clicks"] < statistics[1]["clicks"]
+    with pytest.raises(session_prefixes.StaleDatasetError, match="yoochoose/to_20140406 in .+: "
+                       "yoochoose-clicks.dat: "):
+        build_click_log(out, str(raw), yoochoose, name="to_20140406", base="yoochoose_full",
+                        end_date="2014-04-06")
+
+
+def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(tiny_manual, tmp_path):
+    """`tfds build ... --data_dir=~/tensorflow_datasets --manual_dir=~/shop_logs` from another
+    folder (no shell expands `~` after `=`): the dataset lands under HOME, nothing named `~`
+    in the working folder. The same name with other rules then exits 1 on one line."""
+    home, cwd = tmp_path / "home", tmp_path / "elsewhere"
+    (home / "shop_logs").mkdir(parents=True)
+    cwd.mkdir()
+    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    shop_csv(clicks, home / "shop_logs" / "clicks.csv")
+    shop = {"name": "shop", "files": "clicks.csv"}
+    paths = ("--data_dir=~/tensorflow_datasets", "--manual_dir=~/shop_logs")
+    builder = str(ROOT / "tfds_builders" / "click_log")
+    run = tfds_cli(builder, f"--config={json.dumps(shop)}", *paths, cwd=cwd, HOME=str(home))
+    assert run.returncode == 0, run.stderr[-3000:]
+    out = home / "tensorflow_datasets"
+    first = data.load_statistics("click_log/shop", str(out))
+    assert list(cwd.iterdir()) == []
+    changed = {**shop, "test_days": 2, "min_item_support": 10}
+    run = tfds_cli(builder, f"--config={json.dumps(changed)}", *paths, cwd=cwd, HOME=str(home))
+    assert run.returncode == 1
+    folder = out / "click_log" / "shop" / "1.0.0"
+    assert run.stderr.strip().splitlines()[-1] == (
+        f"tfds build: click_log/shop in {folder} was built with other rules or raw files than "
+        f"this build's: min_item_support: 5 -> 10; test_days: 1 -> 2. Pick another config "
+        f"name, or delete {folder} (tfds build --overwrite does) to rebuild it.")
+    assert "Traceback" not in run.stderr and "Statistics of" not in run.stdout
+    assert data.load_statistics("click_log/shop", str(out)) == first
+
+
+def test_tfds_build_cli_bad_json_config_in_one_line(tmp_path):
+    run = tfds_cli("tfds_builders/click_log", '--config={"name": "shop", "files": clicks.csv}',
+                   f"--data_dir={tmp_path}")
+    assert run.returncode == 1
+    assert run.stderr.strip().splitlines()[-1] == (
+        "tfds build: --config is not valid JSON: Expecting value: line 1 column 27 (char 26)")
+    assert "Traceback" not in run.stderr

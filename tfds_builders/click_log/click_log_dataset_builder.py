@@ -19,6 +19,8 @@ one (`"base"`) and change some keys, e.g. a time window ending on a day (UTC, in
 (`end_date`: clicks after that day are ignored, see `narm_tf.preprocessing.ClickLog.date_limit`;
 absent: no cut.) A bad config fails when it is parsed,
 naming the valid keys or values; a missing column fails before any file is read in full.
+A config name stands for one set of rules and raw files: building it again with other rules or
+raw files stops, naming what changed (`tfds_builders/session_prefixes.py`).
 """
 
 from __future__ import annotations
@@ -111,13 +113,5 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     BUILDER_CONFIGS = [*YOOCHOOSE_CONFIGS, DIGINETICA_CONFIG]
     DEFAULT_CONFIG_NAME = "yoochoose1_64"
 
-    def _preprocess(self, dl_manager):
-        return preprocess_config(dl_manager, self.builder_config,
-                                 self.MANUAL_DOWNLOAD_INSTRUCTIONS)
-
-
-def preprocess_config(dl_manager, config: ClickLogConfig, instructions: str, columns=None):
-    """The config's files in the manual dir, to preprocess in memory
-    (`narm_tf.preprocessing.preprocess_log`) or on Beam (`narm_tf.preprocessing_beam`)."""
-    paths = session_prefixes.manual_files(dl_manager, config.files, instructions)
-    return session_prefixes.RawLog([str(path) for path in paths], config.log, columns)
+    def _log(self) -> preprocessing.ClickLog:
+        return self.builder_config.log

@@ -38,7 +38,7 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     `<manual_dir>/{VIEWS_FILE}`.
     """)
 
-    def _preprocess(self, dl_manager):
-        return click_log.preprocess_config(dl_manager, click_log.DIGINETICA_CONFIG,
-                                           self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-                                           preprocessing.DIGINETICA_COLUMNS)
+    COLUMNS = preprocessing.DIGINETICA_COLUMNS
+
+    def _log(self) -> preprocessing.ClickLog:
+        return click_log.DIGINETICA_CONFIG.log

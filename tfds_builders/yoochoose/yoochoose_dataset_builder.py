@@ -42,8 +42,7 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     """)
     BUILDER_CONFIGS = click_log.YOOCHOOSE_CONFIGS  # the click_log pipeline's named configs
     DEFAULT_CONFIG_NAME = "yoochoose1_64"
+    COLUMNS = preprocessing.YOOCHOOSE_COLUMNS
 
-    def _preprocess(self, dl_manager):
-        return click_log.preprocess_config(dl_manager, self.builder_config,
-                                           self.MANUAL_DOWNLOAD_INSTRUCTIONS,
-                                           preprocessing.YOOCHOOSE_COLUMNS)
+    def _log(self) -> preprocessing.ClickLog:
+        return self.builder_config.log
