@@ -307,7 +307,7 @@ def test_named_diginetica_config_gives_the_sample_counts():
     ({"name": "x", "max_len": 20}, "max_len must be an integer in 1..19, got 20"),
     ({"name": "x", "fraction": 0}, "fraction must be an integer >= 1, got 0"),
     ({"name": "x", "test_days": "7"}, "test_days must be an integer >= 1, got '7'"),
-    ({"name": "x", "validation_share": 1}, "validation_share must be a number in [0, 1)"),
+    ({"name": "x", "validation_share": 1}, "validation_share must be a number in (0, 1)"),
     ({"name": "x", "header": "yes"}, "header must be true or false, got 'yes'"),
     ({"name": "x", "delimiter": "||"}, "delimiter must be one character"),
     ({"name": "x", "header": False, "session": "sid"},
