@@ -452,7 +452,7 @@ def prefix_positions(prefixes: np.ndarray, lengths: np.ndarray,
     (0 = absent) and the number of kept clicks `[n]`."""
     kept = np.minimum(np.asarray(lengths), prefixes.shape[1]).astype(np.int64)
     rows, cols = np.nonzero(prefixes)
-    positions = np.zeros((len(prefixes), num_items + 1), np.int64)
+    positions = np.zeros((len(prefixes), num_items + 1), np.int32)
     np.maximum.at(positions, (rows, prefixes[rows, cols].astype(np.int64)), cols + 1)
     return positions, kept
 
