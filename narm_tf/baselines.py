@@ -22,9 +22,10 @@ like:
             neighbour's votes decayed by how far back the prefix's latest click it shares is
             (lambda_ipw) and each item's weighted by IDF (lambda_idf).
 
-Fitting data. The baselines have no hyperparameter chosen on held-out data, so they fit on
-train + validation (`training_prefixes(train, validation)`), i.e. on all training sessions,
-as the reference implementations do; NARM uses the validation split only for early stopping.
+Fitting data. A baseline's settings are fixed (session-rec's defaults) or chosen beforehand on
+the validation split (`select_params`, fitted on train alone); the model scored on test then
+fits on train + validation (`training_prefixes(train, validation)`), i.e. on all training
+sessions, as the reference implementations do; NARM uses validation for early stopping.
 The test split is never used for fitting. Training sessions are rebuilt from the prefix
 examples (`training_sessions`): a prefix of untruncated length L holds clicks L-19..L-1 and its
 label is click L, so the union over a session's examples recovers every click even when the
