@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_datasets as tfds
+from test_export import serve_in_fresh_process
 
 from conftest import ROOT
-from test_export import serve_in_fresh_process
 
 SMALL = ("--batch_size=64", "--embedding_dim=16", "--hidden_units=16", "--eval_batch_size=256",
          "--jit_compile=off")
