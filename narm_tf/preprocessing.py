@@ -17,6 +17,7 @@ The path, in the SPEC's order (the rules' values come from a `ClickLog`; default
     _prefix_positions, _materialize  step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19
     prefix_examples          step 8   YOOCHOOSE fractions: the most recent floor(n/fraction)
     hold_out_validation      step 9   floor(share * sessions) whole sessions to validation
+                                      (a seeded draw, or the newest: `validation`)
 """
 
 from __future__ import annotations
@@ -167,6 +168,10 @@ CANONICAL_INT = r"^-?(0|[1-9][0-9]{0,17})$"
 # below, |value| < 10^18 < 2^62), so the pipeline keeps working on int64 ids; the strings of
 # the hashed ids travel beside them ({hash: string}) to name the vocabulary.
 HASHED = 1 << 62
+# Which training sessions validation holds out: a seeded random draw (`sessions`), or the
+# newest ones (`time`: the slice nearest the test period, as session-rec tunes; where a shop's
+# recent past differs from its older past, it is the validation that looks like the test).
+VALIDATION_MODES = ("sessions", "time")
 # Session dates outside these years are refused: an epoch in the wrong unit lands far outside.
 PLAUSIBLE_YEARS = (1971, 2100)
 
@@ -200,6 +205,7 @@ class ClickLog:
     seed: int = 0  # of the validation hold-out
     end_date: str | None = None  # YYYY-MM-DD (UTC): clicks after this day are ignored
     id_type: str = "auto"  # auto, int or string: how session and item ids are read (ID_TYPES)
+    validation: str = "sessions"  # sessions (a seeded random draw) or time (the newest)
 
     def __post_init__(self):
         if self.format is None:
@@ -209,6 +215,7 @@ class ClickLog:
             self.files = f"*.{self.format}"
         _check_choice("time_format", self.time_format, tuple(TIME_FORMATS))
         _check_choice("id_type", self.id_type, tuple(ID_TYPES))
+        _check_choice("validation", self.validation, VALIDATION_MODES)
         if not isinstance(self.files, str) or not self.files or self.files.startswith("/") \
                 or ".." in self.files.split("/"):
             raise ValueError(f"files must be a glob inside the manual dir, e.g. 'clicks-*.csv', "
@@ -799,21 +806,25 @@ def prefix_examples(sessions: Sessions, fraction: int = 1, max_len: int = MAX_LE
     return _materialize(sessions, label_position[start:], session_index[start:], max_len)
 
 
-def hold_out_validation(train: Prefixes, seed: int, share: float = VALIDATION_SHARE
-                        ) -> tuple[Prefixes, Prefixes]:
+def hold_out_validation(train: Prefixes, seed: int, share: float = VALIDATION_SHARE,
+                        by: str = "sessions") -> tuple[Prefixes, Prefixes]:
     """Step 9: whole sessions to validation; returns (train, validation), both in date order.
 
-    "10%" is floor(0.1 * S) of the S sessions that have a prefix in `train`, drawn without
-    replacement by a seeded permutation of those sessions in order of first appearance. All
-    prefixes of a drawn session go to validation and none to train, so early stopping never
+    "10%" is floor(0.1 * S) of the S sessions that have a prefix in `train`, in order of first
+    appearance (date order). `by="sessions"` draws them without replacement by a seeded
+    permutation; `by="time"` takes the newest, the last floor(share * S) (`seed` unused). All
+    prefixes of a held-out session go to validation and none to train, so early stopping never
     sees a prefix of a session it trains on. With a YOOCHOOSE fraction, `train` holds only the
-    kept prefixes: sessions are drawn among theirs (the session the cut splits counts with its
+    kept prefixes: sessions are chosen among theirs (the session the cut splits counts with its
     kept prefixes only).
     """
     sessions, first = np.unique(train.session_ids, return_index=True)
     sessions = sessions[np.argsort(first, kind="stable")]  # order of first appearance
     n_valid = int(len(sessions) * share)
-    chosen = np.random.default_rng(seed).permutation(len(sessions))[:n_valid]
+    if by == "time":
+        chosen = np.arange(len(sessions) - n_valid, len(sessions))
+    else:
+        chosen = np.random.default_rng(seed).permutation(len(sessions))[:n_valid]
     is_valid = np.isin(train.session_ids, sessions[chosen])
     return train.take(np.flatnonzero(~is_valid)), train.take(np.flatnonzero(is_valid))
 
@@ -831,7 +842,8 @@ def preprocess_log(paths: list[str], log: ClickLog, columns=None) -> Preprocesse
         clicks, log.test_days, log.date_unit_seconds, log.fraction, log.seed,
         source=", ".join(paths), min_item_support=log.min_item_support,
         min_session_length=log.min_session_length, max_len=log.max_len,
-        validation_share=log.validation_share, id_type=log.id_type)
+        validation_share=log.validation_share, id_type=log.id_type,
+        validation=log.validation)
     check_validation(result.statistics["kept_train_sessions"], log.validation_share,
                      ", ".join(paths))
     return result
@@ -841,7 +853,7 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
                fraction: int = 1, seed: int = 0, source: str = "clicks", *,
                min_item_support: int = MIN_ITEM_SUPPORT, min_session_length: int = 2,
                max_len: int = MAX_LEN, validation_share: float = VALIDATION_SHARE,
-               id_type: str = "auto") -> Preprocessed:
+               id_type: str = "auto", validation: str = "sessions") -> Preprocessed:
     """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
 
     Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
@@ -861,6 +873,7 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
         3, 2, 7 and 9 (SPEC values 5, 2, 19 and 0.1); see `ClickLog`.
       id_type: how the ids were read (`ClickLog.id_type`): decides whether the vocabulary
         holds integers or the log's strings (`vocabulary_ids`, with `clicks.attrs`).
+      validation: `sessions` (a seeded random draw) or `time` (the newest sessions).
     """
     sessions, duplicates = _sessions_in_time_order(clicks)
     sessions = _filter_sessions(sessions, min_item_support, min_session_length)
@@ -882,7 +895,7 @@ def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
                          f"training items.")
     all_train = prefix_examples(train_sessions, fraction, max_len)
     test = prefix_examples(test_sessions, max_len=max_len)
-    train, validation = hold_out_validation(all_train, seed, validation_share)
+    train, validation = hold_out_validation(all_train, seed, validation_share, validation)
     statistics = {
         "clicks": int(len(clicks)),
         "duplicate_clicks": duplicates,

@@ -224,7 +224,8 @@ def _number_items(session, index: dict, min_length: int):
 # ------------------------------------------------------------------------------ step 6-9
 
 
-def _plan(summaries: list, split: str, fraction: int, seed: int, share: float, source: str):
+def _plan(summaries: list, split: str, fraction: int, seed: int, share: float, by: str,
+          source: str):
     """One sort of (date, first_row) over a split's sessions -> each session's place.
 
     summaries: [(session id, date, first_row, clicks)]. Returns ({session id: [(split,
@@ -243,7 +244,7 @@ def _plan(summaries: list, split: str, fraction: int, seed: int, share: float, s
         fake = pp.Prefixes(np.zeros((len(kept_sessions), 1), np.int32),
                            np.zeros(len(kept_sessions), np.int64),
                            np.zeros(len(kept_sessions), np.int64), session_ids[kept_sessions])
-        _, validation = pp.hold_out_validation(fake, seed, share)
+        _, validation = pp.hold_out_validation(fake, seed, share, by)
         pp.check_validation(len(kept_sessions), share, source)
         is_valid = np.isin(session_ids, validation.session_ids)
     places = {}
@@ -388,7 +389,8 @@ class Preprocess(beam.PTransform):
                        | f"Summary{name}" >> beam.Map(lambda s: (s[0], s[1], s[2], len(s[3])))
                        | f"Summaries{name}" >> beam.combiners.ToList()
                        | f"Plan{name}" >> beam.Map(_plan, name, fraction, log.seed,
-                                                   log.validation_share, source))
+                                                   log.validation_share, log.validation,
+                                                   source))
             plans[name] = planned | f"Places{name}" >> beam.FlatMap(lambda p: p[0].items())
             facts[name] = planned | f"Facts{name}" >> beam.Map(lambda p, n: (n, p[1]), name)
         keyed_sessions = (

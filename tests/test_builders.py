@@ -87,8 +87,9 @@ def test_programmatic_build_prints_statistics_and_loads(tiny_manual, tmp_path, c
     assert statistics["fraction"] == 1
     assert_loads("yoochoose/yoochoose_full", tmp_path, statistics)
     info = tfds.builder("yoochoose/yoochoose_full", data_dir=str(tmp_path)).info
-    assert str(info.version) == "2.0.0" and "10% of the training sessions" in info.description
+    assert str(info.version) == "2.1.0" and "10% of the training sessions" in info.description
     assert "not 10% of the prefixes" in info.release_notes["2.0.0"]
+    assert "\"validation\": \"time\"" in info.release_notes["2.1.0"]
     assert len(data.load_vocabulary("yoochoose/yoochoose_full", str(tmp_path))) \
         == statistics["vocabulary_size"]
 

@@ -204,6 +204,40 @@ def test_validation_is_ten_percent_seeded_and_disjoint():
     assert sorted(set(other.session_ids.tolist())) != held_sessions
 
 
+def test_time_ordered_validation_holds_out_the_newest_sessions():
+    """`by="time"`: the last floor(share * S) sessions in date order, whole, whatever the seed;
+    train keeps every older session."""
+    counts = [1, 2, 3, 4, 5] * 8  # 40 sessions (100..139 in date order), 120 prefixes
+    train = session_prefixes(counts)
+    kept, held = pp.hold_out_validation(train, seed=0, by="time")
+    assert sorted(set(held.session_ids.tolist())) == [136, 137, 138, 139]
+    assert len(held) == 2 + 3 + 4 + 5 and len(kept) == 120 - 14
+    assert kept.session_ids.max() == 135 and held.labels.min() > kept.labels.max()
+    assert pp.hold_out_validation(train, seed=7, by="time")[1].labels.tolist() == \
+        held.labels.tolist()
+
+
+def test_time_ordered_validation_never_reads_the_test_split(tmp_path):
+    """Through preprocess: validation is the newest training sessions, dated before the split
+    date; the test split is the same as with a random draw."""
+    sessions = {**{k: [(ts(1, 8 + k // 10, k % 10 * 5 + i), item)
+                       for i, item in enumerate([10, 20, 30])] for k in range(20)},
+                **TEST_DAY}
+    path = tmp_path / "yoochoose-clicks.dat"
+    path.write_text(yoochoose_text(sessions))
+    by_time = pp.preprocess_log([str(path)], pp.ClickLog(**{
+        **vars(pp.YOOCHOOSE), "validation": "time", "validation_share": 0.2}),
+        pp.YOOCHOOSE_COLUMNS)
+    random = pp.preprocess_log([str(path)], log_with_share(pp.YOOCHOOSE, 0.2),
+                               pp.YOOCHOOSE_COLUMNS)
+    assert sorted(set(by_time.validation.session_ids.tolist())) == [16, 17, 18, 19]
+    assert by_time.train.session_ids.max() == 15
+    assert np.array_equal(by_time.test.prefixes, random.test.prefixes)
+    assert set(by_time.test.session_ids.tolist()) == set(TEST_DAY)
+    with pytest.raises(ValueError, match="validation must be one of sessions, time; got 'date'"):
+        pp.ClickLog(validation="date")
+
+
 def test_validation_draws_every_session_alike():
     # 20 sessions: 2 held out per seed; over 500 seeds each session expects 50 draws.
     train = session_prefixes([3, 1] * 10)

@@ -227,6 +227,28 @@ def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path,
                 [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)
 
 
+def test_time_ordered_validation_and_string_ids_are_identical_on_beam(tmp_path):
+    """The newest 20% of the training sessions as validation, over string session ids and
+    SKUs: the same dataset in memory and on Beam (vocabulary of strings included)."""
+    manual = tmp_path / "manual"
+    manual.mkdir()
+    path = synthetic.write_synthetic_clicks(str(manual), num_sessions=600, num_items=80)
+    clicks = pd.read_csv(path, header=None, names=["sid", "ts", "item", "cat"], dtype=str)
+    pd.DataFrame({"sid": "v" + clicks["sid"], "sku": "SKU-0" + clicks["item"],
+                  "ts": clicks["ts"]}).to_csv(manual / "clicks.csv", index=False)
+    config = click_log.ClickLogConfig(name="newest", files="clicks.csv", session="sid",
+                                      item="sku", time="ts", validation="time",
+                                      validation_share=0.2)
+    memory = build(click_log.Builder, manual, tmp_path / "memory", config=config)
+    beam = build(click_log.Builder, manual, tmp_path / "beam", IN_PROCESS, config=config)
+    assert_same(beam, memory)
+    assert all(item.startswith("SKU-0") for item in memory["vocabulary"])
+    validation = {session for *_, session in memory["validation"]}
+    train = {session for *_, session in memory["train"]}
+    assert len(validation) == memory["statistics"]["validation_sessions"] > 0
+    assert not validation & train
+
+
 @pytest.mark.parametrize("chunk_bytes", [None, 4096], ids=["whole_file", "byte_ranges"])
 def test_end_date_window_is_identical_on_beam(tmp_path, monkeypatch, chunk_bytes):
     """A window ending 2014-04-05 of a 7-day synthetic log (from 2014-04-01): the same

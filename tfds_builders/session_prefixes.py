@@ -205,7 +205,7 @@ if _under_tfds_build() and not isinstance(sys.excepthook, functools.partial):
 class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=True):
     """Raw clicks in the manual dir -> train/validation/test session-prefix splits."""
 
-    VERSION = tfds.core.Version("2.0.0")
+    VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {
         "1.0.0": "Initial release: SPEC section 1 preprocessing.",
         "2.0.0": "Validation holds out 10% of the training sessions (all their prefixes), not "
@@ -213,6 +213,12 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                  "validation, so early stopping saw near-copies of training examples. Same "
                  "example format; train and validation differ, test is unchanged. Statistics "
                  "add validation_sessions, kept_train_sessions and duplicate_clicks.",
+        "2.1.0": "Configs may hold out the newest training sessions for validation "
+                 "(\"validation\": \"time\", the slice nearest the test period) instead of a "
+                 "random draw (\"sessions\", the default: the same examples as 2.0.0). Ids "
+                 "may be strings (\"id_type\"): the vocabulary then holds the log's own "
+                 "strings. Statistics add first_click and last_click (the dates read); a build "
+                 "records its config and raw files.",
     }
     DESCRIPTION = ""
     HOMEPAGE = ""
