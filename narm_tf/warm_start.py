@@ -4,7 +4,8 @@ best.keras, or final.keras of a `--refit` run) as the catalogue moves.
     python -m narm_tf.train --dataset=NEW_WINDOW ... --warm_start_from=OLD_MODEL_DIR
 
 Items are matched by raw item id through the two runs' vocabularies (the old run's
-`vocabulary.tsv`, the new dataset's vocabulary):
+`vocabulary.tsv`, the new dataset's vocabulary), integer ids as integers, string ids (SKUs,
+zero-padded numbers) as written; an integer catalogue and a string one are never matched:
 - an item both know keeps its learned rows (embedding row; dense decoder column and bias);
 - an item new to the catalogue gets the mean of the known items' rows plus Gaussian noise of
   NEW_ROW_NOISE times their per-dimension standard deviation (seeded by `--seed`): it starts
@@ -60,9 +61,16 @@ def architecture_differences(old_config: dict, new_config: dict) -> dict:
 
 
 def source_indices(old_vocabulary: np.ndarray, new_vocabulary: np.ndarray) -> np.ndarray:
-    """The old index of every new index `[N_new + 1]` (0 -> 0, padding); -1 for a new item."""
-    position = {int(item): index for index, item in enumerate(old_vocabulary, start=1)}
-    return np.array([0] + [position.get(int(item), -1) for item in new_vocabulary], np.int64)
+    """The old index of every new index `[N_new + 1]` (0 -> 0, padding); -1 for a new item.
+    Raw ids int64 or str (`run_dir.matching_keys`); WarmStartError when the kinds differ."""
+    try:
+        old, new = run_dir.matching_keys(old_vocabulary, new_vocabulary,
+                                         f"the old run's {run_dir.VOCABULARY}",
+                                         "the new dataset's vocabulary")
+    except ValueError as error:
+        raise WarmStartError(f"--warm_start_from: {error}") from None
+    position = {item: index for index, item in enumerate(old, start=1)}
+    return np.array([0] + [position.get(item, -1) for item in new], np.int64)
 
 
 def index_map(old_vocabulary: np.ndarray, new_vocabulary: np.ndarray) -> np.ndarray:
@@ -127,6 +135,15 @@ def write_map(model_dir: str, old_vocabulary: np.ndarray, new_vocabulary: np.nda
     os.replace(tmp, run_dir.path(model_dir, run_dir.WARM_START_MAP))
 
 
+def finished_source(old_dir: str) -> dict:
+    """config.json of the finished run in `old_dir` (`run_dir.check_finished`): a run killed
+    midway is refused, naming what it lacks and that rerunning its command finishes it."""
+    try:
+        return run_dir.check_finished(old_dir)[0]
+    except run_dir.RunFolderError as error:
+        raise WarmStartError(f"--warm_start_from={old_dir}: {error}") from None
+
+
 def load_source(old_dir: str, config: dict):
     """The old run's (best model, raw-id vocabulary), after checking it can seed `config`."""
     import keras
@@ -136,10 +153,7 @@ def load_source(old_dir: str, config: dict):
     if os.path.realpath(old_dir) == os.path.realpath(config["model_dir"]):
         raise WarmStartError(f"--warm_start_from={old_dir} is this run's own --model_dir: "
                              "warm start from another run's folder")
-    try:
-        old_config = run_dir.check_complete(old_dir)
-    except run_dir.RunFolderError as error:
-        raise WarmStartError(f"--warm_start_from={old_dir}: {error}") from None
+    old_config = finished_source(old_dir)
     changed = architecture_differences(old_config, config)
     if changed:
         listed = "; ".join(f"--{key}: {a!r} there, {b!r} now" for key, (a, b) in changed.items())
@@ -182,10 +196,7 @@ def old_train_sessions(old_dir: str) -> np.ndarray:
 
     from narm_tf import data
 
-    try:
-        old_config = run_dir.check_complete(old_dir)
-    except run_dir.RunFolderError as error:
-        raise WarmStartError(f"--warm_start_from={old_dir}: {error}") from None
+    old_config = finished_source(old_dir)
     name, data_dir = old_config["dataset"], old_config["data_dir"]
     where = f"--warm_start_from={old_dir} trained on {name} in {data_dir}"
     remedy = ("build it there again, or pass --warm_validation=all to validate on every "

@@ -3,6 +3,7 @@ train on window 1, warm start on windows 1+2 (real TFDS builds, real model.fit).
 
 import csv
 import os
+import shutil
 
 import numpy as np
 import pytest
@@ -316,3 +317,47 @@ def test_repeat_weights_carry_over_but_calibrated_temperatures_restart_at_one():
     warm_start.transfer_weights(old, new, np.array([0, 1, 2, 3, 4, 5, -1]))
     assert float(new_layer.explore_scale) == 1.0 and float(new_layer.repeat_scale) == 1.0
     np.testing.assert_array_equal(new_layer.w_h.numpy(), old_layer.w_h.numpy())
+
+
+def test_a_source_killed_midway_is_refused_and_leaves_no_run(runs, tmp_path):
+    """An old run without metrics.json (its training killed) seeds nothing: the error names
+    what it lacks and that rerunning its command finishes it."""
+    from narm_tf import run_dir, warm_start
+
+    killed = tmp_path / "killed"
+    shutil.copytree(runs["old"], killed)
+    (killed / run_dir.METRICS).unlink()
+    with pytest.raises(warm_start.WarmStartError) as raised:
+        train_run(runs["data_dir"], tmp_path / "run", WINDOW_2, epochs=1,
+                  warm_start_from=str(killed))
+    message = str(raised.value)
+    assert message.startswith(f"--warm_start_from={killed}: {killed} holds an unfinished "
+                              "training run")
+    assert "no metrics.json, the file a run writes last" in message
+    assert "Rerun the narm_tf.train command that wrote it (same --model_dir and flags)" in message
+    assert "--allow_unfinished" not in message  # warm start has no such opt-in
+    assert run_dir.read_json(str(tmp_path / "run"), run_dir.CONFIG) is None
+
+
+def test_string_ids_are_matched_as_written_and_never_against_integers(tmp_path):
+    """SKUs and zero-padded ids keep their rows by exact string ("00215336475" is not
+    "215336475"); warm_start.tsv lists them; an integer catalogue against a string one is
+    refused naming both."""
+    from narm_tf import warm_start
+
+    old = np.array(["SKU-6475A", "00215336475", "B-1"], dtype=object)
+    new = np.array(["00215336475", "215336475", "SKU-6475A", "C-9"], dtype=object)
+    np.testing.assert_array_equal(warm_start.source_indices(old, new), [0, 2, -1, 1, -1])
+    np.testing.assert_array_equal(warm_start.index_map(old, new), [0, 3, 1, 0])
+    warm_start.write_map(str(tmp_path), old, new)
+    with open(tmp_path / "warm_start.tsv") as f:
+        rows = [(row["item_id"], int(row["new_index"]))
+                for row in csv.DictReader(f, delimiter="\t")]
+    assert rows == [("SKU-6475A", 3), ("00215336475", 1), ("B-1", 0)]
+    np.testing.assert_array_equal(warm_start.source_indices(np.array([7, 215336475]),
+                                                            np.array([215336475, 9])),
+                                  [0, 2, -1])
+    with pytest.raises(warm_start.WarmStartError,
+                       match="the old run's vocabulary.tsv holds integer item ids, the new "
+                             "dataset's vocabulary string ids"):
+        warm_start.source_indices(np.array([215336475, 7]), new)
