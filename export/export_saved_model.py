@@ -13,6 +13,12 @@ signatures, prints both, and writes the new version only if the candidate's Reca
 most `--margin` points below; otherwise it exits with code 4 and writes nothing
 (`narm_tf.serving.publish`).
 
+Both refuse a run whose training has not finished (no `metrics.json`, the file a run writes
+last; a `--refit` run without its finished `final.keras`), naming what is missing: rerun the
+same `narm_tf.train` command to finish it. `--allow_unfinished` exports the model such a run
+has so far and records that in the export's `assets.extra/export.json`. Exports running at
+once into one `--export_base` each get their own version.
+
 Signatures (all outputs best first; `k` and the max session length 19 are fixed at export):
 
 | signature | inputs | id dtype, padding |
@@ -92,6 +98,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                         "to compare on; default: the candidate run's.", **fv)
     flags.DEFINE_string("data_dir", None, "--only_if_better: its TFDS data_dir; default: the "
                         "candidate run's.", **fv)
+    flags.DEFINE_bool("allow_unfinished", False,
+                      "Export a run whose training has not finished (no metrics.json) as it "
+                      "is; recorded in the export's assets.extra/export.json.", **fv)
 
 
 def main(argv):
@@ -105,8 +114,9 @@ def main(argv):
         return
     try:
         path = export_from_model_dir(FLAGS.model_dir, FLAGS.export_base, version=FLAGS.version,
-                                     k=FLAGS.k, exclude_seen=FLAGS.exclude_seen, **scoring())
-    except (run_dir.RunFolderError, ValueError) as error:
+                                     k=FLAGS.k, exclude_seen=FLAGS.exclude_seen,
+                                     allow_unfinished=FLAGS.allow_unfinished, **scoring())
+    except (run_dir.RunFolderError, ValueError, FileExistsError) as error:
         raise SystemExit(f"export: {error}") from None
     print(f"exported {path}")
 
@@ -128,7 +138,7 @@ def publish_or_exit() -> None:
         outcome = publish.publish_if_better(
             FLAGS.model_dir, FLAGS.export_base, margin=FLAGS.margin, k=FLAGS.k,
             exclude_seen=FLAGS.exclude_seen, dataset=FLAGS.dataset, data_dir=FLAGS.data_dir,
-            version=FLAGS.version, **scoring())
+            version=FLAGS.version, allow_unfinished=FLAGS.allow_unfinished, **scoring())
     except (run_dir.RunFolderError, ValueError, FileExistsError) as error:
         raise SystemExit(f"export: {error}") from None
     print(publish.describe(outcome, FLAGS.model_dir, FLAGS.margin), flush=True)

@@ -55,15 +55,30 @@ def trained():
 
 
 def write_model_dir(model_dir, model, vocabulary, popularity):
-    """A narm_tf.train-shaped output folder: best.keras, vocabulary.tsv, config.json and
-    best.json of one run (narm_tf.run_dir's writers)."""
+    """A narm_tf.train-shaped output folder of a finished run: best.keras, vocabulary.tsv,
+    config.json, best.json, history.csv and metrics.json (narm_tf.run_dir's writers)."""
     model_dir.mkdir()
     model.save(model_dir / run_dir.BEST_MODEL)
     run_dir.write_vocabulary(str(model_dir), vocabulary, popularity)
-    identity = run_dir.new_identity({"dataset": "test"}, "2.0.0", len(vocabulary))
+    identity = run_dir.new_identity({"dataset": "test", "epochs": 12, "patience": 5}, "2.0.0",
+                                    len(vocabulary))
     run_dir.write_json(run_dir.path(str(model_dir), run_dir.CONFIG), identity)
     run_dir.write_json(run_dir.path(str(model_dir), run_dir.BEST_RECORD),
                        {"run_id": identity["run_id"], "epoch": 2})
+    (model_dir / run_dir.HISTORY).write_text("epoch,loss\n" + "".join(
+        f"{epoch},1.0\n" for epoch in range(7)))  # early stopping: best 2 + patience 5
+    run_dir.write_json(run_dir.path(str(model_dir), run_dir.METRICS),
+                       {"run_id": identity["run_id"]})
+
+
+def killed_copy(model_dir, target):
+    """A copy of a finished run folder as if its training was killed after epoch 3 of 12:
+    history.csv of 3 epochs, backup/ left, no metrics.json."""
+    shutil.copytree(model_dir, target)
+    (target / run_dir.METRICS).unlink()
+    (target / run_dir.HISTORY).write_text("epoch,loss\n0,3.0\n1,2.0\n2,1.5\n")
+    (target / run_dir.BACKUP).mkdir()
+    return target
 
 
 @pytest.fixture(scope="module")
@@ -458,6 +473,104 @@ def test_killed_export_leaves_no_version(trained, tmp_path):
     left = os.listdir(tmp_path / "narm")
     assert left and all(name.startswith(".tmp-") for name in left)
     assert contract.next_version(str(tmp_path / "narm")) == 1
+
+
+def test_export_of_an_unfinished_run_is_refused_naming_what_is_missing(exports, tmp_path):
+    """The command exits non-zero, naming the missing metrics.json, the epochs done and the
+    resume, and writes nothing."""
+    killed = killed_copy(exports["model_dir"], tmp_path / "killed")
+    base = tmp_path / "narm"
+    result = subprocess.run(
+        [sys.executable, "-m", "export.export_saved_model", f"--model_dir={killed}",
+         f"--export_base={base}"], cwd=ROOT, capture_output=True, text=True, timeout=240)
+    assert result.returncode == 1, result.stderr[-3000:]
+    message = result.stderr.strip().splitlines()[-1]
+    assert message.startswith(f"export: {killed} holds an unfinished training run (")
+    assert "no metrics.json, the file a run writes last: training stopped after epoch 3 of 12 "\
+           "(history.csv). Rerun the narm_tf.train command that wrote it (same --model_dir " \
+           "and flags) to finish it: it resumes where it stopped; or pass --allow_unfinished " \
+           "to use its best.keras as it is" in message
+    assert not base.exists()
+
+
+def test_allow_unfinished_exports_and_the_record_says_so(exports, trained, tmp_path):
+    """--allow_unfinished exports the run's best.keras; export.json records the opt-in and
+    what the run lacked. A finished run's export records `finished`, one from memory no run."""
+    killed = killed_copy(exports["model_dir"], tmp_path / "killed")
+    exported = export_lib.export_from_model_dir(str(killed), str(tmp_path / "narm"),
+                                                allow_unfinished=True)
+    assert exported == str(tmp_path / "narm" / "1")
+    assert (pathlib.Path(exported) / "saved_model.pb").is_file()
+    source = export_lib.read_record(exported)["source"]
+    config = run_dir.read_json(str(killed), run_dir.CONFIG)
+    assert source["allow_unfinished"] is True and source["finished"] is False
+    assert source["run_id"] == config["run_id"] and source["model"] == run_dir.BEST_MODEL
+    assert source["model_dir"] == str(killed)
+    assert len(source["missing"]) == 1
+    assert source["missing"][0].startswith("no metrics.json")
+    finished = export_lib.read_record(exports["exclude"])
+    assert finished["source"]["finished"] is True
+    assert finished["source"]["allow_unfinished"] is False and finished["exclude_seen"] is True
+    plain = export_lib.read_record(exports["plain"])
+    assert plain["source"] is None and plain["k"] == K and plain["items"] == NUM_ITEMS
+
+
+def test_two_exports_at_once_get_two_complete_versions(exports, tmp_path, monkeypatch):
+    """Two threads write a version into one base (`write_new_version`, every export's
+    versioned write; each writes a real SavedModel) and both pick version 1 at the same
+    moment: one gets it, the other takes 2 (before: one died renaming onto the other's
+    folder). Both versions are complete; no temporary folder is left."""
+    import threading
+
+    base, picked = str(tmp_path / "narm"), threading.Barrier(2, timeout=60)
+    next_version, first = contract.next_version, threading.local()
+
+    def next_version_at_the_same_time(export_base):
+        number = next_version(export_base)
+        if not getattr(first, "done", False):
+            first.done = True
+            picked.wait()  # both threads have picked `number` before either claims it
+        return number
+
+    monkeypatch.setattr(contract, "next_version", next_version_at_the_same_time)
+    results, errors = [], []
+
+    def export():
+        try:
+            results.append(export_lib.write_new_version(base, None, lambda temp_dir: (
+                shutil.copytree(exports["plain"], temp_dir, dirs_exist_ok=True))))
+        except BaseException as error:  # noqa: BLE001  (reported by the assert below)
+            errors.append(error)
+
+    threads = [threading.Thread(target=export) for _ in range(2)]
+    for thread in threads:
+        thread.start()
+    for thread in threads:
+        thread.join(120)
+    assert not errors, errors
+    assert sorted(results) == [os.path.join(base, "1"), os.path.join(base, "2")]
+    assert sorted(os.listdir(base)) == ["1", "2"]
+    for version in results:
+        assert sorted(modes(version)) == sorted(modes(exports["plain"]))
+
+
+def test_a_version_taken_meanwhile_is_not_overwritten(tmp_path):
+    """claim_version: a given version that exists fails naming it and keeps the folder; with
+    no version the next free one is taken, never an empty folder someone made."""
+    base = tmp_path / "narm"
+    (base / "1").mkdir(parents=True)
+    (base / "1" / "saved_model.pb").write_text("another export")
+    (base / "2").mkdir()  # empty: rename(2) would replace it
+    folder = base / ".tmp-export-x"
+    folder.mkdir()
+    (folder / "saved_model.pb").write_text("this export")
+    with pytest.raises(FileExistsError, match=f"{base / '1'} exists \\(another export took "
+                                              "version 1\\): pass another --version or none"):
+        export_lib.claim_version(str(folder), str(base), 1)
+    assert (folder / "saved_model.pb").exists()
+    assert export_lib.claim_version(str(folder), str(base)) == str(base / "3")
+    assert (base / "3" / "saved_model.pb").read_text() == "this export"
+    assert (base / "1" / "saved_model.pb").read_text() == "another export"
 
 
 def test_existing_version_is_never_overwritten(trained, exports):

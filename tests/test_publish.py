@@ -104,3 +104,44 @@ def test_bad_margin_and_k_are_named(runs, tmp_path):  # noqa: F811
         publish.publish_if_better(runs["warm"], str(tmp_path), margin=-1)
     with pytest.raises(ValueError, match="--k=10: comparing by Recall@20 needs an export"):
         publish.publish_if_better(runs["warm"], str(tmp_path), k=10)
+
+
+def test_an_unfinished_candidate_is_refused_and_nothing_written(runs, tmp_path):  # noqa: F811
+    """A nightly run whose training was killed (no metrics.json) is never published."""
+    from narm_tf import run_dir
+    from narm_tf.serving import publish
+
+    killed = tmp_path / "killed"
+    shutil.copytree(runs["warm"], killed)
+    (killed / run_dir.METRICS).unlink()
+    base = tmp_path / "exports"
+    with pytest.raises(run_dir.RunFolderError) as raised:
+        publish.publish_if_better(str(killed), str(base))
+    message = str(raised.value)
+    assert f"{killed} holds an unfinished training run" in message
+    assert "no metrics.json, the file a run writes last" in message
+    assert "Rerun the narm_tf.train command that wrote it" in message
+    assert "or pass --allow_unfinished" in message
+    assert not base.exists()
+
+
+def test_string_ids_are_matched_as_written():
+    """A catalogue of string ids: sessions and targets in raw strings ("" pads); the top-k of
+    a string signature (bytes) ranks them; "00215336475" is not "215336475"; integer targets
+    against a string top-k are refused."""
+    from narm_tf.serving import publish
+
+    vocabulary = np.array(["SKU-6475A", "00215336475", "215336475"], dtype=object)
+    sessions, targets = publish.raw_ids(vocabulary, np.array([[1, 2, 0], [3, 0, 0]]),
+                                        np.array([2, 1]))
+    assert sessions.tolist() == [["SKU-6475A", "00215336475", ""], ["215336475", "", ""]]
+    assert targets.tolist() == ["00215336475", "SKU-6475A"]
+    top = np.array([[b"215336475", b"00215336475"], [b"00215336475", b""]], dtype=object)
+    assert publish.target_ranks(top, targets, "export 1").tolist() == [2, 0]
+    sessions, targets = publish.raw_ids(np.array([11, 215336475]), np.array([[2, 0]]),
+                                        np.array([1]))
+    assert sessions.tolist() == [[215336475, 0]] and targets.tolist() == [11]
+    assert publish.target_ranks(np.array([[7, 11]]), targets, "export 1").tolist() == [2]
+    with pytest.raises(ValueError, match="export 1's top-k holds string item ids, the test "
+                                         "split integer ids"):
+        publish.target_ranks(top, np.array([215336475, 11]), "export 1")
