@@ -333,15 +333,18 @@ def epochs_done(model_dir: str) -> int:
 
 
 def training_progress(model_dir: str, config: dict) -> str:
-    """Where the selection training stands, in words, from history.csv and best.json."""
-    done, cap = epochs_done(model_dir), config.get("epochs")
+    """Where the selection training stands, in words, from history.csv and best.json. It
+    ended at --epochs, or by early stopping (--patience epochs after best.json's), once
+    Keras removed backup/; with backup/ left it was stopped midway."""
+    done, cap, patience = epochs_done(model_dir), config.get("epochs"), config.get("patience")
     best_epoch = (read_json(model_dir, BEST_RECORD) or {}).get("epoch", 0)
-    patience = config.get("patience")
-    if cap is not None and (done >= cap or (patience is not None
-                                            and done - best_epoch >= patience)):
+    ended = ((cap is not None and done >= cap)
+             or (patience is not None and done - best_epoch >= patience))
+    if ended and not os.path.isdir(path(model_dir, BACKUP)):
         return (f"training ended after epoch {done} ({HISTORY}) but the run stopped before "
                 "its model was tested")
-    return f"training stopped after epoch {done} of {cap} ({HISTORY})"
+    of = "" if cap is None else f" of {cap}"
+    return f"training stopped after epoch {done}{of} ({HISTORY})"
 
 
 def unfinished(model_dir: str, config: dict) -> list[str]:

@@ -242,6 +242,12 @@ def test_a_run_killed_midway_is_unfinished_naming_what_is_missing_and_the_resume
     assert message.endswith("or pass --allow_unfinished to use its best.keras as it is")
     config, missing = run_dir.check_finished(model_dir, allow_unfinished=True)
     assert config["run_id"] == identity["run_id"] and len(missing) == 1
+    # Past best + patience but backup/ left: a resumed run (early stopping restarts its
+    # count), still stopped midway.
+    resumed = str(tmp_path / "resumed")
+    _killed_run(resumed, 8)
+    with pytest.raises(RunFolderError, match="training stopped after epoch 8 of 12 "):
+        run_dir.check_finished(resumed)
 
 
 def test_an_early_stopped_run_is_finished_and_an_old_finished_folder_too(tmp_path):
