@@ -23,9 +23,9 @@ import tensorflow as tf
 import tensorflow_datasets as tfds
 
 from narm_tf.preprocessing import MAX_LEN, Prefixes
+from narm_tf.serving import contract
 
 BUILDER_MODULES = (
-from narm_tf.serving import contract
     "tfds_builders.yoochoose.yoochoose_dataset_builder",
     "tfds_builders.diginetica.diginetica_dataset_builder",
     "tfds_builders.click_log.click_log_dataset_builder",
