@@ -8,8 +8,9 @@ Needs only `grpcio` and `tensorflow-serving-api` (and TensorFlow for the tensor 
 
 from __future__ import annotations
 
-from absl import app, flags
+from absl import flags
 
+from narm_tf import cli  # before TensorFlow is imported: it quiets its logs
 from narm_tf.serving.client_lib import build_request, parse_response, predict
 
 FLAGS = flags.FLAGS
@@ -38,7 +39,14 @@ def main(argv):
     session = [int(item) for item in items] if FLAGS.int64 else items
     request = build_request([session], FLAGS.model_name, FLAGS.exclude_seen, FLAGS.int64,
                             FLAGS.model_version)
-    outputs = parse_response(predict(FLAGS.server, request, FLAGS.timeout))
+    import grpc
+
+    try:
+        response = predict(FLAGS.server, request, FLAGS.timeout)
+    except grpc.RpcError as error:  # the server unreachable, the model unknown, a bad request
+        raise cli.CommandError(f"{FLAGS.server} (model {FLAGS.model_name}): "
+                               f"{error.code().name}: {error.details()}") from None
+    outputs = parse_response(response)
     for rank, (item, score) in enumerate(
             zip(outputs["top_k_item_ids"][0], outputs["top_k_scores"][0], strict=True), start=1):
         print(f"{rank:>4}  {item:>20}  {score:.6f}")
@@ -46,4 +54,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -59,6 +59,8 @@ from __future__ import annotations
 
 from absl import app, flags
 
+from narm_tf import cli  # before TensorFlow is imported: it quiets its logs
+
 # `export_from_model_dir` is also importable from here (what `narm_tf.train` used).
 from narm_tf.serving import reduced_precision
 from narm_tf.serving.export_lib import export_from_model_dir, export_model  # noqa: F401
@@ -70,9 +72,9 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The command line's flags (defined on demand: other modules import this one). Bounds are
     checked when the command line is parsed, before any work: `--k=0` fails naming the flag."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).",
-                        **fv)
-    flags.DEFINE_string("export_base", "exports/narm", "TF Serving model base path.", **fv)
+    cli.define_path("model_dir", None, "Training output folder (best.keras, vocabulary.tsv).",
+                    **fv)
+    cli.define_path("export_base", "exports/narm", "TF Serving model base path.", **fv)
     flags.DEFINE_integer("version", None, "Version folder; default: the next integer.",
                          lower_bound=0, **fv)
     flags.DEFINE_integer("k", 20, "Number of recommended items.", lower_bound=1, **fv)
@@ -96,8 +98,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
                          ">= k + 19 when excluding seen items.", lower_bound=1, **fv)
     flags.DEFINE_string("dataset", None, "--only_if_better: TFDS name/config of the test split "
                         "to compare on; default: the candidate run's.", **fv)
-    flags.DEFINE_string("data_dir", None, "--only_if_better: its TFDS data_dir; default: the "
-                        "candidate run's.", **fv)
+    cli.define_path("data_dir", None, "--only_if_better: its TFDS data_dir; default: the "
+                    "candidate run's.", **fv)
     flags.DEFINE_bool("allow_unfinished", False,
                       "Export a run whose training has not finished (no metrics.json) as it "
                       "is; recorded in the export's assets.extra/export.json.", **fv)
@@ -148,4 +150,4 @@ def publish_or_exit() -> None:
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

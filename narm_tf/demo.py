@@ -7,11 +7,14 @@
   3. train NARM, evaluate on test beside POP     (python -m narm_tf.train --flagfile=demo.cfg)
   4. export a SavedModel for TF Serving          (--export_base)
   5. query the export with raw item ids          (python -m narm_tf.predict)
-Steps 3 and 5 run the documented commands in subprocesses, exactly as a user types them.
+Steps 3 and 5 run the documented commands in subprocesses, exactly as a user types them. The
+output fits a screen (`NARM_VERBOSE=1`: TensorFlow's logs and the build's full statistics too).
 """
 
 from __future__ import annotations
 
+import contextlib
+import io
 import os
 import subprocess
 import sys
@@ -19,12 +22,15 @@ import time
 
 from absl import app, flags
 
+from narm_tf import cli
+
 FLAGS = flags.FLAGS
-flags.DEFINE_string("workdir", "runs/demo", "Where the demo writes data, dataset, model, export.")
+cli.define_path("workdir", "runs/demo", "Where the demo writes data, dataset, model, export.")
 flags.DEFINE_integer("epochs", 0, "Override the demo flagfile's epochs (0 = keep).")
 
 CONFIG = os.path.join(os.path.dirname(__file__), "configs", "demo.cfg")
 DATASET = "yoochoose/yoochoose_full"
+SHOWN_CLICKS = 8  # The queried session's length: its attention table stays readable.
 
 
 def _step(number: int, title: str, started: float) -> None:
@@ -32,14 +38,20 @@ def _step(number: int, title: str, started: float) -> None:
 
 
 def _run(command: list[str]) -> None:
+    """Runs a step's command; when it fails (it has said why in one line), the demo ends with
+    its exit code (130 after Ctrl-C, silently: the command has said so)."""
     print("$ " + " ".join(command), flush=True)
-    subprocess.run(command, check=True)
+    code = subprocess.run(command).returncode
+    if code == cli.INTERRUPTED_EXIT_CODE:
+        sys.exit(code)
+    if code:
+        raise cli.CommandError(f"`python -m {command[2]}` failed (exit code {code})")
 
 
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from narm_tf import data, run_dir, synthetic
+    from narm_tf import run_dir, synthetic
 
     started = time.time()
     workdir = os.path.abspath(FLAGS.workdir)
@@ -54,7 +66,7 @@ def main(argv):
     print(f"wrote {path}")
 
     _step(2, "TFDS build (yoochoose_full config)", started)
-    data.build_dataset(DATASET, manual_dir=manual_dir, data_dir=data_dir)
+    _build(manual_dir, data_dir)
 
     _step(3, "train NARM, evaluate on the test split", started)
     train = [sys.executable, "-m", "narm_tf.train", f"--flagfile={CONFIG}",
@@ -71,25 +83,52 @@ def main(argv):
 
     _step(5, "query the export with raw item ids", started)
     session, target = _sample_session(data_dir)
-    print(f"a test session's clicks (raw ids): {session}; its true next click: {target}")
+    print(f"a test session's clicks (raw ids, oldest first): {','.join(session)}; its true "
+          f"next click: {target}")
     _run([sys.executable, "-m", "narm_tf.predict", f"--export_dir={export_dir}",
-          "--items=" + ",".join(str(i) for i in session)])
+          "--items=" + ",".join(session)])
 
     metrics = run_dir.read_json(model_dir, run_dir.METRICS)
     print(f"\nDone in {time.time() - started:.0f}s. Test: NARM {metrics['test']}, "
           f"POP {metrics['popularity_baseline']}")
 
 
-def _sample_session(data_dir: str) -> tuple[list[int], int]:
-    """The longest test prefix, in raw ids, and its label's raw id."""
+def _build(manual_dir: str, data_dir: str) -> None:
+    """Builds the dataset; quiet (without NARM_VERBOSE), one line of its statistics stands for
+    TFDS's progress bars and the builder's table (printed whole if the build fails)."""
+    from narm_tf import data
+
+    if cli.verbose():
+        data.build_dataset(DATASET, manual_dir=manual_dir, data_dir=data_dir)
+        return
+    import tensorflow_datasets as tfds
+
+    tfds.disable_progress_bar()
+    captured = io.StringIO()
+    try:
+        with contextlib.redirect_stdout(captured):
+            data.build_dataset(DATASET, manual_dir=manual_dir, data_dir=data_dir)
+    except BaseException:
+        sys.stdout.write(captured.getvalue())
+        raise
+    stats = data.load_statistics(DATASET, data_dir)
+    print(f"built {DATASET} in {data_dir}: {stats['clicks']:,} clicks, "
+          f"{stats['vocabulary_size']:,} items, {stats['train_sessions']:,} train and "
+          f"{stats['test_sessions']:,} test sessions (NARM_VERBOSE=1 prints every statistic)")
+
+
+def _sample_session(data_dir: str) -> tuple[list[str], str]:
+    """The longest test prefix of at most SHOWN_CLICKS clicks, in raw ids, and its label's."""
+    import numpy as np
+
     from narm_tf import data
 
     test = data.load_split(DATASET, "test", data_dir)
     vocabulary = data.load_vocabulary(DATASET, data_dir)
-    row = int(test.lengths.argmax())
-    items = [int(vocabulary[i - 1]) for i in test.prefixes[row] if i > 0]
-    return items, int(vocabulary[test.labels[row] - 1])
+    row = int(np.where(test.lengths <= SHOWN_CLICKS, test.lengths, 0).argmax())
+    items = [str(vocabulary[i - 1]) for i in test.prefixes[row] if i > 0]
+    return items, str(vocabulary[test.labels[row] - 1])
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main)

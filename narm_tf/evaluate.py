@@ -22,7 +22,7 @@ import dataclasses
 import numpy as np
 from absl import app, flags
 
-from narm_tf import metrics
+from narm_tf import cli, metrics  # cli first: it quiets TensorFlow before metrics imports it
 
 FLAGS = flags.FLAGS
 LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
@@ -250,12 +250,12 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
 
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The command line's flags (defined on demand: other modules import this one)."""
-    flags.DEFINE_string("model_dir", None, "A training run's --model_dir.", required=True,
-                        flag_values=flag_values)
+    cli.define_path("model_dir", None, "A training run's --model_dir.", required=True,
+                    flag_values=flag_values)
     flags.DEFINE_enum("split", "test", ["train", "validation", "test"], "Split to evaluate.",
                       flag_values=flag_values)
-    flags.DEFINE_string("data_dir", "", "Override the data_dir recorded in config.json.",
-                        flag_values=flag_values)
+    cli.define_path("data_dir", "", "Override the data_dir recorded in config.json.",
+                    flag_values=flag_values)
 
 
 def main(argv):
@@ -273,4 +273,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

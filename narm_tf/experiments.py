@@ -29,18 +29,20 @@ import time
 import numpy as np
 from absl import app, flags
 
+from narm_tf import cli
+
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "yoochoose/yoochoose_full", "TFDS name/config of a built dataset.")
-flags.DEFINE_string("data_dir", os.path.expanduser("~/tensorflow_datasets"), "TFDS data_dir.")
-flags.DEFINE_string("out", "results/experiment", "Output folder: REPORT.md, plots, cache, runs.")
+cli.define_path("data_dir", "~/tensorflow_datasets", "TFDS data_dir.")
+cli.define_path("out", "results/experiment", "Output folder: REPORT.md, plots, cache, runs.")
 flags.DEFINE_integer("seeds", 3, "Seeds of NARM and of the GRU-only model.")
 flags.DEFINE_integer("epochs", 30, "Maximum epochs of every trained model.")
 flags.DEFINE_integer("patience", 5, "Early-stopping patience on validation Recall@20.")
 flags.DEFINE_integer("batch_size", 512, "Training batch size.")
-flags.DEFINE_string("tuned_flagfile", "",
-                    "A flagfile found by `python -m narm_tf.tune` (its best.cfg): adds a "
-                    "'NARM (tuned)' row to Table 3, trained with it (its own epochs, patience and "
-                    "batch size) for every seed.")
+cli.define_path("tuned_flagfile", "",
+                "A flagfile found by `python -m narm_tf.tune` (its best.cfg): adds a "
+                "'NARM (tuned)' row to Table 3, trained with it (its own epochs, patience and "
+                "batch size) for every seed.")
 flags.DEFINE_boolean("repeat_row", False,
                      "Add a 'NARM (repeat-aware)' row to Table 3: the paper's settings with "
                      "`--repeat --repeat_explore=new --repeat_calibrate` (an extension beyond "
@@ -163,8 +165,14 @@ def train_model(run: ModelRun, out: str) -> dict:
     model_dir = os.path.join(out, "runs", run.name)
     command = train_command(run, model_dir)
     if run_dir.read_json(model_dir, run_dir.METRICS) is None:  # a finished run is reused
-        with open(os.path.join(out, "runs", f"{run.name}.log"), "a") as log:
-            subprocess.run(command, check=True, stdout=log, stderr=subprocess.STDOUT)
+        log_path = os.path.join(out, "runs", f"{run.name}.log")
+        with open(log_path, "a") as log:
+            code = subprocess.run(command, stdout=log, stderr=subprocess.STDOUT).returncode
+        if code == cli.INTERRUPTED_EXIT_CODE:
+            raise KeyboardInterrupt
+        if code:
+            raise cli.CommandError(f"training {run.name} failed (exit code {code}); its last "
+                                   f"line says why: {log_path}")
     results, _ = evaluate.evaluate_model_dir(model_dir)
     np.savez(os.path.join(model_dir, "test_ranks.npz"), ranks=results.ranks,
              lengths=results.lengths)
@@ -463,4 +471,5 @@ def main(argv):
 
 
 if __name__ == "__main__":
-    app.run(main)
+    cli.run(main, lambda: "rerun the same command to resume: finished experiments are cached, "
+                          "a killed training run resumes")

@@ -10,9 +10,9 @@ TF Serving serves: `serving_default`, or `string_ids_with_options` with `--exclu
 from __future__ import annotations
 
 import numpy as np
-import tensorflow as tf
 from absl import app, flags
 
+from narm_tf import cli  # before TensorFlow is imported: it quiets its logs
 from narm_tf.serving import contract
 from narm_tf.serving.contract import resolve_export_dir
 
@@ -22,8 +22,8 @@ FLAGS = flags.FLAGS
 def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     """The command line's flags (defined on demand: other modules import this one)."""
     fv = {"flag_values": flag_values}
-    flags.DEFINE_string("export_dir", None, "SavedModel version folder, or the base path above it.",
-                        **fv)
+    cli.define_path("export_dir", None, "SavedModel version folder, or the base path above it.",
+                    **fv)
     flags.DEFINE_list("items", [], "The session's raw item ids, oldest first, comma-separated.",
                       **fv)
     flags.DEFINE_bool("exclude_seen", None,
@@ -38,6 +38,8 @@ def recommend(export_dir: str, items: list[str], exclude_seen: bool | None = Non
     alpha), `attention_share [19]` (each click's share of the local representation) and
     `session_item_ids [19]` (str, `""` padding).
     """
+    import tensorflow as tf
+
     loaded = tf.saved_model.load(resolve_export_dir(export_dir))
     inputs = {contract.ITEM_IDS: tf.constant([items], tf.string) if items
               else tf.zeros([1, 0], tf.string)}
@@ -83,4 +85,4 @@ def main(argv):
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main)

@@ -23,7 +23,7 @@ import time
 import numpy as np
 from absl import app, flags
 
-from narm_tf import run_dir
+from narm_tf import cli, run_dir  # cli first: it quiets TensorFlow before anything imports it
 
 FLAGS = flags.FLAGS
 K = 20
@@ -99,14 +99,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     def enum(name, default, choices, help_):
         flags.DEFINE_enum(name, default, choices, help_, flag_values=flag_values)
 
+    def path(name, default, help_):
+        cli.define_path(name, default, help_, flag_values=flag_values)
+
     # Data.
     string("dataset", "yoochoose/yoochoose1_64",
            "TFDS name/config: yoochoose/yoochoose1_64, yoochoose/yoochoose1_4, "
            "yoochoose/yoochoose_full or diginetica.")
-    string("data_dir", os.path.expanduser("~/tensorflow_datasets"),
-           "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
-    string("model_dir", "runs/narm", "The run folder: checkpoints, logs and metrics.")
-    string("warm_start_from", "",
+    path("data_dir", "~/tensorflow_datasets",
+         "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
+    path("model_dir", "runs/narm", "The run folder: checkpoints, logs and metrics.")
+    path("warm_start_from", "",
            "A finished run folder to start from (narm_tf.warm_start): known items keep their "
            "rows, new items start at the mean row; architecture flags must match.")
     enum("warm_validation", "unseen", ["unseen", "all"],
@@ -187,8 +190,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
          "--num_negatives shared negatives drawn from training-label counts^0.75, logQ-corrected, "
          "accidental hits removed (bilinear decoder only). Validation stays full-ranking.")
     integer("num_negatives", 1024, "Negatives per training batch with --loss=sampled.")
-    string("export_base", "",
-           "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
+    path("export_base", "",
+         "If set, export the best model for TF Serving to EXPORT_BASE/<version>.")
     integer("export_k", 20, "Top-k of the exported signature.")
     for name, (accepted, words) in CHECKS.items():
         flags.register_validator(name, accepted, message=f"--{name} must be {words}",
@@ -324,19 +327,61 @@ def _make_best_checkpoint(model_dir: str, run_id: str, start: float | None):
         def __init__(self):
             super().__init__()
             self.best = start
+            self.improved = None  # (epoch, the best before it) when an epoch improved
 
         def on_epoch_end(self, epoch, logs=None):
             value = float((logs or {})[run_dir.MONITOR])
             if self.best is not None and value <= self.best:
                 return
-            print(f"Epoch {epoch + 1}: {run_dir.MONITOR} improved from {self.best} to "
-                  f"{value:.5f}, saving {run_dir.BEST_MODEL}", flush=True)
+            self.improved = (epoch, self.best)
             self.best = value
-            run_dir.save_model(model_dir, self.model)
-            run_dir.write_json(run_dir.path(model_dir, run_dir.BEST_RECORD),
-                               {run_dir.MONITOR: value, "epoch": epoch + 1, "run_id": run_id})
+            with cli.interrupts_deferred():  # best.keras and best.json agree
+                run_dir.save_model(model_dir, self.model)
+                run_dir.write_json(run_dir.path(model_dir, run_dir.BEST_RECORD),
+                                   {run_dir.MONITOR: value, "epoch": epoch + 1,
+                                    "run_id": run_id})
 
     return BestCheckpoint()
+
+
+def _make_epoch_line(checkpoint=None):
+    import keras
+
+    class EpochLine(keras.callbacks.Callback):
+        """One line per epoch, once it has ended: its number, steps, seconds and logs, and whether
+        `checkpoint` (a BestCheckpoint placed before it) saved best.keras (fit runs with
+        verbose=0: Keras' progress bar writes many lines into a captured log)."""
+
+        def on_epoch_begin(self, epoch, logs=None):
+            self.started, self.steps = time.time(), 0
+
+        def on_train_batch_end(self, batch, logs=None):
+            # The last step of the call (--steps_per_execution), at most the epoch's steps.
+            self.steps = min(batch + 1, self.params.get("steps") or math.inf)
+
+        def on_epoch_end(self, epoch, logs=None):
+            line = [f"Epoch {epoch + 1}/{self.params.get('epochs', '?')}",
+                    f"{self.steps} steps", f"{time.time() - self.started:.0f}s"]
+            line += [f"{key} {float(value):.4f}" for key, value in (logs or {}).items()]
+            if checkpoint is not None and checkpoint.improved and checkpoint.improved[0] == epoch:
+                before = checkpoint.improved[1]
+                line.append(f"{run_dir.MONITOR} improved from "
+                            f"{'none' if before is None else f'{before:.5f}'}, saved "
+                            f"{run_dir.BEST_MODEL}")
+            print(" - ".join(line), flush=True)
+
+    return EpochLine()
+
+
+def _whole_at_ctrl_c(callback_class, *args):
+    """`callback_class(*args)` (a Keras callback writing files at each epoch's end) whose
+    epoch-end writes a Ctrl-C does not cut short: a rerun resumes from whole files."""
+    class Whole(callback_class):
+        def on_epoch_end(self, epoch, logs=None):
+            with cli.interrupts_deferred():
+                super().on_epoch_end(epoch, logs)
+
+    return Whole(*args)
 
 
 def learning_rate_schedule(config: dict) -> list:
@@ -352,17 +397,21 @@ def learning_rate_schedule(config: dict) -> list:
 
 def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool,
               schedule: tuple = ()) -> list:
-    """`schedule` (learning_rate_schedule), divergence guard, best checkpoint, history,
-    BackupAndRestore, early stopping and TensorBoard."""
+    """`schedule` (learning_rate_schedule), divergence guard, best checkpoint, one line per
+    epoch, history, BackupAndRestore, early stopping and TensorBoard."""
     import keras
 
     best = run_dir.read_json(model_dir, run_dir.BEST_RECORD) if resuming else None
-    return [  # The epoch's rate first; at its end: check, save the best, log, then back up.
+    checkpoint = _make_best_checkpoint(model_dir, run_id, best and best[run_dir.MONITOR])
+    return [  # The epoch's rate first; at its end: check, save the best, print, log, back up.
         *schedule,
         _make_divergence_guard(model_dir),
-        _make_best_checkpoint(model_dir, run_id, best and best[run_dir.MONITOR]),
-        keras.callbacks.CSVLogger(run_dir.path(model_dir, run_dir.HISTORY), append=True),
-        keras.callbacks.BackupAndRestore(run_dir.path(model_dir, run_dir.BACKUP)),
+        checkpoint,
+        _make_epoch_line(checkpoint),
+        _whole_at_ctrl_c(keras.callbacks.CSVLogger, run_dir.path(model_dir, run_dir.HISTORY),
+                         ",", True),
+        _whole_at_ctrl_c(keras.callbacks.BackupAndRestore,
+                         run_dir.path(model_dir, run_dir.BACKUP)),
         keras.callbacks.EarlyStopping(monitor=run_dir.MONITOR, mode="max", patience=patience,
                                       verbose=1),
         keras.callbacks.TensorBoard(run_dir.path(model_dir, run_dir.LOGS)),
@@ -479,7 +528,7 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
         valid_ds = data.make_dataset(splits["validation"], validation_batch_size(config, model),
                                      length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
-              steps_per_epoch=steps, callbacks=callback_list, shuffle=False, verbose=2)
+              steps_per_epoch=steps, callbacks=callback_list, shuffle=False, verbose=0)
 
 
 def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
@@ -504,7 +553,7 @@ def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
                    shard("validation", validation_batch_size(config, model)),
                    epochs=config["epochs"],
                    steps_per_epoch=steps, callbacks=callback_list,
-                   log_every=config["steps_per_execution"])
+                   log_every=config["steps_per_execution"], verbose=0)
 
 
 def validation_batch_size(config: dict, model) -> int:
@@ -622,11 +671,11 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     else:
         both = data.Prefixes.concatenate(splits["train"], splits["validation"])
         dataset = data.make_dataset(both, config["batch_size"], **options)
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=2,
+    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
               callbacks=[*learning_rate_schedule(config),
-                         _make_divergence_guard(model_dir, history=False),
-                         keras.callbacks.BackupAndRestore(
-                             run_dir.path(model_dir, run_dir.REFIT_BACKUP))])
+                         _make_divergence_guard(model_dir, history=False), _make_epoch_line(),
+                         _whole_at_ctrl_c(keras.callbacks.BackupAndRestore,
+                                          run_dir.path(model_dir, run_dir.REFIT_BACKUP))])
     if calibration:
         narm_model.set_repeat_scales(model, calibration["explore_scale"],
                                      calibration["repeat_scale"])
@@ -708,11 +757,15 @@ def main(argv):
     except Diverged as error:
         print(f"narm_tf.train: {error}", file=sys.stderr, flush=True)
         sys.exit(DIVERGED_EXIT_CODE)
-    except run_dir.RunFolderError as error:
-        print(f"narm_tf.train: {error}", file=sys.stderr, flush=True)
-        sys.exit(2)
+
+
+def resume_hint() -> str:
+    """What to do after Ctrl-C: the same command resumes the run (less --overwrite, which
+    would start it afresh)."""
+    return ("rerun the same command" + (" without --overwrite" if FLAGS.overwrite else "")
+            + " to resume from the last finished epoch")
 
 
 if __name__ == "__main__":
     define_flags()
-    app.run(main)
+    cli.run(main, resume_hint)

@@ -252,8 +252,9 @@ def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path)
 
 
 def _steps_per_epoch_run(out: str) -> list[int]:
-    """The `N/N - ...` step counts Keras' verbose=2 prints, one per epoch, in order."""
-    return [int(m.group(1)) for m in re.finditer(r"^(\d+)/\1 - ", out, re.MULTILINE)]
+    """The step counts of the epoch lines (`Epoch 2/3 - N steps - ...`), in order."""
+    return [int(m.group(1)) for m in re.finditer(r"^Epoch \d+/\d+ - (\d+) steps - ", out,
+                                                 re.MULTILINE)]
 
 
 @pytest.fixture(scope="module")
