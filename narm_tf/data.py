@@ -14,8 +14,10 @@ and the statistics are in the dataset's metadata.
 
 from __future__ import annotations
 
+import glob
 import importlib
 import os
+import re
 import sys
 
 import numpy as np
@@ -47,13 +49,39 @@ def register_builders() -> None:
 
 def _prepared_builder(name: str, data_dir: str) -> tfds.core.DatasetBuilder:
     register_builders()
-    builder = tfds.builder(name, data_dir=data_dir)
+    try:
+        builder = tfds.builder(name, data_dir=data_dir)
+    except ValueError as error:  # a config neither named nor built there (TFDS's long list)
+        if name in built_datasets(data_dir):
+            raise
+        raise _not_built(name, data_dir) from error
     if not builder.is_prepared():
-        raise FileNotFoundError(
-            f"Dataset {name} is not built in {data_dir}; build it first, e.g. "
-            f"`tfds build tfds_builders/{name.split('/')[0]} --manual_dir=... "
-            f"--data_dir={data_dir}` or narm_tf.data.build_dataset(...).")
+        raise _not_built(name, data_dir)
     return builder
+
+
+def _not_built(name: str, data_dir: str) -> FileNotFoundError:
+    """The one-line error for a dataset `data_dir` does not hold: what it holds, how to build."""
+    held = built_datasets(data_dir)
+    holds = (f"it holds {', '.join(held)}" if held else "it holds no built dataset"
+             if os.path.isdir(data_dir) else "that folder does not exist")
+    return FileNotFoundError(
+        f"Dataset {name} is not built in {data_dir} ({holds}); build it first, e.g. "
+        f"`tfds build tfds_builders/{name.split('/')[0]} --manual_dir=... "
+        f"--data_dir={data_dir}` or narm_tf.data.build_dataset(...).")
+
+
+def built_datasets(data_dir: str) -> list[str]:
+    """The datasets built in `data_dir`, as `--dataset` names them (`name/config` or `name`):
+    the folders holding a finished version (`1.2.0/dataset_info.json`)."""
+    names = set()
+    for depth in (2, 3):
+        pattern = os.path.join(glob.escape(data_dir), *["*"] * depth, "dataset_info.json")
+        for info in glob.glob(pattern):
+            *parts, version = os.path.relpath(os.path.dirname(info), data_dir).split(os.sep)
+            if re.fullmatch(r"\d+\.\d+\.\d+", version) and parts[0] != "downloads":
+                names.add("/".join(parts))
+    return sorted(names)
 
 
 def _parse_batch(serialized: tf.Tensor) -> dict:

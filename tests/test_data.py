@@ -45,6 +45,23 @@ def test_loading_an_unbuilt_dataset_says_how_to_build(tmp_path):
         data.load_split("diginetica", "test", str(tmp_path))
 
 
+@pytest.mark.parametrize("name", ["click_log/x", "yoochoose/yoochoose1_4"])
+def test_a_dataset_not_built_names_the_data_dir_and_what_it_holds(built, tmp_path, name):
+    """A config TFDS does not know (a click log's own) fails as a named one does: one line
+    naming the data_dir and the datasets built there, not TFDS's list of close matches."""
+    data_dir, _ = built
+    with pytest.raises(FileNotFoundError) as error:
+        data.load_vocabulary(name, data_dir)
+    message = str(error.value)
+    assert message.startswith(f"Dataset {name} is not built in {data_dir} (it holds {NAME}); ")
+    assert "\n" not in message and "closely match" not in message
+    assert f"tfds build tfds_builders/{name.split('/')[0]} " in message
+    with pytest.raises(FileNotFoundError, match=r"\(it holds no built dataset\)"):
+        data.load_split(name, "test", str(tmp_path))
+    with pytest.raises(FileNotFoundError, match=r"\(that folder does not exist\)"):
+        data.load_split(name, "test", str(tmp_path / "typo"))
+
+
 def small_prefixes(n: int) -> preprocessing.Prefixes:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 25, n)
