@@ -19,7 +19,9 @@ The project folder (`--project_dir`) is KerasTuner's: a rerun continues the sear
 short is rerun from its start), `--overwrite` starts afresh. Results, rewritten after every
 trial: `best.cfg` (a flagfile for `python -m narm_tf.train --flagfile=best.cfg --data_dir=...
 --model_dir=...`) and `trials.csv`. The wall budget (`--max_minutes`) starts no trial after it
-and stops a running one at the end of the epoch that passes it (`wall_clock`).
+and stops a running one at the end of the epoch that passes it (`wall_clock`). A search that
+holds no finished trial (the budget spent first, or every trial failed) ends with an error
+(`NoTrialFinished`, exit code 1), as there is no best.cfg.
 """
 
 from __future__ import annotations
@@ -31,7 +33,7 @@ import time
 
 from absl import app, flags
 
-from narm_tf import train
+from narm_tf import cli, train  # cli first: it quiets TensorFlow before anything imports it
 
 FLAGS = flags.FLAGS
 SPLITS = ("train", "validation")  # What tuning may read. Never "test".
@@ -67,9 +69,9 @@ CONDITIONAL_SPACE = {
 # Flags that say where a run reads and writes, not what it trains: never in best.cfg.
 RUN_LOCAL = ("data_dir", "model_dir", "overwrite", "export_base", "seed", "num_cpu_devices")
 
-flags.DEFINE_string("project_dir", "runs/tune",
-                    "KerasTuner's project folder: trials, oracle state, best.cfg, trials.csv. "
-                    "A rerun continues its search; --overwrite starts afresh.")
+cli.define_path("project_dir", "runs/tune",
+                "KerasTuner's project folder: trials, oracle state, best.cfg, trials.csv. "
+                "A rerun continues its search; --overwrite starts afresh.")
 flags.DEFINE_integer("max_trials", 30, "Trial budget: the search's total, over reruns.")
 flags.DEFINE_float("max_minutes", 55.0,
                    "Wall-time budget of this invocation: no trial starts after it, and a running "
@@ -376,7 +378,25 @@ def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
         print(f"Continuing the search in {project_dir}: {done} trials done.", flush=True)
     tuner.search(splits, num_items, train.make_strategy(), verbose=0)
     write_results(tuner.oracle, base, space, project_dir)
+    check_finished(tuner.oracle, project_dir, max_minutes)
     return tuner
+
+
+class NoTrialFinished(cli.CommandError):
+    """The search holds no scored trial: there is no best.cfg to name."""
+
+
+def check_finished(oracle, project_dir: str, max_minutes: float) -> None:
+    """NoTrialFinished unless some trial of the search (this run's or an earlier one's)
+    completed with a score."""
+    trials = list(oracle.trials.values())
+    if any(t.status == "COMPLETED" and t.score is not None for t in trials):
+        return
+    failed = sum(t.status == "FAILED" for t in trials)
+    why = (f"{failed} diverged or failed (see {TRIALS_TABLE})" if failed else
+           f"the wall-time budget --max_minutes={max_minutes:g} was spent first")
+    raise NoTrialFinished(f"no trial finished ({len(trials)} started, {why}): "
+                          f"{os.path.join(project_dir, BEST_CONFIG)} was not written")
 
 
 def main(argv):
@@ -385,16 +405,19 @@ def main(argv):
     train.configure_devices(FLAGS.num_cpu_devices)
     base = {name: FLAGS[name].value for name in train.default_config()}
     started = time.time()
-    try:
-        tune(base, FLAGS.project_dir, FLAGS.max_trials, FLAGS.max_minutes, FLAGS.search,
-             FLAGS.overwrite)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
+    tune(base, FLAGS.project_dir, FLAGS.max_trials, FLAGS.max_minutes, FLAGS.search,
+         FLAGS.overwrite)
     print(f"Search done in {(time.time() - started) / 60:.1f} min: "
           f"{os.path.join(FLAGS.project_dir, BEST_CONFIG)}, "
           f"{os.path.join(FLAGS.project_dir, TRIALS_TABLE)}", flush=True)
 
 
+def resume_hint() -> str:
+    """What to do after Ctrl-C: the same command continues the search."""
+    return ("rerun the same command" + (" without --overwrite" if FLAGS.overwrite else "")
+            + " to continue the search (a trial cut short reruns from its start)")
+
+
 if __name__ == "__main__":
     train.define_flags()
-    app.run(main)
+    cli.run(main, resume_hint)

@@ -6,9 +6,13 @@ import csv
 import os
 import re
 import shutil
+import subprocess
+import sys
 
 import pytest
 from absl import flags
+
+from conftest import ROOT
 
 DATASET = "yoochoose/yoochoose_full"
 # A small space, so a trial takes seconds: the table is the module's extension point.
@@ -150,14 +154,20 @@ def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cf
     assert metrics["test"]["count"] > 0
 
 
-def test_no_trial_starts_after_the_wall_time_budget(data_dirs, tmp_path, monkeypatch):
-    from narm_tf import tune
-
-    monkeypatch.setattr(tune, "SEARCH_SPACE", SMALL_SPACE)
-    project = str(tmp_path / "project")
-    tune.tune(_base(data_dirs[1]), project, max_trials=5, max_minutes=0)
-    assert _rows(project) == []
-    assert not os.path.exists(os.path.join(project, "best.cfg"))
+def test_a_search_that_finishes_no_trial_fails_in_one_line_and_names_no_best_cfg(data_dirs,
+                                                                                 tmp_path):
+    project = tmp_path / "project"
+    run = subprocess.run(
+        [sys.executable, "-m", "narm_tf.tune", f"--dataset={DATASET}",
+         f"--data_dir={data_dirs[1]}", f"--project_dir={project}", "--max_minutes=0.001"],
+        cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert run.returncode == 1, run.stdout[-2000:] + run.stderr[-2000:]
+    assert "Traceback" not in run.stderr and run.stderr.splitlines()[-1] == (
+        "narm_tf.tune: no trial finished (0 started, the wall-time budget --max_minutes=0.001 "
+        f"was spent first): {project}/best.cfg was not written")
+    assert "Search done" not in run.stdout and "Wall-time budget spent" in run.stdout
+    assert _rows(project) == []  # no trial started after the budget
+    assert not (project / "best.cfg").exists()
 
 
 def test_a_running_trial_stops_after_the_epoch_that_passes_the_deadline(data_dirs, tmp_path):
