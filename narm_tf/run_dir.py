@@ -129,7 +129,8 @@ def write_vocabulary(model_dir: str, vocabulary, counts) -> None:
 
 
 def read_vocabulary(model_dir: str) -> tuple[np.ndarray, np.ndarray]:
-    """vocabulary.tsv -> (raw item ids int64 `[N]`, training label counts `[N]`)."""
+    """vocabulary.tsv -> (raw item ids `[N]`: int64, or the strings of a string catalogue;
+    training label counts `[N]`)."""
     file_path = path(model_dir, VOCABULARY)
     with open(file_path, newline="", encoding="utf-8") as f:
         rows = list(csv.DictReader(f, delimiter="\t", quoting=csv.QUOTE_NONE))

@@ -44,7 +44,8 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
 
     Args:
         model: a NARM model from `narm_tf.model.build_narm` (input `item_ids [batch, max_len]`).
-        vocabulary: raw item ids, int64 `[N]`: vocabulary index `i` is `vocabulary[i - 1]`.
+        vocabulary: raw item ids `[N]`, int64 or the log's strings (then only the string
+            signatures exist): vocabulary index `i` is `vocabulary[i - 1]`.
         popularity: training label counts `[N]`, same order; its top k answer empty sessions.
         export_base: the model's base path in TF Serving (`--model_base_path`).
         version: the version folder; default: the next integer.
