@@ -12,6 +12,7 @@ its descendant processes, sampled every 0.2 s), then checks both builds are the 
   python benchmarks/preprocess_speed.py                    # full size, in memory
   python benchmarks/preprocess_speed.py --clicks=3300000 --paths=memory,beam
   python benchmarks/preprocess_speed.py --cache_dir=/tmp/yc_bench  # reuse the raw file
+  python benchmarks/preprocess_speed.py --id_type=string  # the ids read as strings (SKUs)
 """
 
 from __future__ import annotations
@@ -41,6 +42,9 @@ flags.DEFINE_string("cache_dir", "", "Keep the raw file here and reuse it (defau
 flags.DEFINE_string("config", "yoochoose1_64", "Builder config to build.")
 flags.DEFINE_list("paths", ["memory"], "Preprocessing paths to build: memory, beam.")
 flags.DEFINE_integer("beam_workers", 2, "DirectRunner worker processes of the beam path.")
+flags.DEFINE_enum("id_type", "", ["", "auto", "int", "string"],
+                  "Read the ids as this id_type instead of the config's own (int for YOOCHOOSE): "
+                  "string measures the path of a log of SKUs on the same clicks.")
 FLAGS = flags.FLAGS
 
 
@@ -66,28 +70,26 @@ def generate_raw(path: str, num_clicks: int, seed: int = 0) -> None:
     synthetic.write_clicks(path, session_of_click + 1, times, raw_ids[items])
 
 
-BEAM_CODE = """
+BUILD_CODE = """
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
-from narm_tf import data
-data.register_builders()
-builder = tfds.builder({name!r}, data_dir={data_dir!r})
+from tfds_builders.click_log.click_log_dataset_builder import ClickLogConfig
+from tfds_builders.yoochoose.yoochoose_dataset_builder import Builder
+config = ClickLogConfig(name={name!r}, base={base!r}, **{changes!r})
+builder = Builder(config=config, data_dir={data_dir!r})
 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
-    manual_dir={manual_dir!r}, beam_options=PipelineOptions({options!r})))
+    manual_dir={manual_dir!r}, beam_options=PipelineOptions({options!r}) if {options!r} else None))
 """
 
 
 def build(manual_dir: str, data_dir: str, config: str, path: str = "memory"):
     """Builds in a child process; returns (wall seconds, launcher peak RSS GiB, [worker peak
     RSS GiB]): the child's, and its descendants' (Beam workers) from /proc every 0.2 s."""
-    if path == "memory":
-        code = ("from narm_tf import data; "
-                f"data.build_dataset('yoochoose', {manual_dir!r}, {data_dir!r}, {config!r})")
-    else:
-        options = [f"--direct_num_workers={FLAGS.beam_workers}",
-                   "--direct_running_mode=multi_processing"]
-        code = BEAM_CODE.format(name=f"yoochoose/{config}", data_dir=data_dir,
-                                manual_dir=manual_dir, options=options)
+    options = [] if path == "memory" else [f"--direct_num_workers={FLAGS.beam_workers}",
+                                           "--direct_running_mode=multi_processing"]
+    changes = {"id_type": FLAGS.id_type} if FLAGS.id_type else {}
+    code = BUILD_CODE.format(name=dataset_config(config), base=config, changes=changes,
+                             data_dir=data_dir, manual_dir=manual_dir, options=options)
     env = dict(os.environ, PYTHONPATH=ROOT, TF_CPP_MIN_LOG_LEVEL="2")
     start = time.time()
     child = subprocess.Popen([sys.executable, "-c", code], env=env, cwd=ROOT)
@@ -137,6 +139,11 @@ def _sample_peaks(root: int, peaks: dict, done: threading.Event) -> None:
         done.wait(0.2)
 
 
+def dataset_config(config: str) -> str:
+    """The built config's name: the named config, or with `_<id_type>` when --id_type is set."""
+    return f"{config}_{FLAGS.id_type}" if FLAGS.id_type else config
+
+
 def same_dataset(data_dirs: dict, config: str) -> bool:
     """Both builds hold the same examples (in order), vocabulary and statistics."""
     code = ("import hashlib, json, sys, tensorflow_datasets as tfds\n"
@@ -148,7 +155,7 @@ def same_dataset(data_dirs: dict, config: str) -> bool:
             "print(hashlib.sha256(json.dumps(out).encode()).hexdigest())\n")
     digests = set()
     for data_dir in data_dirs.values():
-        version_dir = os.path.join(data_dir, "yoochoose", config)
+        version_dir = os.path.join(data_dir, "yoochoose", dataset_config(config))
         version_dir = os.path.join(version_dir, os.listdir(version_dir)[0])
         run = subprocess.run([sys.executable, "-c", code, version_dir], capture_output=True,
                              text=True, check=True)
