@@ -3,8 +3,11 @@
 import re
 
 import numpy as np
+import pytest
 
-from narm_tf import metrics, preprocessing, synthetic
+from narm_tf import synthetic
+from narm_tf.data import preprocessing
+from narm_tf.model import metrics
 
 LINE = re.compile(r"^\d+,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z,\d+,0$")
 
@@ -106,7 +109,7 @@ def test_sessions_browse_a_neighbourhood(tmp_path):
 def test_repeat_shop_preset_size_determinism_and_baselines(tmp_path):
     """~8k items, long sessions, deterministic; S-POP beats SKNN on MRR, SKNN beats it on
     Recall (measured: S-POP 48.48 / 27.81, SKNN 66.37 / 19.50)."""
-    from narm_tf import baselines
+    from narm_tf.research import baselines
 
     path = synthetic.write_preset_clicks(str(tmp_path), "repeat_shop")
     again = synthetic.write_preset_clicks(str(tmp_path / "again.dat"), "repeat_shop")
@@ -125,8 +128,6 @@ def test_repeat_shop_preset_size_determinism_and_baselines(tmp_path):
 
 
 def test_bad_knobs_are_refused(tmp_path):
-    import pytest
-
     common = {"num_sessions": 10, "num_items": 50}
     with pytest.raises(ValueError, match="repeat_rate"):
         synthetic.write_neighbourhood_clicks(str(tmp_path), repeat_rate=1.0,
@@ -136,3 +137,98 @@ def test_bad_knobs_are_refused(tmp_path):
                                              neighbourhood_size=51, mean_length=4, **common)
     with pytest.raises(ValueError, match="--preset"):
         synthetic.write_preset_clicks(str(tmp_path), "nope")
+
+
+# ------------------------------------------------------------------------------ drift_shop
+
+
+@pytest.fixture(scope="module")
+def drift_shop(tmp_path_factory):
+    """The drift_shop log's clicks and its `yoochoose_full` splits, made once."""
+    path = synthetic.write_preset_clicks(str(tmp_path_factory.mktemp("drift")), "drift_shop")
+    clicks = preprocessing.read_yoochoose_clicks(path)
+    return clicks, preprocessing.preprocess(clicks, 1, 1)
+
+
+def _repeat_target_share(split) -> float:
+    return float(metrics.repeat_targets(split.prefixes, split.labels).mean())
+
+
+def test_drift_shop_has_the_shape_of_the_unseen_log(drift_shop):
+    """~8k items, short sessions (mean test prefix ~3.4 clicks), repeat targets ~1.7x as
+    common in training as on the test day (measured: 7,838 items, 3.42, 36.8% vs 21.7%)."""
+    clicks, data = drift_shop
+    assert 250_000 < len(clicks) < 450_000
+    assert 7500 <= data.statistics["vocabulary_size"] <= 8500
+    assert 4.5 < clicks.groupby("session_id").size().mean() < 5.3
+    assert 3.2 < data.test.lengths.mean() < 3.7
+    train, test = _repeat_target_share(data.train), _repeat_target_share(data.test)
+    assert 0.33 < train < 0.40 and 0.18 < test < 0.25
+    assert 1.5 < train / test < 2.0
+    # Session-random validation looks like training, not like the test day.
+    assert abs(_repeat_target_share(data.validation) - train) < 0.02
+
+
+def _rank_correlation(a: np.ndarray, b: np.ndarray) -> float:
+    """Spearman's rank correlation of two count vectors (ties: average ranks)."""
+    import pandas as pd
+
+    return float(np.corrcoef(pd.Series(a).rank(), pd.Series(b).rank())[0, 1])
+
+
+def test_drift_shop_popularity_moves_between_training_and_test(drift_shop):
+    """Items launch and fade: label counts of training and of the test day barely agree on
+    which items are popular (measured: rank correlation 0.30)."""
+    _, data = drift_shop
+    n = data.statistics["vocabulary_size"] + 1
+    train = np.bincount(data.train.labels, minlength=n)[1:]
+    test = np.bincount(data.test.labels, minlength=n)[1:]
+    assert _rank_correlation(train, test) < 0.45
+
+
+def _transitions(clicks, first_day: int, last_day: int) -> np.ndarray:
+    """Codes of the (item, next item) pairs of different items, of sessions dated in days
+    first_day..last_day of the log (day 0 is the first)."""
+    clicks = clicks.sort_values(["session_id", "time"], kind="stable")
+    day = (clicks["date"].to_numpy() - synthetic.START_MS // 1000) // preprocessing.SECONDS_PER_DAY
+    sessions, items = clicks["session_id"].to_numpy(), clicks["item_id"].to_numpy()
+    keep = ((sessions[1:] == sessions[:-1]) & (items[1:] != items[:-1])
+            & (day[1:] >= first_day) & (day[1:] <= last_day))
+    return items[:-1][keep] * 10**10 + items[1:][keep]
+
+
+def test_drift_shop_test_day_follows_the_latest_co_visits(drift_shop):
+    """The listings are rearranged day by day: of the test day's transitions between items
+    clicked in both periods, far more were also made in the last two training days than
+    in days 7-8 (measured: 23% vs 2.4%)."""
+    clicks, _ = drift_shop
+    test = _transitions(clicks, 13, 13)
+
+    def share_seen(first_day):
+        past = _transitions(clicks, first_day, first_day + 1)
+        known = np.unique(np.concatenate([past // 10**10, past % 10**10]))
+        both = np.isin(test // 10**10, known) & np.isin(test % 10**10, known)
+        return np.isin(test[both], past).mean()
+
+    recent, older = share_seen(11), share_seen(7)
+    assert recent > 0.15
+    assert recent > 4 * older
+
+
+def test_drift_shop_is_seeded(tmp_path):
+    small = {**synthetic.DRIFT_PRESETS["drift_shop"], "num_sessions": 3000}
+    a = synthetic.write_drift_clicks(str(tmp_path / "a.dat"), **small, seed=5)
+    b = synthetic.write_drift_clicks(str(tmp_path / "b.dat"), **small, seed=5)
+    c = synthetic.write_drift_clicks(str(tmp_path / "c.dat"), **small, seed=6)
+    assert open(a, "rb").read() == open(b, "rb").read() != open(c, "rb").read()
+
+
+def test_bad_drift_knobs_are_refused(tmp_path):
+    preset = synthetic.DRIFT_PRESETS["drift_shop"]
+    for change, message in (({"repeat_start": 1.2}, "repeat_start must be in"),
+                            ({"jump_rate": 0.6}, "plus jump_rate"),
+                            ({"mean_length": 2}, "mean_length"),
+                            ({"num_items": 40}, "live items")):
+        with pytest.raises(ValueError, match=message):
+            synthetic.write_drift_clicks(str(tmp_path), **{**preset, "num_sessions": 50,
+                                                          **change})
