@@ -71,14 +71,15 @@ def _data(num_items: int, train_sessions: int, test_sessions: int):
 def _model(num_items: int):
     import keras
 
-    from narm_tf.model import build_narm, compile_narm
+    from narm_tf.model.narm import build_narm, compile_narm
 
     keras.utils.set_random_seed(SEED)
     return compile_narm(build_narm(num_items))
 
 
 def measure_train(num_items: int, loss: str) -> dict:
-    from narm_tf import data, sampled
+    from narm_tf.data import dataset as data
+    from narm_tf.model import sampled
 
     steps = FLAGS.train_steps if loss == "sampled" else max(16, FLAGS.train_steps // 4)
     train, _ = _data(num_items, (steps + 16) * FLAGS.batch_size // 4, 10)
@@ -138,7 +139,8 @@ def measure_serve(num_items: int) -> dict:
 def _train_for_serving(model, num_items: int) -> dict:
     """`--serve_train_steps` of sampled-softmax training on the synthetic log, so that the
     overlap figures are those of a trained item table, not of a random one."""
-    from narm_tf import data, sampled
+    from narm_tf.data import dataset as data
+    from narm_tf.model import sampled
 
     train, _ = _data(num_items, FLAGS.serve_train_steps * FLAGS.batch_size // 4, 10)
     counts = np.bincount(train.labels, minlength=num_items + 1)

@@ -1,4 +1,5 @@
-"""Examples/s of narm_tf.data: load_split (TFRecords -> numpy) and make_dataset (-> batches),
+"""Examples/s of narm_tf.data.dataset: load_split (TFRecords -> numpy) and make_dataset
+(-> batches),
 and the streamed path, make_stream_dataset (TFRecords -> batches, bounded shuffle).
 
 By default builds the synthetic `yoochoose_full` in a temp dir; `--data_dir` + `--name` measure
@@ -19,7 +20,8 @@ from absl import app, flags
 
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
-from narm_tf import data, synthetic  # noqa: E402
+from narm_tf import synthetic
+from narm_tf.data import dataset as data  # noqa: E402
 
 flags.DEFINE_string("data_dir", "", "TFDS data dir of an existing build (default: build one).")
 flags.DEFINE_string("name", "yoochoose/yoochoose_full", "Dataset to read.")

@@ -48,7 +48,7 @@ def make_export(base: str) -> str:
     """A DIGINETICA-sized export with random weights; returns its version folder."""
     import keras
 
-    from narm_tf.model import build_narm
+    from narm_tf.model.narm import build_narm
     from narm_tf.serving import export_lib
 
     keras.utils.set_random_seed(0)

@@ -4,7 +4,7 @@ Prints steady-state training examples/s and peak memory (process peak RSS) of `m
 (43,097 items, batch 512, D=50, H=100, random right-padded prefixes of length 1..19), and the time
 of the same-shaped `[512, 50] x [50, 43098]` matmul + softmax cross-entropy + gradient alone: the
 floor the decoder imposes on every step (the fastest, under XLA, of TF's fused cross-entropy
-op, of logsumexp minus the target logit left to autodiff, and of `narm_tf.model.cross_entropy`
+op, of logsumexp minus the target logit left to autodiff, and of `narm_tf.model.narm.cross_entropy`
 itself). Training settings:
 - `fit`: every batch 19 wide, what `narm_tf.train` runs by default (`compile_narm`, no
   metrics on training batches);
@@ -12,10 +12,10 @@ itself). Training settings:
 - `fit steps_per_execution=1`: the same with one call into the compiled step per batch (Keras'
   default; `narm_tf.train` runs 16 per call, `--steps_per_execution`);
 - `fit keras_gru`: the same model with `keras.layers.GRU`'s own loop in place of `NarmGRU`'s
-  (which skips padded steps and writes its gradient out, `narm_tf.gru`);
+  (which skips padded steps and writes its gradient out, `narm_tf.model.gru`);
 - `fit mixed_bfloat16`: `fit` under the `mixed_bfloat16` dtype policy (`--mixed_precision`;
   the embedding, scores and loss stay float32; the GRU is then Keras' own loop);
-- `fit 2 workers`: `narm_tf.distribute.fit` under MultiWorkerMirroredStrategy, two local
+- `fit 2 workers`: `narm_tf.training.distribute.fit` under MultiWorkerMirroredStrategy, two local
   worker processes on 127.0.0.1, each pinned to one core, each fed half of every global batch
   (what `narm_tf.train` runs when TF_CONFIG names a cluster); peak RSS per worker;
 - `fit grouped`: the batches of `--length_buckets` (`make_dataset` with
@@ -95,7 +95,7 @@ def measure_floor(args: argparse.Namespace, jit_compile: bool,
     import numpy as np
     import tensorflow as tf
 
-    from narm_tf.model import cross_entropy
+    from narm_tf.model.narm import cross_entropy
 
     rng = np.random.default_rng(0)
     query = tf.Variable(rng.normal(size=(args.batch_size, args.embedding_dim)).astype("float32"))
@@ -164,8 +164,8 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
     the training path's batches, grouped by length and cut to their bucket width."""
     import numpy as np
 
-    from narm_tf import data
-    from narm_tf.preprocessing import Prefixes
+    from narm_tf.data import dataset as data
+    from narm_tf.data.preprocessing import Prefixes
 
     rng = np.random.default_rng(0)
     steps = data.GROUP_POOL  # one pool: every width in its usual share
@@ -186,8 +186,8 @@ def _timed_fit(args, jit_compile, dataset, warmup: int, steps: int, setting: str
                keras_gru: bool = False) -> dict:
     import keras
 
-    from narm_tf import model as narm_model
-    from narm_tf.model import build_narm, compile_narm
+    from narm_tf.model import narm as narm_model
+    from narm_tf.model.narm import build_narm, compile_narm
 
     if keras_gru:
         # This child process builds one model: the same layer with Keras' own loop.
@@ -261,8 +261,8 @@ def run_worker(args: argparse.Namespace, spec: str) -> dict:
 
     tf.config.threading.set_intra_op_parallelism_threads(1)
     tf.config.threading.set_inter_op_parallelism_threads(1)
-    from narm_tf import distribute
-    from narm_tf.model import build_narm, compile_narm
+    from narm_tf.model.narm import build_narm, compile_narm
+    from narm_tf.training import distribute
 
     strategy = distribute.make_strategy()
     rng = np.random.default_rng(0)

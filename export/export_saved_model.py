@@ -32,7 +32,8 @@ Outputs: `top_k_item_ids [batch, k]` (raw ids, the input's dtype), `top_k_scores
 (softmax probabilities over all items), `attention_weights [batch, 19]` (eq. 7's raw alpha over
 the clicks the model read), `attention_share [batch, 19]` (each of those clicks' share of the
 local representation, `|alpha_j| ||h_j|| / sum_i |alpha_i| ||h_i||`: >= 0, summing to 1 over
-the clicks; all 0 for the `global` variant and empty sessions; `narm_tf.layers.attention_share`)
+the clicks; all 0 for the `global` variant and empty sessions;
+`narm_tf.model.layers.attention_share`)
 and `session_item_ids [batch, 19]` (those clicks, raw ids, right-padded). `exclude_seen` must
 hold one flag per row of `item_ids`; any other shape fails the request, naming both sizes.
 
@@ -109,7 +110,7 @@ def main(argv):
     del argv
     if not FLAGS.model_dir:
         raise app.UsageError("--model_dir is required (a narm_tf.train output folder)")
-    from narm_tf import run_dir
+    from narm_tf.training import run_dir
 
     if FLAGS.only_if_better:
         publish_or_exit()
@@ -133,8 +134,8 @@ def publish_or_exit() -> None:
     """--only_if_better: prints both scores and the decision; exit code 4 when refused."""
     import sys
 
-    from narm_tf import run_dir
     from narm_tf.serving import publish
+    from narm_tf.training import run_dir
 
     try:
         outcome = publish.publish_if_better(

@@ -51,7 +51,8 @@ def _run(command: list[str]) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from narm_tf import run_dir, synthetic
+    from narm_tf import synthetic
+    from narm_tf.training import run_dir
 
     started = time.time()
     workdir = os.path.abspath(FLAGS.workdir)
@@ -96,7 +97,7 @@ def main(argv):
 def _build(manual_dir: str, data_dir: str) -> None:
     """Builds the dataset; quiet (without NARM_VERBOSE), one line of its statistics stands for
     TFDS's progress bars and the builder's table (printed whole if the build fails)."""
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     if cli.verbose():
         data.build_dataset(DATASET, manual_dir=manual_dir, data_dir=data_dir)
@@ -121,7 +122,7 @@ def _sample_session(data_dir: str) -> tuple[list[str], str]:
     """The longest test prefix of at most SHOWN_CLICKS clicks, in raw ids, and its label's."""
     import numpy as np
 
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     test = data.load_split(DATASET, "test", data_dir)
     vocabulary = data.load_vocabulary(DATASET, data_dir)

@@ -4,7 +4,7 @@
 
 Reads the run's config.json for the dataset, loads the model the run delivers (best.keras, or
 final.keras of a `--refit` run), ranks every target among all items (SPEC section 3: ties
-against the target, NaN/infinite scores a miss, by `narm_tf.metrics.target_ranks`) and prints
+against the target, NaN/infinite scores a miss, by `narm_tf.model.metrics.target_ranks`) and prints
 Recall@20 / MRR@20 / NDCG@20, item coverage@20 and popularity bias@20 (from the run's
 vocabulary.tsv counts) with the per-length table.
 
@@ -22,7 +22,8 @@ import dataclasses
 import numpy as np
 from absl import app, flags
 
-from narm_tf import cli, metrics  # cli first: it quiets TensorFlow before metrics imports it
+from narm_tf import cli
+from narm_tf.model import metrics  # cli first: it quiets TensorFlow before metrics imports it
 
 FLAGS = flags.FLAGS
 LENGTH_BUCKETS = 19  # Table 5: prefix lengths 1..18 and "19+".
@@ -120,7 +121,7 @@ def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
             logits = model(item_ids, training=False)
             return metrics.target_ranks(logits, labels), metrics.top_k_items(logits, k)
     else:
-        from narm_tf.model import ITEM_EMBEDDING
+        from narm_tf.model.narm import ITEM_EMBEDDING
 
         table = model.get_layer(ITEM_EMBEDDING).embeddings
         block_size = max(1, min(max_scores, BLOCK_SCORES) // batch_size)
@@ -151,7 +152,7 @@ def _bilinear_query_model(model):
     bilinear decoder's (eq. 10, `narm` settings of `build_narm`), else None."""
     import keras
 
-    from narm_tf.model import BILINEAR_DECODER
+    from narm_tf.model.narm import BILINEAR_DECODER
 
     settings = getattr(model, "narm", None) or {}
     if settings.get("decoder") != "bilinear" or settings.get("repeat"):
@@ -236,8 +237,9 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     a split of its dataset, with the popularity of its vocabulary.tsv (if present)."""
     import keras
 
-    from narm_tf import data, run_dir
-    from narm_tf import model as _registers_layers  # noqa: F401
+    from narm_tf.data import dataset as data
+    from narm_tf.model import narm as _registers_layers  # noqa: F401
+    from narm_tf.training import run_dir
 
     config = run_dir.check_complete(model_dir)
     data.register_builders()
@@ -259,7 +261,7 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
 
 
 def main(argv):
-    from narm_tf import run_dir
+    from narm_tf.training import run_dir
 
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")

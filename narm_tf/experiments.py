@@ -12,7 +12,7 @@
 NARM and the GRU-only model run with several seeds (mean and standard deviation). Every model is
 trained by `python -m narm_tf.train` (early stopping on validation, never on test) and every
 method is scored by the same metric code (`narm_tf.evaluate`, ranks by
-`narm_tf.metrics.target_ranks`). Each experiment's result is cached in `OUT/cache/`,
+`narm_tf.model.metrics.target_ranks`). Each experiment's result is cached in `OUT/cache/`,
 so rerunning the command after an interruption resumes where it stopped.
 """
 
@@ -79,7 +79,7 @@ SAMPLE_REFERENCE = {"POP": (8.9, 2.6), "S-POP": (38.1, 26.5), "Item-KNN": (40.8,
                     "SR": (61.5, 34.3), "SKNN": (64.1, 32.0), "V-SKNN": (67.41, 35.82)}
 BASELINE_NAMES = {"pop": "POP", "spop": "S-POP", "itemknn": "Item-KNN", "sr": "SR",
                   "sknn": "SKNN", "vsknn": "V-SKNN", "vsknn_div": "V-SKNN + div_score"}
-# Baseline rows that are another row's model with settings (narm_tf.baselines' parameters).
+# Baseline rows that are another row's model with settings (narm_tf.research.baselines' parameters).
 BASELINE_SETTINGS = {"vsknn_div": ("vsknn", {"score_decay": True})}
 
 
@@ -160,7 +160,8 @@ class Runner:
 def train_model(run: ModelRun, out: str) -> dict:
     """Trains one model with `python -m narm_tf.train` (a killed run resumes, a finished one
     is reused), then ranks the test split with it."""
-    from narm_tf import evaluate, run_dir
+    from narm_tf import evaluate
+    from narm_tf.training import run_dir
 
     model_dir = os.path.join(out, "runs", run.name)
     command = train_command(run, model_dir)
@@ -197,7 +198,7 @@ def train_command(run: ModelRun, model_dir: str) -> list[str]:
 
 
 def run_baseline(name: str, splits: dict, num_items: int) -> dict:
-    from narm_tf import baselines
+    from narm_tf.research import baselines
 
     model, params = BASELINE_SETTINGS.get(name, (name, {}))
     result = baselines.fit_and_evaluate(model, splits["train"], splits["validation"],
@@ -219,15 +220,15 @@ def table_values(measured: dict) -> dict:
 
 def plot_attention(out: str, test, vocabulary, sessions: int = 10, seed: int = 0) -> str:
     """Figure 6: NARM's attention (seed 0) on randomly sampled test sessions, as each click's
-    share of the local representation (`narm_tf.layers.attention_share`)."""
+    share of the local representation (`narm_tf.model.layers.attention_share`)."""
     import keras
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from narm_tf import model as narm_model
-    from narm_tf import run_dir
+    from narm_tf.model import narm as narm_model
+    from narm_tf.training import run_dir
 
     model = keras.models.load_model(
         run_dir.path(os.path.join(out, "runs", "narm_seed0"), run_dir.BEST_MODEL))
@@ -447,7 +448,7 @@ def _cpu_model() -> str:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     out = FLAGS.out
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)

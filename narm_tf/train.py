@@ -1,16 +1,18 @@
 """Trains NARM with `model.fit` under MirroredStrategy and reports test Recall@20 / MRR@20.
 
 When TF_CONFIG names a cluster, it trains under MultiWorkerMirroredStrategy instead, with
-`narm_tf.distribute.fit` (Keras' fit fails there) on streamed input; the chief writes the run.
+`narm_tf.training.distribute.fit` (Keras' fit fails there) on streamed input; the chief writes
+the run.
 
     python -m narm_tf.train --flagfile=narm_tf/configs/yoochoose1_64.cfg --data_dir=DIR
 
 Every hyperparameter default is defined here, once (`define_flags`); flagfiles in
 `narm_tf/configs/` only override, and every flag is checked before any work (`check_config`).
-The run folder (`--model_dir`, its files listed in `narm_tf.run_dir`) has one owner: a lock held
-for the run's life, and an identity (the flags, the dataset's version and size) that a rerun
-must match to resume a killed run (`--overwrite` starts afresh). A loss or validation score
-that turns NaN or infinite stops the run with exit code 3, before anything is saved from it.
+The run folder (`--model_dir`, its files listed in `narm_tf.training.run_dir`) has one owner: a
+lock held for the run's life, and an identity (the flags, the dataset's version and size)
+that a rerun must match to resume a killed run (`--overwrite` starts afresh). A loss or
+validation score that turns NaN or infinite stops the run with exit code 3, before anything is
+saved from it.
 """
 
 from __future__ import annotations
@@ -23,7 +25,8 @@ import time
 import numpy as np
 from absl import app, flags
 
-from narm_tf import cli, run_dir  # cli first: it quiets TensorFlow before anything imports it
+from narm_tf import cli
+from narm_tf.training import run_dir  # cli first: it quiets TensorFlow before anything imports it
 
 FLAGS = flags.FLAGS
 K = 20
@@ -47,7 +50,7 @@ def _learning_rate(value) -> bool:
 
 
 def _length_buckets(value) -> bool:
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     try:
         data.bucket_widths(value)
@@ -75,7 +78,7 @@ CHECKS = {
     "eval_batch_size": (_positive, "an integer >= 1"),
     "export_k": (_positive, "an integer >= 1"),
     "length_buckets": (_length_buckets, "empty, or ascending distinct widths in 1..19"),
-    # --loss=sampled (narm_tf.sampled).
+    # --loss=sampled (narm_tf.model.sampled).
     "loss": (lambda value: value in ("full", "sampled"), "full or sampled"),
     "num_negatives": (_positive, "an integer >= 1"),
     "warm_validation": (lambda value: value in ("unseen", "all"), "unseen or all"),
@@ -110,8 +113,8 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
          "TFDS data_dir holding the built dataset (`tfds build ... --data_dir`).")
     path("model_dir", "runs/narm", "The run folder: checkpoints, logs and metrics.")
     path("warm_start_from", "",
-           "A finished run folder to start from (narm_tf.warm_start): known items keep their "
-           "rows, new items start at the mean row; architecture flags must match.")
+           "A finished run folder to start from (narm_tf.training.warm_start): known items keep "
+           "their rows, new items start at the mean row; architecture flags must match.")
     enum("warm_validation", "unseen", ["unseen", "all"],
          "With --warm_start_from: validate (early stopping, best.keras) on the validation "
          "sessions the old run did not train on (unseen), or on all of them.")
@@ -130,17 +133,17 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     real("embedding_dropout", 0.25, "Dropout between the embedding and the GRU.")
     real("representation_dropout", 0.5, "Dropout between c_t and the decoder.")
     boolean("repeat", False, "Beyond the paper: RepeatNet's repeat/explore gate over the "
-            "session's own items (narm_tf.layers.RepeatExplore). Off = the paper.")
+            "session's own items (narm_tf.model.layers.RepeatExplore). Off = the paper.")
     enum("repeat_explore", "all", ["all", "new"],
          "With --repeat: what its explore mode recommends, the whole catalogue (all) or only "
          "items not in the session (new, RepeatNet's).")
     boolean("repeat_calibrate", False,
             "With --repeat: after training, fit its two inverse temperatures (explore logits, "
             "repeat attention) on the validation split by cross-entropy "
-            "(narm_tf.model.calibrate_repeat) and save them into best.keras before the test.")
+            "(narm_tf.model.narm.calibrate_repeat) and save them into best.keras before the test.")
     # Training (paper section 4.3.2).
     flags.DEFINE_list("length_buckets", [],
-                      "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.DEFAULT_LENGTH_BUCKETS): "
+                      "Opt-in, e.g. 2,3,4,6,8,11,15 (narm_tf.data.dataset.DEFAULT_LENGTH_BUCKETS): "
                       "group prefixes of similar length into each batch and cut it to the first "
                       "width that holds them, so the GRU skips padding (one XLA compilation per "
                       "width). Faster epochs, but each epoch learns less (measured on the demo "
@@ -177,14 +180,14 @@ def define_flags(flag_values: flags.FlagValues = FLAGS) -> None:
     enum("input", "auto", ["auto", "memory", "stream"],
          "Read the splits whole into memory, or stream batches from the TFDS record files "
          "(bounded shuffle buffer). auto = stream when the splits' examples x "
-         "narm_tf.data.BYTES_PER_PREFIX exceed half the available memory, or under TF_CONFIG "
-         "multi-worker training (which always streams).")
+         "narm_tf.data.dataset.BYTES_PER_PREFIX exceed half the available memory, or under "
+         "TF_CONFIG multi-worker training (which always streams).")
     enum("mixed_precision", "off", ["off", "mixed_float16", "mixed_bfloat16"],
          "Keras dtype policy of the layers (variables stay float32; the item embedding, the "
          "scores and the loss stay float32). mixed_float16 (GPUs) scales the loss; "
          "mixed_bfloat16 suits CPUs with AVX512_BF16/AMX and TPUs. See README for what it did "
          "to speed and Recall@20 here.")
-    # Catalogues too large for the full softmax (narm_tf.sampled).
+    # Catalogues too large for the full softmax (narm_tf.model.sampled).
     enum("loss", "full", ["full", "sampled"],
          "full: softmax over all items (eq. 11, the paper). sampled: softmax over the target and "
          "--num_negatives shared negatives drawn from training-label counts^0.75, logQ-corrected, "
@@ -217,7 +220,7 @@ def check_config(config: dict) -> None:
     for name, (accepted, words) in CHECKS.items():
         if not accepted(config[name]):
             raise ValueError(f"--{name}={config[name]!r}: must be {words}")
-    from narm_tf import sampled
+    from narm_tf.model import sampled
 
     sampled.check_settings(config)  # --loss=sampled with settings it does not fit
     for name, idle in (("repeat_explore", "all"), ("repeat_calibrate", False)):
@@ -240,7 +243,7 @@ def make_strategy():
     GPUs, else over the (logical) CPU devices: one code path."""
     import tensorflow as tf
 
-    from narm_tf import distribute
+    from narm_tf.training import distribute
 
     if distribute.is_multi_worker():
         return distribute.make_strategy()
@@ -255,7 +258,7 @@ def make_strategy():
 
 def use_xla(setting: str, strategy) -> bool:
     """`--jit_compile`: on, off, or auto (on unless replicas sit on logical CPU devices)."""
-    from narm_tf import model as narm_model
+    from narm_tf.model import narm as narm_model
 
     if setting != "auto":
         return setting == "on"
@@ -423,7 +426,8 @@ def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool,
 
 def input_mode(config: dict) -> str:
     """`--input` resolved: 'memory' or 'stream' (multi-worker training always streams)."""
-    from narm_tf import data, distribute
+    from narm_tf.data import dataset as data
+    from narm_tf.training import distribute
 
     if distribute.is_multi_worker():
         if config["input"] == "memory":
@@ -436,7 +440,7 @@ def input_mode(config: dict) -> str:
 def load(config: dict) -> tuple[dict, object]:
     """The dataset's splits {train, validation, test} and vocabulary (raw ids `[N]`); with
     streamed input, train and validation are None (read batch by batch by `fit`)."""
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     started = time.time()
     vocabulary = data.load_vocabulary(config["dataset"], config["data_dir"])
@@ -455,7 +459,8 @@ def load(config: dict) -> tuple[dict, object]:
 def label_counts(config: dict, splits: dict, num_items: int) -> tuple[np.ndarray, np.ndarray]:
     """`(train, validation)` label counts `[N]`, in memory or streamed, each split read once:
     their sum is the popularity (vocabulary.tsv, POP); train's the `--loss=sampled` proposal."""
-    from narm_tf import data, evaluate
+    from narm_tf import evaluate
+    from narm_tf.data import dataset as data
 
     if splits["train"] is not None:
         return (evaluate.label_counts(num_items, splits["train"]),
@@ -469,7 +474,7 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
     label_counts: training-label counts `[N]`, the negatives' proposal of `--loss=sampled`."""
     import keras
 
-    from narm_tf import model as narm_model
+    from narm_tf.model import narm as narm_model
 
     policy = config["mixed_precision"]
     keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
@@ -487,7 +492,7 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
                                 train_metrics=config["train_metrics"],
                                 steps_per_execution=config["steps_per_execution"])
         if config["loss"] == "sampled":
-            from narm_tf import sampled
+            from narm_tf.model import sampled
 
             if label_counts is None:
                 raise ValueError("--loss=sampled needs the training-label counts")
@@ -500,8 +505,9 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
         extra_callbacks: tuple = ()) -> None:
     """`model.fit` on the train split, validated on the validation split, with `callbacks`
     (then `extra_callbacks`, e.g. the tuner's wall clock); under a multi-worker strategy
-    `narm_tf.distribute.fit`, each worker on its shard."""
-    from narm_tf import data, distribute
+    `narm_tf.training.distribute.fit`, each worker on its shard."""
+    from narm_tf.data import dataset as data
+    from narm_tf.training import distribute
 
     buckets = config["length_buckets"]
     steps = config["steps_per_epoch"] or None
@@ -534,7 +540,8 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
 def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
     """distribute.fit on streamed shards: an epoch = --steps_per_epoch, or the train split's
     examples // the global batch (every worker must take the same number of steps)."""
-    from narm_tf import data, distribute
+    from narm_tf.data import dataset as data
+    from narm_tf.training import distribute
 
     name, data_dir = config["dataset"], config["data_dir"]
     steps = (config["steps_per_epoch"]
@@ -606,12 +613,12 @@ def report(config: dict, model, splits: dict, counts: np.ndarray, replicas: int,
 
 def calibrate(config: dict, best, splits: dict) -> dict | None:
     """With `--repeat_calibrate`: fits best.keras' repeat temperatures on the validation split
-    (`narm_tf.model.calibrate_repeat`) and saves them into it (atomically); returns the chosen
+    (`narm_tf.model.narm.calibrate_repeat`) and saves them into it (atomically); returns the chosen
     scales with their validation loss and metrics. Else None."""
     if not config.get("repeat_calibrate"):
         return None
-    from narm_tf import data
-    from narm_tf import model as narm_model
+    from narm_tf.data import dataset as data
+    from narm_tf.model import narm as narm_model
 
     validation = splits["validation"]
     if validation is None:  # streamed input
@@ -639,8 +646,8 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     final.json says how it was trained and, once final.keras is written, `finished`."""
     import keras
 
-    from narm_tf import data
-    from narm_tf import model as narm_model
+    from narm_tf.data import dataset as data
+    from narm_tf.model import narm as narm_model
 
     model_dir, final_model = config["model_dir"], run_dir.path(config["model_dir"],
                                                                run_dir.FINAL_MODEL)
@@ -659,7 +666,7 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     keras.utils.set_random_seed(config["seed"])
     model = build_and_compile(config, len(vocabulary), strategy, counts)
     if config["warm_start_from"]:
-        from narm_tf import warm_start
+        from narm_tf.training import warm_start
 
         warm_start.warm_start(model, config, vocabulary, clear_on_failure=False)
     steps = config["steps_per_epoch"] or None
@@ -690,7 +697,8 @@ def train(config: dict) -> dict:
     metrics. Raises ValueError (a bad setting), run_dir.RunFolderError or Diverged."""
     import keras
 
-    from narm_tf import data, distribute
+    from narm_tf.data import dataset as data
+    from narm_tf.training import distribute
 
     check_config(config)
     if config.get("refit") and distribute.is_multi_worker():
@@ -720,7 +728,7 @@ def train(config: dict) -> dict:
         model = build_and_compile(config, num_items, strategy, train_counts)
         fit_splits = splits
         if config["warm_start_from"]:
-            from narm_tf import warm_start
+            from narm_tf.training import warm_start
 
             fit_splits = warm_start.validation_split(config, splits, resuming)
             if not resuming:  # a resumed run restores its backup

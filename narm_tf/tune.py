@@ -172,7 +172,7 @@ def trial_config(base: dict, values: dict, model_dir: str) -> dict:
 
 def load_splits(config: dict) -> tuple[dict, int]:
     """The train and validation splits (nothing else) and the vocabulary size."""
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     data.register_builders()
     splits = {s: data.load_split(config["dataset"], s, config["data_dir"]) for s in SPLITS}
@@ -200,7 +200,7 @@ def run_training(config: dict, splits: dict, num_items: int, strategy,
     train's calibration on validation), the epochs run and the seconds taken."""
     import keras
 
-    from narm_tf import run_dir
+    from narm_tf.training import run_dir
 
     started = time.time()
     shutil.rmtree(config["model_dir"], ignore_errors=True)  # a trial cut short restarts

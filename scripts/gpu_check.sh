@@ -42,7 +42,8 @@ export TF_CPP_MIN_LOG_LEVEL=2
 
 "$PYTHON" - "$WORK" <<'PY'
 import os, sys
-from narm_tf import data, synthetic
+from narm_tf import synthetic
+from narm_tf.data import dataset as data
 work = sys.argv[1]
 os.makedirs(os.path.join(work, "manual"))
 synthetic.write_synthetic_clicks(os.path.join(work, "manual", "yoochoose-clicks.dat"))
@@ -70,7 +71,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from narm_tf import model as narm_model
+from narm_tf.model import narm as narm_model
 
 work = sys.argv[1]
 LOSS_RTOL, METRIC_POINTS = 0.03, 3.0

@@ -33,7 +33,8 @@ def synthetic_data_dir(tmp_path_factory):
     """A small synthetic click log (1,500 sessions, 120 items) built with the real YOOCHOOSE
     builder as yoochoose/yoochoose_full, once for test_train and test_distribute. Tests write
     run folders elsewhere and never change it."""
-    from narm_tf import data, synthetic
+    from narm_tf import synthetic
+    from narm_tf.data import dataset as data
 
     root = tmp_path_factory.mktemp("synthetic_data")
     manual = root / "manual"

@@ -9,9 +9,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from narm_tf import baselines
-from narm_tf.metrics import MISS
-from narm_tf.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.model.metrics import MISS
+from narm_tf.research import baselines
 
 NUM_ITEMS = 5
 SESSIONS = [[1, 2, 3], [2, 3, 2], [1, 4]]

@@ -14,7 +14,9 @@ import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from narm_tf import data, preprocessing, synthetic
+from narm_tf import synthetic
+from narm_tf.data import dataset as data
+from narm_tf.data import preprocessing
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.click_log.click_log_dataset_builder_test import ClickLogShopTest  # noqa: F401

@@ -1,10 +1,12 @@
-"""narm_tf.data: a built split reads back exactly as preprocessed; make_dataset batches."""
+"""narm_tf.data.dataset: a built split reads back exactly as preprocessed; make_dataset batches."""
 
 
 import numpy as np
 import pytest
 
-from narm_tf import data, preprocessing, synthetic
+from narm_tf import synthetic
+from narm_tf.data import dataset as data
+from narm_tf.data import preprocessing
 
 NAME = "yoochoose/yoochoose_full"
 
@@ -208,7 +210,7 @@ def test_streamed_batches_without_shuffling_are_the_in_memory_batches(built, buc
 def test_one_epoch_on_streamed_or_in_memory_batches_gives_the_same_metrics(built):
     import keras
 
-    from narm_tf import model as narm_model
+    from narm_tf.model import narm as narm_model
 
     data_dir, _ = built
     num_items = len(data.load_vocabulary(NAME, data_dir))

@@ -1,6 +1,6 @@
-"""narm_tf.distribute: two real worker processes on 127.0.0.1 under MultiWorkerMirroredStrategy
-(TF_CONFIG), against one process with the same global batch; chief-only outputs; resume after a
-worker is killed."""
+"""narm_tf.training.distribute: two real worker processes on 127.0.0.1 under
+MultiWorkerMirroredStrategy (TF_CONFIG), against one process with the same global batch;
+chief-only outputs; resume after a worker is killed."""
 
 import csv
 import json
@@ -33,7 +33,7 @@ def data_dir(synthetic_data_dir):
 
 
 def test_cluster_size_reads_tf_config():
-    from narm_tf import distribute
+    from narm_tf.training import distribute
 
     two = {"cluster": {"worker": ["127.0.0.1:1", "127.0.0.1:2"]},
            "task": {"type": "worker", "index": 0}}
@@ -50,8 +50,9 @@ def test_loop_gives_what_keras_fit_gives(data_dir):
     import numpy as np
     import tensorflow as tf
 
-    from narm_tf import data, distribute
-    from narm_tf import model as narm_model
+    from narm_tf.data import dataset as data
+    from narm_tf.model import narm as narm_model
+    from narm_tf.training import distribute
 
     def stream(batch_size, context=None):
         return data.make_stream_dataset(DATASET, "train", data_dir, batch_size, shuffle=True,

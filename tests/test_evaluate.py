@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 
 from narm_tf import evaluate
-from narm_tf.metrics import MISS
-from narm_tf.preprocessing import Prefixes
+from narm_tf.data.preprocessing import Prefixes
+from narm_tf.model.metrics import MISS
 
 NUM_ITEMS = 25
 NAN, INF = float("nan"), float("inf")
@@ -144,7 +144,7 @@ def test_misses_count_in_by_length_as_misses():
 def test_blockwise_evaluation_equals_full_scores_evaluation():
     """Issue 14: a bilinear NARM ranked per item block (a small `max_scores`) gives the ranks
     and top-k lists of the full `[batch, N + 1]` scores."""
-    from narm_tf.model import build_narm
+    from narm_tf.model.narm import build_narm
 
     keras.utils.set_random_seed(1)
     model = build_narm(60, embedding_dim=8, hidden_units=8)

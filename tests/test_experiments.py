@@ -131,7 +131,8 @@ def test_repeat_rows_train_with_repeat_and_get_their_own_table3_row():
 
 
 def test_the_div_score_row_runs_v_sknn_with_its_score_decay(synthetic_data_dir):
-    from narm_tf import baselines, data
+    from narm_tf.data import dataset as data
+    from narm_tf.research import baselines
 
     splits = {s: data.load_split("yoochoose/yoochoose_full", s, synthetic_data_dir)
               for s in ("train", "validation", "test")}

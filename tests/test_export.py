@@ -25,10 +25,10 @@ import pytest
 import tensorflow as tf
 
 from export import export_saved_model
-from narm_tf import run_dir
-from narm_tf.model import attention_model, build_narm
+from narm_tf.model.narm import attention_model, build_narm
 from narm_tf.serving import client_lib, contract, export_lib, top_k
 from narm_tf.serving.signatures import compact_sessions
+from narm_tf.training import run_dir
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 NUM_ITEMS, K, MAX_LEN = 194, 20, 19
@@ -56,7 +56,7 @@ def trained():
 
 def write_model_dir(model_dir, model, vocabulary, popularity):
     """A narm_tf.train-shaped output folder of a finished run: best.keras, vocabulary.tsv,
-    config.json, best.json, history.csv and metrics.json (narm_tf.run_dir's writers)."""
+    config.json, best.json, history.csv and metrics.json (narm_tf.training.run_dir's writers)."""
     model_dir.mkdir()
     model.save(model_dir / run_dir.BEST_MODEL)
     run_dir.write_vocabulary(str(model_dir), vocabulary, popularity)
@@ -460,7 +460,7 @@ def test_killed_export_leaves_no_version(trained, tmp_path):
         import os, signal, sys
         sys.path.insert(0, {str(ROOT)!r})
         import keras, numpy as np
-        import narm_tf.model
+        import narm_tf.model.narm
         from narm_tf.serving import export_lib
         export_lib.write_warmup_requests = lambda *a, **k: os.kill(os.getpid(), signal.SIGKILL)
         model = keras.models.load_model("model.keras", compile=False)

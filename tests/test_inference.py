@@ -10,8 +10,8 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from narm_tf.layers import PADDING_SCORE
-from narm_tf.model import ATTENTIONS, DECODERS, VARIANTS, attention_model, build_narm
+from narm_tf.model.layers import PADDING_SCORE
+from narm_tf.model.narm import ATTENTIONS, DECODERS, VARIANTS, attention_model, build_narm
 from narm_tf.serving.inference import NarmInference, UnsupportedModel
 from narm_tf.serving.signatures import scoring_model
 

@@ -1,12 +1,12 @@
-"""Tests for narm_tf.layers: shared embedding + bilinear decode (eq. 10), attention (eq. 6-8),
-and narm_tf.gru: the GRU step and NarmGRU's CPU loop against Keras' GRU."""
+"""Tests for narm_tf.model.layers: shared embedding + bilinear decode (eq. 10), attention (eq. 6-8),
+and narm_tf.model.gru: the GRU step and NarmGRU's CPU loop against Keras' GRU."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from narm_tf.layers import (
+from narm_tf.model.layers import (
     PADDING_SCORE,
     ItemEmbedding,
     NarmAttention,
@@ -61,7 +61,7 @@ def test_bilinear_scores_by_hand(padding_in_product):
 
 def test_gru_step_equals_keras_gru_cell():
     """One `gru_step` on the cell's own weights is the step of `keras.layers.GRUCell`."""
-    from narm_tf.gru import gru_step
+    from narm_tf.model.gru import gru_step
 
     cell = keras.layers.GRUCell(4)
     rng = np.random.default_rng(8)

@@ -1,4 +1,4 @@
-"""Tests for narm_tf.metrics: the rank rule (SPEC 3) against hand-derived ranks, every path."""
+"""Tests for narm_tf.model.metrics: the rank rule against hand-derived ranks, every path."""
 
 import json
 import pathlib
@@ -10,7 +10,7 @@ import keras
 import numpy as np
 import pytest
 
-from narm_tf.metrics import (
+from narm_tf.model.metrics import (
     MISS,
     MrrAtK,
     RecallAtK,
@@ -228,8 +228,8 @@ _MIRRORED_SCRIPT = textwrap.dedent("""
         tf.config.list_physical_devices("CPU")[0],
         [tf.config.LogicalDeviceConfiguration(), tf.config.LogicalDeviceConfiguration()])
     import keras
-    from narm_tf.metrics import MrrAtK, RecallAtK
-    from narm_tf.model import build_narm, compile_narm, xla_supported
+    from narm_tf.model.metrics import MrrAtK, RecallAtK
+    from narm_tf.model.narm import build_narm, compile_narm, xla_supported
 
     rng = np.random.default_rng(0)
     inputs = rng.integers(0, 6, size=(96, 4)).astype("float32")
@@ -292,7 +292,7 @@ def test_metrics_and_narm_training_under_mirrored_strategy_equal_single_device()
 
 
 def _blockwise(query, table, labels, k, block_size):
-    from narm_tf.metrics import blockwise_ranks_and_top_k
+    from narm_tf.model.metrics import blockwise_ranks_and_top_k
 
     ranks, top = blockwise_ranks_and_top_k(query, table, labels, k, block_size)
     return np.asarray(ranks), np.asarray(top)

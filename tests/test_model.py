@@ -1,12 +1,13 @@
-"""Tests for narm_tf.model: build_narm variants, masking, weight sharing, save/reload, learning."""
+"""Tests for narm_tf.model.narm: build_narm variants, masking, weight sharing, save/reload,
+learning."""
 
 import keras
 import numpy as np
 import pytest
 import tensorflow as tf
 
-from narm_tf.layers import PADDING_SCORE
-from narm_tf.model import attention_model, build_narm, compile_narm, cross_entropy
+from narm_tf.model.layers import PADDING_SCORE
+from narm_tf.model.narm import attention_model, build_narm, compile_narm, cross_entropy
 
 NUM_ITEMS = 30
 SMALL = {"embedding_dim": 8, "hidden_units": 12}

@@ -9,7 +9,7 @@ import numpy as np
 import pytest
 
 from narm_tf import predict
-from narm_tf.model import build_narm
+from narm_tf.model.narm import build_narm
 from narm_tf.serving import export_lib
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]

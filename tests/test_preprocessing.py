@@ -8,7 +8,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from narm_tf import preprocessing as pp
+from narm_tf.data import preprocessing as pp
 
 DIGINETICA_HEADER = "session_id;user_id;item_id;timeframe;eventdate\n"
 

@@ -17,7 +17,9 @@ import pytest
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
-from narm_tf import preprocessing, preprocessing_beam, synthetic
+from narm_tf import synthetic
+from narm_tf.data import beam as preprocessing_beam
+from narm_tf.data import preprocessing
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.diginetica import diginetica_dataset_builder as diginetica
 from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose

@@ -19,8 +19,8 @@ def shuffled_copy(model_dir, target) -> str:
     (same vocabulary, same run identity, items scored with other items' rows)."""
     import keras
 
-    import narm_tf.model  # noqa: F401
-    from narm_tf import run_dir
+    import narm_tf.model.narm  # noqa: F401
+    from narm_tf.training import run_dir
 
     shutil.copytree(model_dir, target)
     path = run_dir.path(str(target), run_dir.BEST_MODEL)
@@ -53,8 +53,8 @@ def test_publishes_a_better_model_and_refuses_a_worse_one(runs, tmp_path):  # no
 def test_export_scores_match_the_training_runs_test_metrics(runs, tmp_path):  # noqa: F811
     """Top-k raw ids from the SavedModel give metrics.json's Recall@20 and MRR@20 (the model's
     own vocabulary: every target known; continuous scores: no ties)."""
-    from narm_tf import run_dir
     from narm_tf.serving import export_lib, publish
+    from narm_tf.training import run_dir
 
     exported = export_lib.export_from_model_dir(runs["warm"], str(tmp_path / "base"))
     sessions, targets = publish.raw_test_split(WINDOW_2, runs["data_dir"])
@@ -108,8 +108,8 @@ def test_bad_margin_and_k_are_named(runs, tmp_path):  # noqa: F811
 
 def test_an_unfinished_candidate_is_refused_and_nothing_written(runs, tmp_path):  # noqa: F811
     """A nightly run whose training was killed (no metrics.json) is never published."""
-    from narm_tf import run_dir
     from narm_tf.serving import publish
+    from narm_tf.training import run_dir
 
     killed = tmp_path / "killed"
     shutil.copytree(runs["warm"], killed)

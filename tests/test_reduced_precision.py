@@ -10,8 +10,9 @@ import pytest
 import tensorflow as tf
 from test_export import serve_in_fresh_process
 
-from narm_tf import data, synthetic_scale
-from narm_tf.model import build_narm, compile_narm
+from narm_tf import synthetic_scale
+from narm_tf.data import dataset as data
+from narm_tf.model.narm import build_narm, compile_narm
 from narm_tf.serving import contract, export_lib, reduced_precision
 
 NUM_ITEMS, DIM, K = 2000, 16, 20

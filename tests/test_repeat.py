@@ -1,6 +1,6 @@
-"""The repeat-aware option (`build_narm(repeat=True)`, `narm_tf.layers.RepeatExplore`, `--repeat`):
-its scores against NumPy and by hand, its gate, training through `narm_tf.train`, and its export
-served through the Keras graph, reloaded by the TF1 loader in a fresh process."""
+"""The repeat-aware option (`build_narm(repeat=True)`, `narm_tf.model.layers.RepeatExplore`,
+`--repeat`): its scores against NumPy and by hand, its gate, training through `narm_tf.train`,
+and its export served through the Keras graph, reloaded by the TF1 loader in a fresh process."""
 
 import json
 
@@ -8,8 +8,8 @@ import keras
 import numpy as np
 import pytest
 
-from narm_tf.layers import PADDING_SCORE, RepeatExplore
-from narm_tf.model import (
+from narm_tf.model.layers import PADDING_SCORE, RepeatExplore
+from narm_tf.model.narm import (
     EXPLORE_SCALES,
     REPEAT_EXPLORE,
     REPEAT_SCALES,
@@ -160,7 +160,7 @@ def test_layer_saved_without_scales_loads_with_scales_one():
 
 
 def test_calibrate_repeat_sets_the_least_loss_grid_point_and_saves_it(tmp_path):
-    from narm_tf.model import calibrate_repeat
+    from narm_tf.model.narm import calibrate_repeat
 
     keras.utils.set_random_seed(6)
     model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new"))
@@ -229,7 +229,8 @@ def test_repeat_model_trains_saves_and_reloads(tmp_path):
 def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
     """`--repeat --repeat_explore=new` through `train.train`: a real build and fit; `repeat` is
     part of the run's identity (a run with it cannot be resumed without it)."""
-    from narm_tf import run_dir, train
+    from narm_tf import train
+    from narm_tf.training import run_dir
 
     config = train.default_config(
         dataset="yoochoose/yoochoose_full", data_dir=synthetic_data_dir,

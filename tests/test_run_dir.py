@@ -1,4 +1,5 @@
-"""narm_tf.run_dir: the run folder's lock, identity, resume rules and consistency checks."""
+"""narm_tf.training.run_dir: the run folder's lock, identity, resume rules and consistency
+checks."""
 
 import json
 import os
@@ -8,8 +9,8 @@ import sys
 import numpy as np
 import pytest
 
-from narm_tf import run_dir
-from narm_tf.run_dir import RunFolderError
+from narm_tf.training import run_dir
+from narm_tf.training.run_dir import RunFolderError
 
 FLAGS_ = {"dataset": "yoochoose/yoochoose_full", "learning_rate": 1e-3, "embedding_dim": 50,
           "epochs": 30, "export_base": "", "overwrite": False}
@@ -157,7 +158,7 @@ def test_check_complete_refuses_parts_of_other_runs(tmp_path):
 def test_lock_refuses_a_second_holder_naming_the_first(tmp_path):
     model_dir = str(tmp_path / "run")
     holder = subprocess.Popen(
-        [sys.executable, "-c", "import sys, time; from narm_tf import run_dir\n"
+        [sys.executable, "-c", "import sys, time; from narm_tf.training import run_dir\n"
          "with run_dir.locked(sys.argv[1]):\n"
          "    open(sys.argv[1] + '/config.json', 'w').close(); print('held', flush=True);"
          " time.sleep(60)", model_dir],

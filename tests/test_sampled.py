@@ -1,5 +1,5 @@
-"""narm_tf.sampled: the sampled loss against NumPy and TensorFlow's own on fixed candidates, the
-proposal's draws, and a real `model.fit --loss=sampled` that learns."""
+"""narm_tf.model.sampled: the sampled loss against NumPy and TensorFlow's own on fixed
+candidates, the proposal's draws, and a real `model.fit --loss=sampled` that learns."""
 
 import math
 
@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from narm_tf import sampled
+from narm_tf.model import sampled
 
 
 def _numpy_sampled_loss(query, table, labels, candidates, log_true, log_sampled):
@@ -104,7 +104,7 @@ def test_lazy_adam_rows_first_step_equals_keras_adam_on_the_summed_gradient():
 
 def _successor_data(num_items, rows, rng):
     """Prefixes `[rows, 19]` of 1-3 consecutive items; the label is the next item (cyclic)."""
-    from narm_tf.preprocessing import MAX_LEN
+    from narm_tf.data.preprocessing import MAX_LEN
 
     lengths = rng.integers(1, 4, rows)
     start = rng.integers(1, num_items + 1, rows)
@@ -116,7 +116,7 @@ def _successor_data(num_items, rows, rng):
 
 
 def test_fit_with_sampled_loss_learns_and_validates_on_full_ranking():
-    from narm_tf.model import build_narm, compile_narm
+    from narm_tf.model.narm import build_narm, compile_narm
 
     keras.utils.set_random_seed(0)
     rng = np.random.default_rng(0)

@@ -26,7 +26,8 @@ def sku(item: int) -> str:
 def sku_run(tmp_path_factory):
     """A synthetic log rewritten with string session ids and SKUs, built with the click_log
     builder, trained for 2 epochs and exported: (data_dir, model_dir, export_dir)."""
-    from narm_tf import preprocessing, synthetic
+    from narm_tf import synthetic
+    from narm_tf.data import preprocessing
     from tfds_builders.click_log import click_log_dataset_builder as click_log
 
     root = tmp_path_factory.mktemp("skus")
@@ -55,7 +56,8 @@ def sku_run(tmp_path_factory):
 
 
 def test_the_vocabulary_and_run_folder_keep_the_strings(sku_run):
-    from narm_tf import data, run_dir
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir
 
     data_dir, model_dir, _ = sku_run
     vocabulary = data.load_vocabulary("click_log/skus", data_dir)
@@ -73,7 +75,8 @@ def test_the_export_answers_with_the_logs_own_strings(sku_run, tmp_path):
     signature."""
     import keras
 
-    from narm_tf import data, run_dir
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir
 
     data_dir, model_dir, export_dir = sku_run
     vocabulary = data.load_vocabulary("click_log/skus", data_dir)

@@ -59,7 +59,8 @@ def _json(model_dir, name):
 
 
 def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir, tmp_path):
-    from narm_tf import data, evaluate
+    from narm_tf import evaluate
+    from narm_tf.data import dataset as data
 
     model_dir = tmp_path / "run"
     out = _run(_train_command(data_dir, model_dir, "--epochs=4", "--jit_compile=auto"))  # XLA
@@ -90,7 +91,8 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
 
 
 def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_dir, tmp_path):
-    from narm_tf import evaluate, run_dir, train
+    from narm_tf import evaluate, train
+    from narm_tf.training import run_dir
 
     first = tmp_path / "first"
     train.train(_config(data_dir, first, epochs=1, steps_per_epoch=16))
@@ -120,7 +122,8 @@ def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_d
 
 
 def test_folder_in_use_is_refused_at_once(data_dir, tmp_path):
-    from narm_tf import run_dir, train
+    from narm_tf import train
+    from narm_tf.training import run_dir
 
     with run_dir.locked(str(tmp_path)):
         with pytest.raises(run_dir.RunFolderError, match=f"pid {os.getpid()} on host"):
@@ -188,7 +191,8 @@ def _kill_after_first_backup(command, backup) -> int:
 
 
 def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
-    from narm_tf import run_dir, train
+    from narm_tf import train
+    from narm_tf.training import run_dir
 
     model_dir = tmp_path / "run"
     command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
@@ -231,7 +235,8 @@ def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_p
 
 
 def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path):
-    from narm_tf import data, train
+    from narm_tf import train
+    from narm_tf.data import dataset as data
 
     config = _config(data_dir, tmp_path / "run")
     vocabulary = data.load_vocabulary(DATASET, data_dir)
@@ -271,8 +276,10 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
         data_dir, refit_run):
     import keras
 
-    from narm_tf import data, evaluate, run_dir
-    from narm_tf import model as _registers_layers  # noqa: F401
+    from narm_tf import evaluate
+    from narm_tf.data import dataset as data
+    from narm_tf.model import narm as _registers_layers  # noqa: F401
+    from narm_tf.training import run_dir
 
     model_dir, out = refit_run
     train_split, validation = (data.load_split(DATASET, s, data_dir)
@@ -306,7 +313,7 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
 def test_learning_rate_decays_per_epoch_in_the_selection_and_the_refit_alike(refit_run):
     import keras
 
-    from narm_tf import model as _registers_layers  # noqa: F401
+    from narm_tf.model import narm as _registers_layers  # noqa: F401
 
     model_dir, _ = refit_run
     rates = [float(row["learning_rate"]) for row in _history(model_dir)]
@@ -320,8 +327,8 @@ def test_learning_rate_decays_per_epoch_in_the_selection_and_the_refit_alike(ref
 
 
 def test_refit_run_without_a_finished_final_model_is_refused(refit_run, tmp_path):
-    from narm_tf import run_dir
     from narm_tf.serving import export_lib
+    from narm_tf.training import run_dir
 
     copy = tmp_path / "run"
     shutil.copytree(refit_run[0], copy)
@@ -334,7 +341,8 @@ def test_refit_run_without_a_finished_final_model_is_refused(refit_run, tmp_path
 
 def test_warm_validation_after_a_refit_run_drops_its_validation_sessions_too(data_dir,
                                                                               refit_run):
-    from narm_tf import data, warm_start
+    from narm_tf.data import dataset as data
+    from narm_tf.training import warm_start
 
     sessions = np.concatenate([data.load_split(DATASET, s, data_dir).session_ids
                                for s in ("train", "validation")])
@@ -346,8 +354,8 @@ def test_refit_carries_the_repeat_calibration_into_the_final_model(data_dir, tmp
                                                                     monkeypatch):
     import keras
 
-    from narm_tf import model as narm_model
     from narm_tf import train
+    from narm_tf.model import narm as narm_model
 
     calibrate = narm_model.calibrate_repeat  # the real one, on a one-point grid off 1.0
     monkeypatch.setattr(narm_model, "calibrate_repeat", lambda *args, **kwargs: calibrate(
@@ -379,7 +387,7 @@ def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, tmp
 
 
 def _split_sizes(data_dir):
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     sizes = data.split_sizes(DATASET, data_dir)
     return sizes["train"], sizes["validation"]

@@ -25,7 +25,8 @@ SMALL_SPACE = {"learning_rate": ("choice", [0.003, 0.01]),
 def data_dirs(tmp_path_factory):
     """(full, without_test): a synthetic log built with the real YOOCHOOSE builder, and a copy
     whose test split's files are deleted, so reading that split raises."""
-    from narm_tf import data, synthetic
+    from narm_tf import synthetic
+    from narm_tf.data import dataset as data
 
     root = tmp_path_factory.mktemp("tune_data")
     manual = root / "manual"
@@ -59,8 +60,8 @@ def _rows(project):
 
 @pytest.fixture
 def recorded_splits(monkeypatch):
-    """Every split name passed to narm_tf.data.load_split while the test runs."""
-    from narm_tf import data
+    """Every split name passed to narm_tf.data.dataset.load_split while the test runs."""
+    from narm_tf.data import dataset as data
 
     requested = []
     real = data.load_split
@@ -74,7 +75,7 @@ def recorded_splits(monkeypatch):
 
 
 def test_the_test_split_really_cannot_be_read_in_the_copy(data_dirs):
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     _, without_test = data_dirs
     assert len(data.load_split(DATASET, "validation", without_test)) > 0
@@ -84,7 +85,8 @@ def test_the_test_split_really_cannot_be_read_in_the_copy(data_dirs):
 
 def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cfg(
         data_dirs, tmp_path, monkeypatch, recorded_splits, capsys):
-    from narm_tf import run_dir, train, tune
+    from narm_tf import train, tune
+    from narm_tf.training import run_dir
 
     full, without_test = data_dirs
     monkeypatch.setattr(tune, "SEARCH_SPACE", SMALL_SPACE)

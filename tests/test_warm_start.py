@@ -1,5 +1,5 @@
-"""narm_tf.warm_start: a synthetic log in two windows (end_date), the later one with new items;
-train on window 1, warm start on windows 1+2 (real TFDS builds, real model.fit)."""
+"""narm_tf.training.warm_start: a synthetic log in two windows (end_date), the later one with
+new items; train on window 1, warm start on windows 1+2 (real TFDS builds, real model.fit)."""
 
 import csv
 import os
@@ -36,7 +36,7 @@ def write_two_windows(manual) -> list[int]:
 
 def build_windows(root) -> tuple[str, list[int]]:
     """Both windows built with the real YOOCHOOSE builder; returns (data_dir, fresh ids)."""
-    from narm_tf import data
+    from narm_tf.data import dataset as data
     from tfds_builders.click_log import click_log_dataset_builder as click_log
     from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose
 
@@ -77,7 +77,7 @@ def runs(warm_start_runs):
 
 
 def vocabulary_of(model_dir) -> list[int]:
-    from narm_tf import run_dir
+    from narm_tf.training import run_dir
 
     return run_dir.read_vocabulary(model_dir)[0].tolist()
 
@@ -94,7 +94,9 @@ def test_known_rows_are_the_old_models_and_new_rows_start_at_their_mean(runs, tm
     and bilinear decoder weights are the old ones."""
     import keras
 
-    from narm_tf import data, run_dir, train, warm_start
+    from narm_tf import train
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir, warm_start
 
     config = train.default_config(dataset=WINDOW_2, data_dir=runs["data_dir"],
                                   model_dir=str(tmp_path), warm_start_from=runs["old"], **SMALL)
@@ -141,7 +143,8 @@ def test_new_items_reach_top_k_lists_after_training(runs):
     others (the model, warm-started, did not stay blind to the new items)."""
     import keras
 
-    from narm_tf import data, run_dir
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir
 
     model = keras.models.load_model(run_dir.path(runs["warm"], run_dir.BEST_MODEL))
     test = data.load_split(WINDOW_2, "test", runs["data_dir"])
@@ -159,7 +162,7 @@ def test_new_items_reach_top_k_lists_after_training(runs):
 
 
 def test_warm_start_is_part_of_the_run_identity(runs):
-    from narm_tf import run_dir
+    from narm_tf.training import run_dir
 
     config = run_dir.read_json(runs["warm"], run_dir.CONFIG)
     assert config["warm_start_from"] == runs["old"]
@@ -172,7 +175,7 @@ def test_warm_start_is_part_of_the_run_identity(runs):
 
 
 def test_warm_validation_is_identity_but_may_differ_from_the_old_run(runs):
-    from narm_tf import run_dir, warm_start
+    from narm_tf.training import run_dir, warm_start
 
     config = run_dir.read_json(runs["warm"], run_dir.CONFIG)
     assert config["warm_validation"] == "unseen"
@@ -185,7 +188,7 @@ def test_warm_validation_is_identity_but_may_differ_from_the_old_run(runs):
 
 
 def test_other_architecture_flags_fail_naming_them_and_leave_no_run(runs, tmp_path):
-    from narm_tf import run_dir, warm_start
+    from narm_tf.training import run_dir, warm_start
 
     model_dir = tmp_path / "wider"
     with pytest.raises(warm_start.WarmStartError) as raised:
@@ -199,7 +202,7 @@ def test_other_architecture_flags_fail_naming_them_and_leave_no_run(runs, tmp_pa
 
 
 def test_an_unfinished_source_is_refused(runs, tmp_path):
-    from narm_tf import warm_start
+    from narm_tf.training import warm_start
 
     with pytest.raises(warm_start.WarmStartError, match="holds no config.json"):
         train_run(runs["data_dir"], tmp_path / "run", WINDOW_2, epochs=1,
@@ -209,8 +212,8 @@ def test_an_unfinished_source_is_refused(runs, tmp_path):
 def test_unseen_validation_drops_sessions_the_old_run_trained_on():
     """6 validation prefixes of sessions 5, 5, 7, 9, 9, 9; the old run trained on 1, 5, 9:
     session 7 (1 prefix) is kept, sessions 5 and 9 (5 prefixes) dropped."""
-    from narm_tf import warm_start
-    from narm_tf.preprocessing import Prefixes
+    from narm_tf.data.preprocessing import Prefixes
+    from narm_tf.training import warm_start
 
     validation = Prefixes(np.arange(6 * 19, dtype=np.int32).reshape(6, 19),
                           np.array([11, 12, 13, 14, 15, 16]), np.array([1, 2, 1, 1, 2, 3]),
@@ -228,7 +231,9 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
     best model's Recall@20 on them."""
     import keras
 
-    from narm_tf import data, evaluate, run_dir, train, warm_start
+    from narm_tf import evaluate, train
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir, warm_start
 
     old_sessions = set(data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids.tolist())
     validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
@@ -260,7 +265,7 @@ def test_unreadable_old_data_fails_naming_it_and_leaves_no_run(runs, tmp_path):
     """The old run's dataset moved away: the warm run names it and --warm_validation."""
     import shutil
 
-    from narm_tf import run_dir, warm_start
+    from narm_tf.training import run_dir, warm_start
 
     old = tmp_path / "old"
     shutil.copytree(runs["old"], old)
@@ -276,7 +281,8 @@ def test_unreadable_old_data_fails_naming_it_and_leaves_no_run(runs, tmp_path):
 
 
 def test_no_unseen_validation_session_left_fails(runs, tmp_path):
-    from narm_tf import data, run_dir, warm_start
+    from narm_tf.data import dataset as data
+    from narm_tf.training import run_dir, warm_start
 
     old_sessions = data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids
     validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
@@ -290,7 +296,7 @@ def test_no_unseen_validation_session_left_fails(runs, tmp_path):
 def test_remap_items_along_the_last_axis():
     """A dense decoder's kernel [2H, N + 1]: columns follow their items; a new one starts at
     the mean column plus noise of 0.1 std per row (means 2 and 20, stds 1 and 10)."""
-    from narm_tf import warm_start
+    from narm_tf.training import warm_start
 
     old = np.array([[0.0, 1.0, 3.0], [0.0, 10.0, 30.0]])  # items 1, 2 -> columns 1, 2
     source = np.array([0, 2, -1, 1])  # new 1 = old 2, new 2 is new, new 3 = old 1
@@ -305,8 +311,8 @@ def test_remap_items_along_the_last_axis():
 def test_repeat_weights_carry_over_but_calibrated_temperatures_restart_at_one():
     import keras
 
-    from narm_tf import warm_start
-    from narm_tf.model import REPEAT_EXPLORE, build_narm
+    from narm_tf.model.narm import REPEAT_EXPLORE, build_narm
+    from narm_tf.training import warm_start
 
     keras.utils.set_random_seed(0)
     old = build_narm(5, embedding_dim=4, hidden_units=4, repeat=True, repeat_explore="new")
@@ -322,7 +328,7 @@ def test_repeat_weights_carry_over_but_calibrated_temperatures_restart_at_one():
 def test_a_source_killed_midway_is_refused_and_leaves_no_run(runs, tmp_path):
     """An old run without metrics.json (its training killed) seeds nothing: the error names
     what it lacks and that rerunning its command finishes it."""
-    from narm_tf import run_dir, warm_start
+    from narm_tf.training import run_dir, warm_start
 
     killed = tmp_path / "killed"
     shutil.copytree(runs["old"], killed)
@@ -343,7 +349,7 @@ def test_string_ids_are_matched_as_written_and_never_against_integers(tmp_path):
     """SKUs and zero-padded ids keep their rows by exact string ("00215336475" is not
     "215336475"); warm_start.tsv lists them; an integer catalogue against a string one is
     refused naming both."""
-    from narm_tf import warm_start
+    from narm_tf.training import warm_start
 
     old = np.array(["SKU-6475A", "00215336475", "B-1"], dtype=object)
     new = np.array(["00215336475", "215336475", "SKU-6475A", "C-9"], dtype=object)

@@ -1,15 +1,15 @@
 """What every session-prefix builder shares: the example schema, the splits, the build output.
 
 A builder subclasses `SessionPrefixBuilder` and says only what differs: its description,
-homepage, manual-download instructions, `_log()` (its `narm_tf.preprocessing.ClickLog`: which
+homepage, manual-download instructions, `_log()` (its `narm_tf.data.preprocessing.ClickLog`: which
 raw files in the manual dir, how to read them, which rules) and, for files with a documented
-header, `COLUMNS`. Training reads what this writes with `narm_tf.data`.
+header, `COLUMNS`. Training reads what this writes with `narm_tf.data.dataset`.
 
 Each example: `prefix` (item indices 1..N, oldest first, at most max_len: 19), `label`, `length`
 (prefix length before truncation) and `session_id`. The vocabulary (raw item id of every index)
 and the statistics (SPEC section 1 table columns) live in the dataset's `metadata.json`, written
 inside TFDS's incomplete dir, so they appear atomically with the splits, with the build's
-record: its resolved config (`narm_tf.preprocessing.ClickLog`'s fields) and its raw files
+record: its resolved config (`narm_tf.data.preprocessing.ClickLog`'s fields) and its raw files
 (name, size, modification time). Building again under the same name compares that record with
 the current config and files and stops, naming what differs, rather than reuse stale data.
 """
@@ -31,8 +31,8 @@ from collections.abc import Iterator
 import numpy as np
 import tensorflow_datasets as tfds
 
-from narm_tf import preprocessing
-from narm_tf.preprocessing import Prefixes
+from narm_tf.data import preprocessing
+from narm_tf.data.preprocessing import Prefixes
 
 CITATION = """
 @inproceedings{li2017narm,
@@ -46,7 +46,7 @@ SPLITS = ("train", "validation", "test")
 @dataclasses.dataclass
 class RawLog:
     """A builder's raw files and how to read them: preprocessed in memory, or on Beam when
-    `tfds build` gets --beam_pipeline_options (`narm_tf.preprocessing_beam`)."""
+    `tfds build` gets --beam_pipeline_options (`narm_tf.data.beam`)."""
 
     paths: list[str]
     log: preprocessing.ClickLog
@@ -281,7 +281,7 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         """One Beam graph for all splits; vocabulary and statistics computed in it."""
         import apache_beam as beam  # only when building on Beam
 
-        from narm_tf import preprocessing_beam
+        from narm_tf.data import beam as preprocessing_beam
 
         shared = {}
 

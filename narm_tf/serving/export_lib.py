@@ -25,10 +25,10 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from narm_tf import run_dir
-from narm_tf.preprocessing import MAX_LEN
+from narm_tf.data.preprocessing import MAX_LEN
 from narm_tf.serving import contract, reduced_precision
 from narm_tf.serving.signatures import ServingModule
+from narm_tf.training import run_dir
 
 EXPORT_RECORD = "export.json"  # under assets.extra/: what was exported, from which run
 ALLOW_UNFINISHED = "--allow_unfinished"  # the flag that exports an unfinished run
@@ -43,7 +43,8 @@ def export_model(model: keras.Model, vocabulary: np.ndarray, popularity: np.ndar
     """Writes `export_base/<version>/` for TF Serving, atomically; returns that folder.
 
     Args:
-        model: a NARM model from `narm_tf.model.build_narm` (input `item_ids [batch, max_len]`).
+        model: a NARM model from `narm_tf.model.narm.build_narm` (input
+            `item_ids [batch, max_len]`).
         vocabulary: raw item ids `[N]`, int64 or the log's strings (then only the string
             signatures exist): vocabulary index `i` is `vocabulary[i - 1]`.
         popularity: training label counts `[N]`, same order; its top k answer empty sessions.
@@ -156,7 +157,7 @@ def export_from_model_dir(model_dir: str, export_base: str, version: int | None 
     run, or whose run has not finished (`run_dir.check_finished`) unless `allow_unfinished`:
     then the model it has so far is exported, and EXPORT_RECORD says what the run lacked.
     `scoring`: `export_model`'s `scoring`, `candidate_dims`, `candidates`."""
-    import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
+    import narm_tf.model.narm  # noqa: F401  (registers the custom layers for load_model)
 
     config, missing = run_dir.check_finished(model_dir, allow_unfinished, ALLOW_UNFINISHED)
     model_path = run_dir.available_model(model_dir, config)

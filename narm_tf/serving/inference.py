@@ -3,14 +3,14 @@
 The Keras graph of the model costs about 30 ops per GRU step in TF Serving's executor (masking,
 per-step weight splits, tiles, squeezes); at batch 1 those ops, not arithmetic, set the latency.
 `NarmInference` computes the same outputs (eq. 1-10, to float32 round-off) with the functions
-training calls (`narm_tf.gru.gru_step`, `narm_tf.layers.attend`, `bilinear_scores`,
+training calls (`narm_tf.model.gru.gru_step`, `narm_tf.model.layers.attend`, `bilinear_scores`,
 `with_padding_score`, `attention_share`) in about 11 ops per step: one input projection for all
 steps, and the final state gathered at each row's last click instead of masking every step (rows
 are right-padded, never empty). The export test checks it against the Keras model for every
 variant, decoder and attention.
 
 It finds the model's parts by declaration: the settings `build_narm` records in the model
-(`NarmModel.narm`) and the layer names of `narm_tf.model`. A model without them, or with a
+(`NarmModel.narm`) and the layer names of `narm_tf.model.narm`. A model without them, or with a
 setting this pass does not reproduce (such as `repeat`), raises `UnsupportedModel` (serving then
 runs the Keras graph).
 """
@@ -20,9 +20,9 @@ from __future__ import annotations
 import keras
 import tensorflow as tf
 
-from narm_tf import model as narm_model
-from narm_tf.gru import gru_step
-from narm_tf.layers import attend, attention_share, bilinear_scores, with_padding_score
+from narm_tf.model import narm as narm_model
+from narm_tf.model.gru import gru_step
+from narm_tf.model.layers import attend, attention_share, bilinear_scores, with_padding_score
 
 
 class UnsupportedModel(ValueError):
@@ -33,9 +33,9 @@ class UnsupportedModel(ValueError):
 class NarmInference:
     """`__call__(item_ids [b, T] int32, right-padded, >= 1 item per row)` ->
     `(scores [b, N + 1] logits with column 0 at PADDING_SCORE, attention_weights [b, T],
-    attention_share [b, T])` (`narm_tf.layers.attention_share`; zeros for `global`).
+    attention_share [b, T])` (`narm_tf.model.layers.attention_share`; zeros for `global`).
 
-    Holds the `tf.Variable`s of a `narm_tf.model.build_narm` model (no copies: a SavedModel
+    Holds the `tf.Variable`s of a `narm_tf.model.narm.build_narm` model (no copies: a SavedModel
     holding this object restores the trained weights).
     """
 
@@ -124,7 +124,7 @@ def declared_settings(model: keras.Model) -> dict:
     settings = getattr(model, "narm", None)
     if not isinstance(settings, dict) or not {"variant", "decoder"} <= set(settings):
         raise UnsupportedModel(
-            f"model {model.name!r} declares no NARM settings (narm_tf.model.NarmModel's `narm`, "
+            f"model {model.name!r} declares no NARM settings (NarmModel's `narm`, "
             "set by build_narm)")
     if settings["variant"] not in narm_model.VARIANTS:
         raise UnsupportedModel(f"variant {settings['variant']!r} not in {narm_model.VARIANTS}")
@@ -137,7 +137,7 @@ def declared_settings(model: keras.Model) -> dict:
 
 
 def _layer(model: keras.Model, name: str, kind=keras.layers.Layer):
-    """The model's layer `name` (a `narm_tf.model` constant), or `UnsupportedModel`."""
+    """The model's layer `name` (a `narm_tf.model.narm` constant), or `UnsupportedModel`."""
     try:
         layer = model.get_layer(name)
     except ValueError as error:

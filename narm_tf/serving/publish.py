@@ -31,8 +31,8 @@ import tempfile
 
 import numpy as np
 
-from narm_tf import run_dir
 from narm_tf.serving import contract
+from narm_tf.training import run_dir
 
 K = 20  # Recall@K and MRR@K of the comparison
 NOT_BETTER_EXIT_CODE = 4  # the command's exit code when it refuses to publish
@@ -52,7 +52,7 @@ class Outcome:
 
 def raw_test_split(dataset: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]:
     """The test split in raw ids (`raw_ids`): sessions `[n, 19]` and targets `[n]`."""
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     test = data.load_split(dataset, "test", data_dir)
     return raw_ids(data.load_vocabulary(dataset, data_dir), test.prefixes, test.labels)

@@ -26,7 +26,7 @@ import keras
 import numpy as np
 import tensorflow as tf
 
-from narm_tf.layers import with_padding_score
+from narm_tf.model.layers import with_padding_score
 from narm_tf.serving.inference import NarmInference
 from narm_tf.serving.top_k import blockwise_top_k
 

@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from narm_tf.preprocessing import MAX_LEN
+from narm_tf.data.preprocessing import MAX_LEN
 from narm_tf.serving import contract
 from narm_tf.serving.inference import NarmInference, UnsupportedModel
 from narm_tf.serving.top_k import blockwise_top_k, top_k_excluding
@@ -47,8 +47,8 @@ def check_flags(exclude_seen: tf.Tensor, batch: tf.Tensor) -> tf.Tensor:
 def scoring_model(model: keras.Model) -> keras.Model:
     """Same input -> `{"scores" [b, N + 1], "attention_weights" [b, max_len],
     "attention_share" [b, max_len]}` on the weights of `model`
-    (`narm_tf.model.attention_model`): the Keras graph serving falls back to."""
-    from narm_tf.model import attention_model
+    (`narm_tf.model.narm.attention_model`): the Keras graph serving falls back to."""
+    from narm_tf.model.narm import attention_model
 
     return attention_model(model)
 

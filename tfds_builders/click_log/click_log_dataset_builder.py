@@ -1,7 +1,7 @@
 """Any click log (CSV/TSV or Parquet) -> NARM session-prefix examples (SPEC section 1 rules).
 
 Build your own log, its files in the manual dir, with a JSON config (TFDS passes it to
-`ClickLogConfig`; the keys and defaults are `narm_tf.preprocessing.ClickLog`'s):
+`ClickLogConfig`; the keys and defaults are `narm_tf.data.preprocessing.ClickLog`'s):
 
   tfds build tfds_builders/click_log --manual_dir=DIR --data_dir=OUT --config='{"name":
     "my_shop", "files": "clicks-*.parquet", "format": "parquet", "session": "sid",
@@ -16,9 +16,9 @@ one (`"base"`) and change some keys, e.g. a time window ending on a day (UTC, in
   tfds build tfds_builders/yoochoose --config='{"name": "yoochoose_full_to_0405",
     "base": "yoochoose_full", "end_date": "2014-04-05"}' ...
 
-(`end_date`: clicks after that day are ignored, see `narm_tf.preprocessing.ClickLog.date_limit`;
-absent: no cut.) A bad config fails when it is parsed,
-naming the valid keys or values; a missing column fails before any file is read in full.
+(`end_date`: clicks after that day are ignored, see
+`narm_tf.data.preprocessing.ClickLog.date_limit`; absent: no cut.) A bad config fails when it
+is parsed, naming the valid keys or values; a missing column fails before any file is read in full.
 A config name stands for one set of rules and raw files: building it again with other rules or
 raw files stops, naming what changed (`tfds_builders/session_prefixes.py`).
 """
@@ -30,7 +30,7 @@ import dataclasses
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 import tensorflow_datasets as tfds
 
-from narm_tf import preprocessing
+from narm_tf.data import preprocessing
 from tfds_builders import session_prefixes
 
 
@@ -40,7 +40,7 @@ class _ClickLogFields(tfds.core.BuilderConfig, preprocessing.ClickLog):
 
 
 class ClickLogConfig(_ClickLogFields):
-    """A click log and its rules: `name` plus the keys of `narm_tf.preprocessing.ClickLog`."""
+    """A click log and its rules: `name` plus the keys of `narm_tf.data.preprocessing.ClickLog`."""
 
     KEYS = ("name", *(field.name for field in dataclasses.fields(preprocessing.ClickLog)))
 
@@ -57,7 +57,7 @@ class ClickLogConfig(_ClickLogFields):
 
     @property
     def log(self) -> preprocessing.ClickLog:
-        """The reading and rules part, for `narm_tf.preprocessing`."""
+        """The reading and rules part, for `narm_tf.data.preprocessing`."""
         return preprocessing.ClickLog(**{key: getattr(self, key) for key in self.KEYS[1:]})
 
 
@@ -94,7 +94,7 @@ A click log of any shop, preprocessed as in NARM (Li et al., CIKM 2017) with the
 config sets (defaults: sessions of length >= 2, items seen >= 5 times, the last day as test,
 every session prefix an example, truncated to its last 19 clicks, 10% of the training sessions
 held out as validation). The vocabulary (raw item id of every index) and statistics are in the
-dataset metadata (see narm_tf.data).
+dataset metadata (see narm_tf.data.dataset).
 """
 
 

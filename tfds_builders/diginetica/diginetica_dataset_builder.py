@@ -11,7 +11,7 @@ import textwrap
 
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 
-from narm_tf import preprocessing
+from narm_tf.data import preprocessing
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 
@@ -23,7 +23,7 @@ CIKM 2017): clicks ordered by `timeframe`, sessions of length >= 2, items seen >
 the last 7 days as test, every session prefix an example, prefixes truncated to their last 19
 clicks, 10% of the training sessions held out (seeded; all prefixes of a held-out session) as
 validation. Exact duplicate clicks are kept (counted in the statistics). The vocabulary (raw item
-id of every index) and statistics are in the dataset metadata (see narm_tf.data).
+id of every index) and statistics are in the dataset metadata (see narm_tf.data.dataset).
 """
 
 

@@ -13,7 +13,7 @@ import textwrap
 
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 
-from narm_tf import preprocessing
+from narm_tf.data import preprocessing
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 
@@ -26,7 +26,7 @@ session prefix ([x1..x_{i-1}], x_i) an example, prefixes truncated to their last
 10% of the training sessions held out (seeded; all prefixes of a held-out session, drawn among
 the sessions of the prefixes a fraction keeps) as validation. Exact duplicate clicks are kept
 (counted in the statistics). The vocabulary (raw item id of every index) and statistics are in
-the dataset metadata (see narm_tf.data).
+the dataset metadata (see narm_tf.data.dataset).
 """
 
 

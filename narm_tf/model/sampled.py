@@ -6,7 +6,7 @@ proposal `q` (training-label counts ^ 0.75; item 0, padding, has count 0 and is 
 with replacement. Scores are the bilinear decoder's (eq. 10, the same item embedding as the
 input), corrected by `- log(num_negatives * q)` (logQ: the sampled softmax is then an unbiased
 stand-in for the full one), and a negative equal to the row's target (an accidental hit) is
-dropped. Validation and test stay full-ranking (`narm_tf.metrics`).
+dropped. Validation and test stay full-ranking (`narm_tf.model.metrics`).
 
 The item table's update is lazy Adam (TF Addons' `LazyAdam`): only the rows a step touches
 (its clicks, targets and negatives) are read and written, with Adam's formula on their summed
@@ -17,7 +17,7 @@ table's moments are not checkpointed (a resumed run restarts them at 0). Under s
 replicas the table takes the compiled (dense) Adam.
 
 Why not `tf.random.fixed_unigram_candidate_sampler` and `tf.nn.sampled_softmax_loss`: the
-train step is XLA-compiled (`narm_tf.model.compile_narm`), and neither the sampler nor the
+train step is XLA-compiled (`narm_tf.model.narm.compile_narm`), and neither the sampler nor the
 accidental-hit op (`ComputeAccidentalHits`) has an XLA kernel (TF 2.21). The proposal here is
 drawn with Walker's alias method (two gathers, O(num_negatives) a step) and the loss is the
 same formula as `tf.nn.sampled_softmax_loss(..., remove_accidental_hits=True)` with zero
@@ -115,7 +115,7 @@ class SampledSoftmax:
 
     def __init__(self, model: keras.Model, label_counts: np.ndarray, num_negatives: int,
                  seed: int = 0):
-        from narm_tf.model import BILINEAR_DECODER, ITEM_EMBEDDING
+        from narm_tf.model.narm import BILINEAR_DECODER, ITEM_EMBEDDING
 
         if num_negatives < 1:
             raise ValueError(f"--num_negatives must be >= 1, got {num_negatives}")

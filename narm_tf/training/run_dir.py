@@ -11,7 +11,7 @@ One module owns the folder, so training writes what evaluation and export read:
   metrics.json     test metrics of the delivered model (`delivered_model`), with the run_id
   history.csv      per-epoch loss and metrics;  logs/  TensorBoard;  backup/  BackupAndRestore
   backup_refit/    BackupAndRestore of the --refit training
-  warm_start.tsv   old index -> new index of a warm-started run (`narm_tf.warm_start`)
+  warm_start.tsv   old index -> new index of a warm-started run (`narm_tf.training.warm_start`)
   .lock            held (flock) for a training run's life: one writer per folder
 
 A folder's results belong together when best.json and metrics.json carry config.json's run_id;

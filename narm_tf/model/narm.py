@@ -19,7 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
-from narm_tf.layers import (
+from narm_tf.model.layers import (
     ItemEmbedding,
     NarmAttention,
     NarmGRU,
@@ -28,7 +28,7 @@ from narm_tf.layers import (
     RepeatExplore,
     attention_share,
 )
-from narm_tf.metrics import MrrAtK, RecallAtK
+from narm_tf.model.metrics import MrrAtK, RecallAtK
 
 VARIANTS = ("global", "local", "hybrid")
 DECODERS = ("bilinear", "dense")
@@ -68,7 +68,7 @@ def build_narm(
         decoder: `bilinear` (eq. 10, scores with the input embedding) or `dense` (fully connected).
         attention: `unnormalized` (the paper) or `softmax` (masked softmax over alpha).
         max_len: the input width; None (default): any width, as batches cut to their longest
-            prefix are (`narm_tf.data.make_dataset(length_buckets=...)`).
+            prefix are (`narm_tf.data.dataset.make_dataset(length_buckets=...)`).
         embedding_dropout: dropout between the embedding and the GRU.
         representation_dropout: dropout on the session representation before the decoder.
         repeat: beyond the paper, RepeatNet's repeat/explore gate (`layers.RepeatExplore`): the
@@ -88,7 +88,7 @@ def build_narm(
     embedded = PhiloxDropout(embedding_dropout, name="embedding_dropout")(embedded)
     # Default activations, reset_after=True, not unrolled: cuDNN-eligible on GPU. (Unrolling
     # the 19 steps measured no faster under XLA on CPU.) On CPU, NarmGRU skips most padded
-    # steps and writes its gradient out (narm_tf.gru).
+    # steps and writes its gradient out (narm_tf.model.gru).
     hidden_states, final_state = NarmGRU(
         hidden_units, return_sequences=True, return_state=True, name=GRU)(embedded)
     if variant == "global":
@@ -143,7 +143,7 @@ class NarmModel(keras.Model):
     """
 
     train_metrics = True
-    sampled_softmax = None  # `narm_tf.sampled.attach` sets it: fit trains on the sampled loss.
+    sampled_softmax = None  # `sampled.attach` sets it: fit then trains on the sampled loss.
 
     def __init__(self, *args, narm: dict | None = None, **kwargs):
         super().__init__(*args, **kwargs)
@@ -157,7 +157,7 @@ class NarmModel(keras.Model):
     def train_step(self, data):
         _in_train_step.active = True
         try:
-            if self.sampled_softmax is not None:  # --loss=sampled (narm_tf.sampled)
+            if self.sampled_softmax is not None:  # --loss=sampled (narm_tf.model.sampled)
                 return self.sampled_softmax.train_step(self, data)
             return super().train_step(data)
         finally:

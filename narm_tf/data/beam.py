@@ -2,7 +2,7 @@
 
 `tfds build ... --beam_pipeline_options=...` runs this (see `tfds_builders/session_prefixes.py`);
 the launching process only builds the graph. Per-session rules reuse the pure functions of
-`narm_tf.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
+`narm_tf.data.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
 so the two paths share the rules. Every step is a transform or combiner:
 
   read        one task per Parquet row group or CSV byte range, clicks keyed by session, each
@@ -43,7 +43,7 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from narm_tf import preprocessing as pp
+from narm_tf.data import preprocessing as pp
 
 SPLITS = ("train", "validation", "test")
 ROW_BITS = 40  # global row position = file index << ROW_BITS | position in file

@@ -34,7 +34,7 @@ import os
 
 import numpy as np
 
-from narm_tf import run_dir
+from narm_tf.training import run_dir
 
 NEW_ROW_NOISE = 0.1  # noise of a new item's rows, in units of the known rows' std
 # Flags that may differ from the old run: what and how the new run trains, not the model's
@@ -95,7 +95,7 @@ def remap_items(old: np.ndarray, source: np.ndarray, axis: int,
     return np.moveaxis(new.astype(old.dtype), 0, axis)
 
 
-# `--repeat_calibrate`'s temperatures (narm_tf.layers.RepeatExplore): not carried over.
+# `--repeat_calibrate`'s temperatures (narm_tf.model.layers.RepeatExplore): not carried over.
 CALIBRATION_WEIGHTS = ("explore_scale", "repeat_scale")
 
 
@@ -148,7 +148,7 @@ def load_source(old_dir: str, config: dict):
     """The old run's (best model, raw-id vocabulary), after checking it can seed `config`."""
     import keras
 
-    import narm_tf.model  # noqa: F401  (registers the custom layers for load_model)
+    import narm_tf.model.narm  # noqa: F401  (registers the custom layers for load_model)
 
     if os.path.realpath(old_dir) == os.path.realpath(config["model_dir"]):
         raise WarmStartError(f"--warm_start_from={old_dir} is this run's own --model_dir: "
@@ -191,10 +191,10 @@ def warm_start(model, config: dict, vocabulary: np.ndarray, clear_on_failure: bo
 def old_train_sessions(old_dir: str) -> np.ndarray:
     """The distinct session ids `[S]` the model of the run in `old_dir` trained on: its train
     split, plus its validation split when it was `--refit` (its config.json's dataset and
-    data_dir, at the version it recorded), read by narm_tf.data."""
+    data_dir, at the version it recorded), read by narm_tf.data.dataset."""
     import tensorflow as tf
 
-    from narm_tf import data
+    from narm_tf.data import dataset as data
 
     old_config = finished_source(old_dir)
     name, data_dir = old_config["dataset"], old_config["data_dir"]
@@ -231,7 +231,8 @@ def validation_split(config: dict, splits: dict, resuming: bool) -> dict:
     early stopping sees (`--warm_validation`, see the module docstring; read into memory when
     streamed). Prints the counts. WarmStartError when the old data is gone or no session is
     left; a run not yet trained (not `resuming`) then has its folder cleared."""
-    from narm_tf import data, distribute
+    from narm_tf.data import dataset as data
+    from narm_tf.training import distribute
 
     if config["warm_validation"] == "all":
         return splits

@@ -1,7 +1,7 @@
 """Non-neural baselines of paper section 4.2 and Ludewig & Jannach (2018), vectorized.
 
 Every method reads the same `Prefixes` as NARM and is scored by the same metric code
-(`narm_tf.metrics.target_ranks`, `narm_tf.evaluate.Results`), so the tables compare like with
+(`narm_tf.model.metrics.target_ranks`, `narm_tf.evaluate.Results`), so the tables compare like with
 like:
 
   POP       most clicked items of the training sessions.
@@ -45,7 +45,7 @@ counts, rule weights). Padding scores -inf. A NaN raw score stays NaN, so the ro
 Beyond accuracy. `evaluate` also reports NDCG@k, item coverage@k and popularity bias@k
 (`narm_tf.evaluate.Results`) of the top-k lists of `score`, with the training-label counts of
 train + validation as popularity, as NARM's metrics.json does, and every figure by kind of
-target (`narm_tf.metrics.metrics_by_kind`: repeat / new, head / torso / tail).
+target (`narm_tf.model.metrics.metrics_by_kind`: repeat / new, head / torso / tail).
 
 Session dates (STAN, VSTAN). A neighbour's age needs session dates, which the built datasets
 do not hold (a prefix has items, label, length and session id). `fit(..., session_dates=...)`
@@ -72,8 +72,8 @@ import pandas as pd
 import scipy.sparse as sp
 
 from narm_tf import evaluate as _evaluate
-from narm_tf.metrics import metrics_by_kind, ranks_numpy, top_k_numpy
-from narm_tf.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.model.metrics import metrics_by_kind, ranks_numpy, top_k_numpy
 
 SCORE_RESOLUTION = 1e9  # Raw scores closer than 1e-9 of the row maximum count as tied.
 ITEMKNN_LAMBDA = 20.0  # Regularization of GRU4Rec's Item-KNN (the paper's reference [12]).
@@ -735,7 +735,7 @@ def evaluate(model: Baseline, test: Prefixes, k: int = 20, batch_size: int = EVA
              popularity: np.ndarray | None = None) -> dict:
     """Recall, MRR, NDCG and coverage @k (fractions in [0, 1]), popularity bias @k (when
     `popularity` `[N]` is given), the number of test examples and `by_kind`: the figures by
-    kind of target (`narm_tf.metrics.metrics_by_kind`; head / torso / tail need popularity)."""
+    kind of target (`metrics.metrics_by_kind`; head / torso / tail need popularity)."""
     measured = results(model, test, k, batch_size, popularity)
     out = {"recall": measured.recall, "mrr": measured.mrr, "ndcg": measured.ndcg,
            "coverage": measured.coverage}

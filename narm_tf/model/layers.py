@@ -2,7 +2,7 @@
 and each click's share of the attended representation (`attention_share`).
 
 Each equation is written once, as a function of tensors (`bilinear_scores`, `with_padding_score`,
-`attend`, `attention_share`; the GRU step is `narm_tf.gru.gru_step`) that the layers here and
+`attend`, `attention_share`; the GRU step is `narm_tf.model.gru.gru_step`) that the layers here and
 serving's lean pass (`narm_tf.serving.inference`) both call.
 
 Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
@@ -248,7 +248,7 @@ def attention_share(alpha, hidden_states, mask=None):
 @keras.saving.register_keras_serializable(package="narm_tf")
 class NarmGRU(keras.layers.GRU):
     """`keras.layers.GRU` (same variables, outputs, gradients and saved weights) that, on CPU,
-    skips padded steps and writes its gradient out (`narm_tf.gru.gru_sequence`).
+    skips padded steps and writes its gradient out (`narm_tf.model.gru.gru_sequence`).
 
     Rows are sorted by length and stepped in `phases` shrinking sets, so on right-padded
     batches most padded steps are never computed; the backward loop carries only the serial
@@ -274,7 +274,7 @@ class NarmGRU(keras.layers.GRU):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self._runs_own_loop(sequences):
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        from narm_tf.gru import gru_sequence
+        from narm_tf.model.gru import gru_sequence
 
         if isinstance(initial_state, (list, tuple)):
             initial_state = initial_state[0]
@@ -329,7 +329,7 @@ def repeat_explore(explore_scores, item_ids, hidden_states, session, weights,
     `p_r P_repeat(i)` alone, and a session without clicks explores only, its `p_r` 0).
     `explore_scale` and `repeat_scale` multiply the explore logits and the attention energies
     (inverse temperatures, 1 = as trained; repeat_scale 0 = P_repeat by click counts), set by
-    `narm_tf.model.calibrate_repeat` on held-out data.
+    `narm_tf.model.narm.calibrate_repeat` on held-out data.
 
     Args:
         explore_scores: decoder logits `[batch, N + 1]`, column 0 at `PADDING_SCORE`.

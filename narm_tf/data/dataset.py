@@ -24,7 +24,7 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from narm_tf.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.preprocessing import MAX_LEN, Prefixes
 from narm_tf.serving import contract
 
 BUILDER_MODULES = (
@@ -68,7 +68,7 @@ def _not_built(name: str, data_dir: str) -> FileNotFoundError:
     return FileNotFoundError(
         f"Dataset {name} is not built in {data_dir} ({holds}); build it first, e.g. "
         f"`tfds build tfds_builders/{name.split('/')[0]} --manual_dir=... "
-        f"--data_dir={data_dir}` or narm_tf.data.build_dataset(...).")
+        f"--data_dir={data_dir}` or narm_tf.data.dataset.build_dataset(...).")
 
 
 def built_datasets(data_dir: str) -> list[str]:

@@ -1,0 +1,1 @@
+"""Raw click logs -> sessions -> session-prefix examples -> TFDS datasets -> batches."""
