@@ -75,7 +75,7 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 from tfds_builders.click_log.click_log_dataset_builder import ClickLogConfig
 from tfds_builders.yoochoose.yoochoose_dataset_builder import Builder
-config = ClickLogConfig(name={name!r}, base={base!r}, **{changes!r})
+config = ClickLogConfig(name={name!r}, base={base!r}, **{changes!r}) if {changes!r} else {base!r}
 builder = Builder(config=config, data_dir={data_dir!r})
 builder.download_and_prepare(download_config=tfds.download.DownloadConfig(
     manual_dir={manual_dir!r}, beam_options=PipelineOptions({options!r}) if {options!r} else None))
