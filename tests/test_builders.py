@@ -19,15 +19,9 @@ from narm_tf.data import dataset as data
 from narm_tf.data import preprocessing
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
-from tfds_builders.click_log.click_log_dataset_builder_test import ClickLogShopTest  # noqa: F401
-from tfds_builders.diginetica.diginetica_dataset_builder_test import DigineticaTest  # noqa: F401
 from tfds_builders.yoochoose import yoochoose_dataset_builder
-from tfds_builders.yoochoose.yoochoose_dataset_builder_test import YoochooseFullTest  # noqa: F401
 
 from conftest import ROOT, shared_file
-
-# The `*_dataset_builder_test` imports above run each builder's own test (TFDS's
-# DatasetBuilderTestCase on its hand-made dummy_data/, beside the builder) with this suite.
 
 data.register_builders()
 
