@@ -1,2 +1,2 @@
-"""The commands `python -m export.export_saved_model` and `python -m export.client`: thin
-entry points over `narm_tf.serving` (not installed by setup.py: run them from a clone)."""
+"""The clone's commands `python -m export.export_saved_model` (the `narm-export` command of
+`narm_tf.export`) and `python -m export.client` (the gRPC client over `narm_tf.serving`)."""

@@ -52,6 +52,11 @@ def main(argv):
         print(f"{rank:>4}  {item:>20}  {score:.6f}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `the gRPC client` command: parses the command line, then `main`."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -30,7 +30,13 @@ from absl import app, flags
 from absl import logging as absl_logging
 
 COMMANDS = ("narm_tf.train", "narm_tf.evaluate", "narm_tf.predict", "narm_tf.tune",
-            "narm_tf.demo", "narm_tf.experiments", "export.export_saved_model", "export.client")
+            "narm_tf.demo", "narm_tf.experiments", "narm_tf.export", "export.export_saved_model",
+            "export.client")
+# The console scripts `pip install` puts on the PATH (setup.py): script -> its command module.
+CONSOLE_SCRIPTS = {"narm-train": "narm_tf.train", "narm-evaluate": "narm_tf.evaluate",
+                   "narm-export": "narm_tf.export", "narm-predict": "narm_tf.predict",
+                   "narm-tune": "narm_tf.tune", "narm-demo": "narm_tf.demo",
+                   "narm-experiments": "narm_tf.experiments"}
 VERBOSE_ENV = "NARM_VERBOSE"
 QUIET_TF_LOG_LEVEL = "3"  # FATAL only: hides the `E0000 ... failed call to cuInit` of CPU hosts.
 INTERRUPTED_EXIT_CODE = 130  # 128 + SIGINT, as a shell reports a command Ctrl-C ended.
@@ -56,10 +62,14 @@ def verbose() -> bool:
 
 
 def command_name() -> str | None:
-    """The project command this process runs (`python -m narm_tf.train`: narm_tf.train)."""
+    """The project command this process runs (`python -m narm_tf.train`: narm_tf.train; the
+    console script `narm-train`: narm-train), or None (a library use)."""
     spec = getattr(sys.modules.get("__main__"), "__spec__", None)
     name = getattr(spec, "name", None)
-    return name if name in COMMANDS else None
+    if name in COMMANDS:
+        return name
+    script = os.path.basename(sys.argv[0]) if sys.argv else ""
+    return script if script in CONSOLE_SCRIPTS else None
 
 
 def expand(path: str | None) -> str | None:

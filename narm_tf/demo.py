@@ -131,5 +131,10 @@ def _sample_session(data_dir: str) -> tuple[list[str], str]:
     return items, str(vocabulary[test.labels[row] - 1])
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-demo` command: parses the command line, then `main`."""
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -273,6 +273,11 @@ def main(argv):
     print(format_by_length(rows, results.k))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-evaluate` command: parses the command line, then `main`."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

@@ -471,6 +471,11 @@ def main(argv):
     print(f"Report: {write_report(out, results, statistics, plots, wall)}")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-experiments` command: parses the command line, then `main`."""
     cli.run(main, lambda: "rerun the same command to resume: finished experiments are cached, "
                           "a killed training run resumes")
+
+
+if __name__ == "__main__":
+    run()

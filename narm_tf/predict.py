@@ -83,6 +83,11 @@ def main(argv):
     print(format_recommendations(result))
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-predict` command: parses the command line, then `main`."""
     define_flags()
     cli.run(main)
+
+
+if __name__ == "__main__":
+    run()

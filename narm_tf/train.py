@@ -774,6 +774,11 @@ def resume_hint() -> str:
             + " to resume from the last finished epoch")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-train` command: parses the command line, then `main`."""
     define_flags()
     cli.run(main, resume_hint)
+
+
+if __name__ == "__main__":
+    run()

@@ -418,6 +418,11 @@ def resume_hint() -> str:
             + " to continue the search (a trial cut short reruns from its start)")
 
 
-if __name__ == "__main__":
+def run() -> None:
+    """The `narm-tune` command: parses the command line, then `main`."""
     train.define_flags()
     cli.run(main, resume_hint)
+
+
+if __name__ == "__main__":
+    run()

@@ -24,7 +24,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
-from export import export_saved_model
+from narm_tf import export as export_saved_model
 from narm_tf.model.narm import attention_model, build_narm
 from narm_tf.serving import client_lib, contract, export_lib, top_k
 from narm_tf.serving.signatures import compact_sessions
