@@ -56,7 +56,8 @@ def kind_cell(figures: dict) -> str:
 
 
 def main(path: str) -> None:
-    """Preprocesses the sample (SPEC section 1, full training set) and prints one row a method."""
+    """Preprocesses the sample (docs/data.md's rules, full training set) and prints one row a
+    method."""
     started = time.perf_counter()
     clicks = read_yoochoose_clicks(path)
     data = preprocess(clicks, test_days=1, date_unit_seconds=1, fraction=1, seed=0, source=path)

@@ -1,4 +1,4 @@
-"""NARM at 43k, 250k and 1M items (issue 14): training speed and memory with the full and the
+"""NARM at 43k, 250k and 1M items: training speed and memory with the full and the
 sampled softmax, full-ranking evaluation, export size and serving latency.
 
 Data: `narm_tf.synthetic_scale` (Zipf popularity, latent intents), made in memory. Each

@@ -3,12 +3,12 @@
     python -m narm_tf.evaluate --model_dir=runs/narm [--split=test] [--data_dir=...]
 
 Reads the run's config.json for the dataset, loads the model the run delivers (best.keras, or
-final.keras of a `--refit` run), ranks every target among all items (SPEC section 3: ties
+final.keras of a `--refit` run), ranks every target among all items (ties
 against the target, NaN/infinite scores a miss, by `narm_tf.model.metrics.target_ranks`) and prints
 Recall@20 / MRR@20 / NDCG@20, item coverage@20 and popularity bias@20 (from the run's
 vocabulary.tsv counts) with the per-length table.
 
-Beyond accuracy (SPEC section 3, as the session-rec framework reports them):
+Beyond accuracy (as the session-rec framework reports them; docs/results.md):
   NDCG@20            one relevant item: mean of 1/log2(1 + rank), 0 when rank > 20.
   coverage@20        share of the N items in at least one top-20 list (padding excluded).
   popularity_bias@20 mean, over every item of every top-20 list, of its training-label count
@@ -179,7 +179,7 @@ def evaluate_popularity(counts: np.ndarray, prefixes, k: int = 20,
 
 def summary(results: Results) -> dict:
     """Recall, MRR, NDCG and coverage @k in percent with two decimals, popularity bias @k as a
-    fraction in [0, 1] with four decimals (when known), and the number of prefixes (SPEC 3)."""
+    fraction in [0, 1] with four decimals (when known), and the number of prefixes."""
     k = results.k
     out = {f"recall@{k}": round(100 * results.recall, 2), f"mrr@{k}": round(100 * results.mrr, 2),
            f"ndcg@{k}": round(100 * results.ndcg, 2)}

@@ -124,7 +124,8 @@ def write_synthetic_clicks(path: str, num_sessions: int = DEFAULT_SESSIONS,
 
 # Named logs of `write_neighbourhood_clicks` (`--preset=NAME`). `repeat_shop`: a shop whose
 # sessions are long, revisit items and browse one neighbourhood of a large catalogue, where
-# paper-default NARM loses to session-kNN (README, issue 18).
+# paper-default NARM loses to session-kNN (docs/results.md, "A log where paper NARM loses
+# to session kNN").
 PRESETS = {
     "repeat_shop": {"num_sessions": 4000, "num_items": 8000, "repeat_rate": 0.2,
                     "neighbourhood_size": 40, "mean_length": 13, "num_days": 7},

@@ -1,4 +1,4 @@
-"""Synthetic session prefixes at catalogue scale (issue 14: up to millions of items), made
+"""Synthetic session prefixes at catalogue scale (up to millions of items), made
 directly as `Prefixes` arrays: no click file, no TFDS build.
 
 The same generative story as `narm_tf.synthetic`, vectorized: items fall into latent intents of

@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# GPU check (issue 13): on a machine with NVIDIA GPUs, installs the requirements and checks the GPU
+# GPU check: on a machine with NVIDIA GPUs, installs the requirements and checks the GPU
 # path end to end, in about 3-5 minutes on one GPU (bounded at 8 by the step budgets below):
 #   1. the demo data (the embedded synthetic click log, built with the real TFDS builder);
 #   2. narm_tf.train on it under MirroredStrategy over all GPUs (what make_strategy picks), and

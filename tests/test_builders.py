@@ -146,7 +146,7 @@ def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
     assert statistics["validation_sessions"] == int(0.2 * statistics["kept_train_sessions"])
 
 
-# ---------------------------------------------------------------- real samples (SPEC table)
+# ------------------------------------- real samples (the figures of docs/data.md's sample table)
 
 
 @pytest.fixture(scope="module")

@@ -142,7 +142,7 @@ def test_misses_count_in_by_length_as_misses():
 
 
 def test_blockwise_evaluation_equals_full_scores_evaluation():
-    """Issue 14: a bilinear NARM ranked per item block (a small `max_scores`) gives the ranks
+    """A bilinear NARM ranked per item block (a small `max_scores`) gives the ranks
     and top-k lists of the full `[batch, N + 1]` scores."""
     from narm_tf.model.narm import build_narm
 

@@ -141,7 +141,7 @@ def reference(trained, rows, exclude):
     logits = outputs["scores"].astype(np.float64)
     probs = np.exp(logits - logits.max(1, keepdims=True))
     probs /= probs.sum(1, keepdims=True)
-    # Each click's share of c_l: |alpha_j| ||h_j|| over the row's total (issue 11.5).
+    # Each click's share of c_l: |alpha_j| ||h_j|| over the row's total.
     contribution = np.abs(outputs["attention_weights"]) * np.linalg.norm(states, axis=-1) * (x > 0)
     shares = contribution / contribution.sum(1, keepdims=True)
     popular = np.argsort(-popularity, kind="stable")[:K] + 1
@@ -294,7 +294,7 @@ def test_exclusion_changes_results(served):
 @pytest.mark.parametrize("dtype", ["string", "int64"])
 @pytest.mark.parametrize("case", ["long", "long options"])
 def test_exclusion_covers_every_known_item_of_a_long_session(served, trained, case, dtype):
-    """184 known items on a 194-item catalogue, k=20: the 10 others, then padding (issue 17.4).
+    """184 known items on a 194-item catalogue, k=20: the 10 others, then padding.
     Only the row that asks for exclusion is affected."""
     _, vocabulary, _ = trained
     out = results_as_int(served[1][(case, dtype)])
@@ -355,7 +355,7 @@ def modes(root):
 
 
 def test_exports_are_readable_by_other_users(exports):
-    """Under umask 022 every folder is 0755 and every file 0644 (issue 17.5; mkdtemp: 0700)."""
+    """Under umask 022 every folder is 0755 and every file 0644 (mkdtemp: 0700)."""
     for version in ("plain", "exclude"):
         found = modes(exports[version])
         assert len(found) >= 10  # the version folder, 4 folders, 5 files at least

@@ -44,7 +44,7 @@ def test_matches_keras_model(variant, decoder, attention):
     np.testing.assert_allclose(weights.numpy(), expected["attention_weights"].numpy(),
                                atol=1e-6)
     assert np.all(weights.numpy()[x == 0] == 0)
-    # The share of c_l per click (issue 11.5), from the Keras model's GRU states in NumPy.
+    # The share of c_l per click, from the Keras model's GRU states in NumPy.
     states = np.asarray(keras.Model(model.inputs[0], model.get_layer("gru").output[0])(x))
     contribution = np.abs(weights.numpy()) * np.linalg.norm(states, axis=-1) * (x > 0)
     for found in (share.numpy(), keras_share):  # the lean pass, the Keras graph's fallback

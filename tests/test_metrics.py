@@ -129,7 +129,8 @@ def test_nan_and_infinite_scores_are_misses_keras_eager_and_xla():
 
 
 def test_a_diverged_model_scores_zero_not_one():
-    """The issue's example: all-NaN or constant scores used to give Recall@20 = MRR@20 = 1."""
+    """All-NaN or constant scores used to give Recall@20 = MRR@20 = 1 (ties counted for the
+    target)."""
     labels = np.array([1, 2, 3, 4])
     for scores in (np.full((4, 31), np.nan), np.full((4, 31), 0.5)):
         assert recall_mrr_from_ranks(ranks_numpy(scores, labels), 20) == (0.0, 0.0)
@@ -288,7 +289,7 @@ def test_metrics_and_narm_training_under_mirrored_strategy_equal_single_device()
     assert mirrored_loss[-1] < mirrored_loss[0] - 1e-3
 
 
-# ------------------------------------------------------------------ blockwise ranks (issue 14)
+# ------------------------------------------------------------------------- blockwise ranks
 
 
 def _blockwise(query, table, labels, k, block_size):

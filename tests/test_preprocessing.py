@@ -1,4 +1,5 @@
-"""Pins every SPEC section 1 rule with tiny hand-made click logs and literal expected outputs."""
+"""Pins every preprocessing rule (docs/data.md, steps 1-9) with tiny hand-made click logs
+and literal expected outputs."""
 
 import gzip
 import re

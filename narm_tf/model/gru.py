@@ -10,7 +10,7 @@ Keras' GRU (`reset_after=True`, tanh/sigmoid) over a masked batch, as two while 
   through `h @ U`); the input and weight gradients are each one large matmul after it. Left to
   autodiff, each backward step also accumulated `dU` and copied whole loop buffers.
 
-Kept because it pays for itself (issue 16.7): in the same DIGINETICA-sized model (43,097 items,
+Kept because it pays for itself: in the same DIGINETICA-sized model (43,097 items,
 batch 512, geometric prefix lengths of mean 4.5, 4 alternating rounds of
 `benchmarks/train_speed.py --rounds=4 --lengths=geometric --settings=fit,fit_keras_gru`, measured
 on a loaded machine, load 4-6), a step took 582 ms wall (median) with this loop against 645 ms

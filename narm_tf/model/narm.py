@@ -1,4 +1,4 @@
-"""NARM as a Keras functional model (paper section 3, SPEC section 2).
+"""NARM as a Keras functional model (paper section 3; its settings: docs/training.md).
 
 item_ids [batch, max_len] -> item_embedding -> embedding_dropout -> gru -> (c_g = h_t,
 attention c_l) -> session_representation [c_g; c_l] -> representation_dropout -> decoder -> scores
