@@ -718,8 +718,9 @@ def grid(**choices: list) -> dict[str, dict]:
 def results(model: Baseline, examples: Prefixes, k: int = 20,
             batch_size: int = EVAL_BATCH_SIZE,
             popularity: np.ndarray | None = None) -> _evaluate.Results:
-    """Rank `[n]` of every example's label under `model` (ties and NaN against the target) and how many top-k
-    lists hold each item, batch by batch; `popularity` `[N]` for the popularity bias."""
+    """Rank `[n]` of every example's label under `model` (ties and NaN against the target) and
+    how many top-k lists hold each item, batch by batch; `popularity` `[N]` for the popularity
+    bias."""
     ranks = np.empty(len(examples), np.float64)
     recommended = np.zeros(model.num_items + 1, np.int64)
     for start in range(0, len(examples), batch_size):
