@@ -32,6 +32,7 @@ import numpy as np
 from absl import app, flags
 
 from narm_tf import cli
+from narm_tf import config as config_lib
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("dataset", "yoochoose/yoochoose_full", "TFDS name/config of a built dataset.")
@@ -54,7 +55,7 @@ REPEAT_FLAGS = ["--repeat", "--repeat_explore=new", "--repeat_calibrate"]
 flags.DEFINE_enum("reference", "none", ["none", "yoochoose_sample"],
                   "Extra reference figures to print beside the measured ones.")
 
-K = 20
+K = config_lib.K  # the metrics' cutoff, the one training selects and reports on
 # Paper Table 3 (Recall@20 / MRR@20, %): YOOCHOOSE 1/64, YOOCHOOSE 1/4, DIGINETICA.
 PAPER_TABLE3 = {
     "POP": ((6.71, 1.65), (1.33, 0.30), (0.91, 0.23)),
@@ -271,7 +272,7 @@ def plot_curves(out: str, names: list[str]) -> str:
         history = pd.read_csv(os.path.join(out, "runs", name, "history.csv"))
         epochs = np.arange(1, len(history) + 1)
         loss_ax.plot(epochs, history["loss"], label=name)
-        recall_ax.plot(epochs, 100 * history[f"val_recall@{K}"], label=name)
+        recall_ax.plot(epochs, 100 * history[config_lib.MONITOR], label=name)
     loss_ax.set(xlabel="epoch", ylabel="training loss", title="Training loss")
     recall_ax.set(xlabel="epoch", ylabel=f"Recall@{K} (%)", title=f"Validation Recall@{K}")
     loss_ax.legend()

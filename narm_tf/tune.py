@@ -4,8 +4,9 @@
         --project_dir=runs/tune_sample [--max_trials=30 --max_minutes=55]
 
 Every trial is a `narm_tf.train` run of the base flags (`--flagfile`, any train flag) with the
-searched flags (`SEARCH_SPACE`) replaced: the same `build_and_compile` and `fit` (early stopping
-and the best checkpoint on validation Recall@20), minus the test evaluation. Only the train and
+searched flags (`SEARCH_SPACE`) replaced: the same `narm_tf.training.trainer.build_and_compile`
+and `fit` (early stopping and the best checkpoint on validation Recall@20), minus the test
+evaluation. Only the train and
 validation splits are ever loaded (`SPLITS`): the test split is never read. Trials never
 `--refit` (they are scored on validation); a base `--refit` is written into best.cfg.
 
@@ -33,41 +34,31 @@ import time
 
 from absl import app, flags
 
-from narm_tf import cli, train  # cli first: it quiets TensorFlow before anything imports it
+from narm_tf import cli  # first: it quiets TensorFlow before anything imports it
+from narm_tf import config as config_lib
+from narm_tf.training import trainer
 
 FLAGS = flags.FLAGS
 SPLITS = ("train", "validation")  # What tuning may read. Never "test".
-OBJECTIVE = "score"  # val Recall@20 + val MRR@20, in %, at the selected epoch.
+OBJECTIVE = "score"  # val Recall@K + val MRR@K, in %, at the selected epoch.
+VAL_RECALL, VAL_MRR = config_lib.MONITOR, f"val_{config_lib.MRR}"  # trials.csv's columns
 BEST_CONFIG = "best.cfg"
 TRIALS_TABLE = "trials.csv"
 BASE_CONFIG = "base.json"  # The base flags of the search, checked when a rerun continues it.
+K = config_lib.K
 
-# train flag -> its searched values: ("choice", [values]), ("range", low, high, step) or
-# ("log", low, high) (log-uniform). To search another train flag, add a row.
-SEARCH_SPACE = {
-    "learning_rate": ("log", 5e-4, 1e-2),
-    "embedding_dropout": ("range", 0.0, 0.5, 0.05),
-    "representation_dropout": ("range", 0.0, 0.7, 0.05),
-    "embedding_dim": ("choice", [50, 100, 150, 200]),
-    "hidden_units": ("choice", [50, 100, 150, 200]),
-    "batch_size": ("choice", [128, 256, 512]),
-    "attention": ("choice", ["unnormalized", "softmax"]),
-    "epochs": ("choice", [30, 60, 100]),
-    "patience": ("choice", [3, 5, 10]),
-}
-# Rows searched only when named in --search (and when narm_tf.train has the flag).
-OPTIONAL_SPACE = {
-    "repeat": ("choice", [False, True]),
-    "learning_rate_decay": ("choice", [1.0, 0.9, 0.85, 0.8]),
-}
-# Rows that exist only while a row above takes certain values (KerasTuner's conditional_scope):
-# searched with that row; in a trial where they are inactive, the flag keeps train's default.
-CONDITIONAL_SPACE = {
-    "repeat_explore": ("repeat", [True], ("choice", ["all", "new"])),
-    "repeat_calibrate": ("repeat", [True], ("choice", [False, True])),
-}
-# Flags that say where a run reads and writes, not what it trains: never in best.cfg.
-RUN_LOCAL = ("data_dir", "model_dir", "overwrite", "export_base", "seed", "num_cpu_devices")
+# The search table, from each tunable setting's `search` in narm_tf/config.py (to search another
+# train flag, give its setting one). Rows: ("choice", [values]), ("range", low, high, step) or
+# ("log", low, high) (log-uniform).
+#   SEARCH_SPACE       the rows always searched, in their `position` order;
+#   OPTIONAL_SPACE     rows searched only when named in --search (and when train has the flag);
+#   CONDITIONAL_SPACE  {flag: (switch, [True], row)}: rows that exist only while the switch is on
+#                      (KerasTuner's conditional_scope), searched with it; in a trial where they
+#                      are inactive, the flag keeps its default.
+SEARCH_SPACE, OPTIONAL_SPACE, CONDITIONAL_SPACE = config_lib.search_tables()
+# Flags that say where a run reads and writes (and its seed), not what it trains: never in
+# best.cfg (`run_local` settings).
+RUN_LOCAL = config_lib.run_local()
 
 cli.define_path("project_dir", "runs/tune",
                 "KerasTuner's project folder: trials, oracle state, best.cfg, trials.csv. "
@@ -86,7 +77,7 @@ flags.DEFINE_list("search", [],
 def search_space(names=(), config: dict | None = None) -> dict:
     """SEARCH_SPACE plus the OPTIONAL_SPACE rows in `names` and the CONDITIONAL_SPACE rows under
     them; ValueError for a row unknown or whose flag `narm_tf.train` does not have."""
-    config = config or train.default_config()
+    config = config or config_lib.default_config()
     space = dict(SEARCH_SPACE)
     for name in names:
         if name not in OPTIONAL_SPACE:
@@ -152,10 +143,10 @@ def _declare(hp, name: str, row: tuple, base: dict) -> None:
 
 def trial_config(base: dict, values: dict, model_dir: str) -> dict:
     """The base flags with a trial's (active) values, writing into `model_dir`: a train config.
-    A CONDITIONAL_SPACE row whose condition the trial does not meet takes train's default."""
+    A CONDITIONAL_SPACE row whose condition the trial does not meet takes its default."""
     idle = [name for name, (parent, when, _) in CONDITIONAL_SPACE.items()
             if name not in values and parent in values and values[parent] not in when]
-    defaults = train.default_config() if idle else {}
+    defaults = config_lib.default_config() if idle else {}
     config = {**base, **{name: defaults[name] for name in idle}, **values,
               "model_dir": model_dir, "overwrite": True,
               "run_id": os.path.basename(os.path.dirname(model_dir)), "export_base": ""}
@@ -166,7 +157,7 @@ def trial_config(base: dict, values: dict, model_dir: str) -> dict:
             config[name] = int(value)
         elif isinstance(base[name], float):
             config[name] = _round(float(value))
-    train.check_config(config)
+    config_lib.check_config(config)
     return config
 
 
@@ -195,9 +186,9 @@ def wall_clock(deadline: float):
 
 def run_training(config: dict, splits: dict, num_items: int, strategy,
                  deadline: float = float("inf")) -> dict:
-    """`narm_tf.train`'s model and fit for `config`, stopped after the epoch that passes
+    """The trainer's model and fit for `config`, stopped after the epoch that passes
     `deadline`; the selected epoch's validation scores (%; with --repeat_calibrate, after
-    train's calibration on validation), the epochs run and the seconds taken."""
+    the trainer's calibration on validation), the epochs run and the seconds taken."""
     import keras
 
     from narm_tf.training import run_dir
@@ -207,18 +198,17 @@ def run_training(config: dict, splits: dict, num_items: int, strategy,
     os.makedirs(config["model_dir"])
     keras.backend.clear_session()
     keras.utils.set_random_seed(config["seed"])
-    model = train.build_and_compile(config, num_items, strategy)
-    train.fit(config, model, splits, resuming=False, extra_callbacks=(wall_clock(deadline),))
+    model = trainer.build_and_compile(config, num_items, strategy)
+    trainer.fit(config, model, splits, resuming=False, extra_callbacks=(wall_clock(deadline),))
     with open(run_dir.path(config["model_dir"], run_dir.HISTORY)) as f:
         history = list(csv.DictReader(f))
-    best = max(history, key=lambda row: float(row[run_dir.MONITOR]))  # train's selection
-    recall = 100 * float(best[run_dir.MONITOR])
-    mrr = 100 * float(best["val_mrr@20"])
+    best = max(history, key=lambda row: float(row[VAL_RECALL]))  # train's selection
+    recall, mrr = 100 * float(best[VAL_RECALL]), 100 * float(best[VAL_MRR])
     if config.get("repeat_calibrate"):  # scored as train delivers it: calibrated on validation
         selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
-        calibration = train.calibrate(config, selected, splits)
-        recall, mrr = 100 * calibration["recall@20"], 100 * calibration["mrr@20"]
-    return {OBJECTIVE: recall + mrr, "val_recall@20": recall, "val_mrr@20": mrr,
+        calibration = trainer.calibrate(config, selected, splits)
+        recall, mrr = 100 * calibration[config_lib.RECALL], 100 * calibration[config_lib.MRR]
+    return {OBJECTIVE: recall + mrr, VAL_RECALL: recall, VAL_MRR: mrr,
             "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(history),
             "seconds": round(time.time() - started, 1)}
 
@@ -251,11 +241,11 @@ def make_tuner(base: dict, space: dict, project_dir: str, max_trials: int, deadl
             config = trial_config(base, values, model_dir)
             try:
                 result = run_training(config, splits, num_items, strategy, deadline)
-            except train.Diverged as error:
+            except trainer.Diverged as error:
                 print(f"trial {trial.trial_id}: {_describe(values)} -> diverged", flush=True)
                 raise kt.errors.FailedTrialError(str(error)) from error
-            print(f"trial {trial.trial_id}: {_describe(values)} -> val Recall@20 "
-                  f"{result['val_recall@20']:.2f} MRR@20 {result['val_mrr@20']:.2f} (epoch "
+            print(f"trial {trial.trial_id}: {_describe(values)} -> val Recall@{K} "
+                  f"{result[VAL_RECALL]:.2f} MRR@{K} {result[VAL_MRR]:.2f} (epoch "
                   f"{result['best_epoch']}/{result['epochs_run']}) in {result['seconds']:.0f}s",
                   flush=True)
             return result
@@ -289,7 +279,7 @@ def _flag_line(name: str, value) -> str:
 def best_flagfile(base: dict, values: dict, header: list[str]) -> str:
     """A train flagfile: the dataset, epochs, patience, the searched values and every other
     base flag that differs from train's default, except where a run reads and writes."""
-    defaults = train.default_config()
+    defaults = config_lib.default_config()
     config = trial_config(base, values, "unused/run")
     names = [n for n in defaults if n not in RUN_LOCAL and
              (n in ("dataset", "epochs", "patience") or n in values or config[n] != defaults[n])]
@@ -308,7 +298,7 @@ def _cell(metric: str, value: float):
 
 def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
     """trials.csv (every trial, in start order) and best.cfg (the best completed trial)."""
-    columns = ["trial", "status", *space, "val_recall@20", "val_mrr@20", OBJECTIVE,
+    columns = ["trial", "status", *space, VAL_RECALL, VAL_MRR, OBJECTIVE,
                "best_epoch", "epochs_run", "seconds"]
     with open(os.path.join(project_dir, TRIALS_TABLE), "w", newline="") as f:
         writer = csv.writer(f)
@@ -330,8 +320,8 @@ def write_results(oracle, base: dict, space: dict, project_dir: str) -> None:
     values = active_values(trial.hyperparameters, space, base)
     get = trial.metrics.get_best_value
     header = [f"narm_tf.tune: best of {len(oracle.trials)} trials (trial {trial.trial_id}), "
-              f"selected on validation only: Recall@20 {get('val_recall@20'):.2f}, "
-              f"MRR@20 {get('val_mrr@20'):.2f} at epoch {int(get('best_epoch'))}.",
+              f"selected on validation only: Recall@{K} {get(VAL_RECALL):.2f}, "
+              f"MRR@{K} {get(VAL_MRR):.2f} at epoch {int(get('best_epoch'))}.",
               "Pass --data_dir and --model_dir on the command line."]
     with open(os.path.join(project_dir, BEST_CONFIG), "w") as f:
         f.write(best_flagfile(base, values, header) + "\n")
@@ -362,7 +352,7 @@ def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
          search=(), overwrite: bool = False):
     """Runs (or continues) the search; returns the tuner. Reads the train and validation
     splits only."""
-    train.check_config(base)
+    config_lib.check_config(base)
     space = search_space(search, base)
     if overwrite:
         shutil.rmtree(project_dir, ignore_errors=True)
@@ -376,7 +366,7 @@ def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
     done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     if done:
         print(f"Continuing the search in {project_dir}: {done} trials done.", flush=True)
-    tuner.search(splits, num_items, train.make_strategy(), verbose=0)
+    tuner.search(splits, num_items, trainer.make_strategy(), verbose=0)
     write_results(tuner.oracle, base, space, project_dir)
     check_finished(tuner.oracle, project_dir, max_minutes)
     return tuner
@@ -402,8 +392,8 @@ def check_finished(oracle, project_dir: str, max_minutes: float) -> None:
 def main(argv):
     if len(argv) > 1:
         raise app.UsageError(f"Unexpected arguments: {argv[1:]}")
-    train.configure_devices(FLAGS.num_cpu_devices)
-    base = {name: FLAGS[name].value for name in train.default_config()}
+    trainer.configure_devices(FLAGS.num_cpu_devices)
+    base = config_lib.from_flags(FLAGS)
     started = time.time()
     tune(base, FLAGS.project_dir, FLAGS.max_trials, FLAGS.max_minutes, FLAGS.search,
          FLAGS.overwrite)
@@ -420,7 +410,7 @@ def resume_hint() -> str:
 
 def run() -> None:
     """The `narm-tune` command: parses the command line, then `main`."""
-    train.define_flags()
+    config_lib.define_flags()
     cli.run(main, resume_hint)
 
 

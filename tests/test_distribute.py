@@ -142,7 +142,8 @@ def _history(model_dir):
 
 def test_two_workers_match_one_write_from_the_chief_and_resume_after_a_kill(data_dir,
                                                                             tmp_path):
-    from narm_tf import train
+    from narm_tf import config as config_lib
+    from narm_tf.training import trainer
 
     started = time.time()
     model_dir, temp_dir = tmp_path / "run", tmp_path / "tmp"
@@ -171,8 +172,8 @@ def test_two_workers_match_one_write_from_the_chief_and_resume_after_a_kill(data
 
     # The reference: one process, same global batch, same seed.
     single = tmp_path / "single"
-    train.train(train.default_config(dataset=DATASET, data_dir=data_dir,
-                                     model_dir=str(single), **{**SETTINGS, "epochs": 1}))
+    trainer.train(config_lib.default_config(dataset=DATASET, data_dir=data_dir,
+                                            model_dir=str(single), **{**SETTINGS, "epochs": 1}))
     rows, reference = _history(model_dir), _history(single)[0]
     assert [row["epoch"] for row in rows] == ["0", "1", "2"]  # each epoch once
     # The resumed epochs run at their own decayed rate (1e-3 x 0.5^epoch), not from the top.

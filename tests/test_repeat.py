@@ -227,23 +227,23 @@ def test_repeat_model_trains_saves_and_reloads(tmp_path):
 
 
 def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
-    """`--repeat --repeat_explore=new` through `train.train`: a real build and fit; `repeat` is
+    """`--repeat --repeat_explore=new` through `trainer.train`: a real build and fit; `repeat` is
     part of the run's identity (a run with it cannot be resumed without it)."""
-    from narm_tf import train
-    from narm_tf.training import run_dir
+    from narm_tf import config as config_lib
+    from narm_tf.training import run_dir, trainer
 
-    config = train.default_config(
+    config = config_lib.default_config(
         dataset="yoochoose/yoochoose_full", data_dir=synthetic_data_dir,
         model_dir=str(tmp_path / "run"), batch_size=64, embedding_dim=16, hidden_units=16,
         eval_batch_size=256, epochs=2, repeat=True, repeat_explore="new", repeat_calibrate=True,
         jit_compile="off")
-    assert train.default_config()["repeat"] is False
-    assert train.default_config()["repeat_explore"] == "all"
-    assert train.default_config()["repeat_calibrate"] is False
+    assert config_lib.default_config()["repeat"] is False
+    assert config_lib.default_config()["repeat_explore"] == "all"
+    assert config_lib.default_config()["repeat_calibrate"] is False
     for name, value in (("repeat_explore", "new"), ("repeat_calibrate", True)):
         with pytest.raises(ValueError, match=f"--{name}={value!r} needs --repeat"):
-            train.check_config({**train.default_config(), name: value})
-    metrics = train.train(config)
+            config_lib.check_config({**config_lib.default_config(), name: value})
+    metrics = trainer.train(config)
     assert metrics["test"]["recall@20"] > metrics["popularity_baseline"]["recall@20"]
     with open(tmp_path / "run" / "config.json") as f:
         saved = json.load(f)
@@ -257,8 +257,8 @@ def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
     assert float(layer.explore_scale.numpy()) == pytest.approx(calibration["explore_scale"])
     assert float(layer.repeat_scale.numpy()) == pytest.approx(calibration["repeat_scale"])
     with pytest.raises(run_dir.RunFolderError, match="--repeat: True there, False now"):
-        train.train({**config, "repeat": False, "repeat_explore": "all",
-                     "repeat_calibrate": False})
+        trainer.train({**config, "repeat": False, "repeat_explore": "all",
+                       "repeat_calibrate": False})
 
 
 @pytest.mark.parametrize("mode", ["all", "new"])

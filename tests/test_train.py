@@ -29,12 +29,12 @@ def data_dir(synthetic_data_dir):
 
 
 def _config(data_dir, model_dir, **overrides):
-    from narm_tf import train
+    from narm_tf import config as config_lib
 
     small = {"batch_size": 64, "embedding_dim": 16, "hidden_units": 16, "eval_batch_size": 256,
              "jit_compile": "off"}
-    return train.default_config(**{"dataset": DATASET, "data_dir": data_dir,
-                                   "model_dir": str(model_dir), **small, **overrides})
+    return config_lib.default_config(**{"dataset": DATASET, "data_dir": data_dir,
+                                        "model_dir": str(model_dir), **small, **overrides})
 
 
 def _train_command(data_dir, model_dir, *extra):
@@ -91,43 +91,42 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
 
 
 def test_reused_folder_of_another_run_is_refused_then_overwritten_cleanly(data_dir, tmp_path):
-    from narm_tf import evaluate, train
-    from narm_tf.training import run_dir
+    from narm_tf import evaluate
+    from narm_tf.training import run_dir, trainer
 
     first = tmp_path / "first"
-    train.train(_config(data_dir, first, epochs=1, steps_per_epoch=16))
+    trainer.train(_config(data_dir, first, epochs=1, steps_per_epoch=16))
     copy = tmp_path / "copy"
     shutil.copytree(first, copy)
     with pytest.raises(run_dir.RunFolderError, match="--hidden_units: 16 there, 8 now"):
-        train.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16, hidden_units=8))
+        trainer.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16, hidden_units=8))
     assert _json(copy, "metrics.json") == _json(first, "metrics.json")  # nothing was touched
 
     # --overwrite clears the old results before anything else: a new run that dies in its
     # first epoch leaves no old model for evaluate to report.
     with pytest.raises(FileNotFoundError):  # a dataset not built: the folder is not claimed
-        train.train(_config(str(tmp_path / "nowhere"), copy, overwrite=True))
+        trainer.train(_config(str(tmp_path / "nowhere"), copy, overwrite=True))
     assert _json(copy, "metrics.json") == _json(first, "metrics.json")
-    with pytest.raises(train.Diverged):
-        train.train(_config(data_dir, copy, hidden_units=8, learning_rate=1e30,
-                            overwrite=True))
+    with pytest.raises(trainer.Diverged):
+        trainer.train(_config(data_dir, copy, hidden_units=8, learning_rate=1e30,
+                              overwrite=True))
     assert not (copy / "best.keras").exists() and not (copy / "metrics.json").exists()
     with pytest.raises(run_dir.RunFolderError, match="has not finished an epoch"):
         evaluate.evaluate_model_dir(str(copy))
 
-    metrics = train.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16, hidden_units=8,
-                                  overwrite=True))
+    metrics = trainer.train(_config(data_dir, copy, epochs=1, steps_per_epoch=16,
+                                    hidden_units=8, overwrite=True))
     run_id = _json(copy, "config.json")["run_id"]
     assert metrics["run_id"] == run_id != _json(first, "config.json")["run_id"]
     assert len(_history(copy)) == 1
 
 
 def test_folder_in_use_is_refused_at_once(data_dir, tmp_path):
-    from narm_tf import train
-    from narm_tf.training import run_dir
+    from narm_tf.training import run_dir, trainer
 
     with run_dir.locked(str(tmp_path)):
         with pytest.raises(run_dir.RunFolderError, match=f"pid {os.getpid()} on host"):
-            train.train(_config(data_dir, tmp_path, epochs=1))
+            trainer.train(_config(data_dir, tmp_path, epochs=1))
 
 
 def test_diverging_run_exits_nonzero_and_saves_nothing(data_dir, tmp_path):
@@ -152,7 +151,8 @@ def test_diverging_run_exits_nonzero_and_saves_nothing(data_dir, tmp_path):
     ("learning_rate_decay", 1.5, "--learning_rate_decay must be a factor in (0, 1]"),
 ])
 def test_bad_flags_fail_before_any_work(tmp_path, name, value, words):
-    from narm_tf import train
+    from narm_tf import config as config_lib
+    from narm_tf.training import trainer
 
     model_dir = tmp_path / "run"
     if name == "batch_size":  # one command line: absl refuses it while parsing
@@ -161,10 +161,10 @@ def test_bad_flags_fail_before_any_work(tmp_path, name, value, words):
         assert not model_dir.exists()
     expected = f"--{name}={value}: must be {words.split(' be ')[1]}"
     with pytest.raises(ValueError, match=re.escape(expected)):
-        train.train({**train.default_config(model_dir=str(model_dir)), name: value})
+        trainer.train({**config_lib.default_config(model_dir=str(model_dir)), name: value})
     assert not model_dir.exists()
     with pytest.raises(ValueError, match="--length_buckets="):
-        train.default_config(length_buckets=["4", "2"])
+        config_lib.default_config(length_buckets=["4", "2"])
 
 
 def _backed_up(metadata) -> bool:
@@ -191,8 +191,7 @@ def _kill_after_first_backup(command, backup) -> int:
 
 
 def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
-    from narm_tf import train
-    from narm_tf.training import run_dir
+    from narm_tf.training import run_dir, trainer
 
     model_dir = tmp_path / "run"
     command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
@@ -205,7 +204,7 @@ def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tm
     config = _config(data_dir, model_dir, epochs=4, steps_per_epoch=60, batch_size=16,
                      learning_rate=0.01)
     with pytest.raises(run_dir.RunFolderError, match="--learning_rate: 0.001 there, 0.01 now"):
-        train.train(config)
+        trainer.train(config)
 
     out = _run(command)
     epochs_run = [int(line.split()[1].split("/")[0]) for line in out.splitlines()
@@ -235,16 +234,16 @@ def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_p
 
 
 def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path):
-    from narm_tf import train
     from narm_tf.data import dataset as data
+    from narm_tf.training import trainer
 
     config = _config(data_dir, tmp_path / "run")
     vocabulary = data.load_vocabulary(DATASET, data_dir)
     splits = {name: data.load_split(DATASET, name, data_dir)
               for name in ("train", "validation", "test")}
-    in_memory = train.label_counts(config, splits, len(vocabulary))
-    streamed = train.label_counts(config, {**splits, "train": None, "validation": None},
-                                  len(vocabulary))
+    in_memory = trainer.label_counts(config, splits, len(vocabulary))
+    streamed = trainer.label_counts(config, {**splits, "train": None, "validation": None},
+                                    len(vocabulary))
     for name, counts, split in zip(("train", "validation"), in_memory,
                                    (splits["train"], splits["validation"]), strict=True):
         assert counts.shape == (len(vocabulary),), name
@@ -354,15 +353,15 @@ def test_refit_carries_the_repeat_calibration_into_the_final_model(data_dir, tmp
                                                                     monkeypatch):
     import keras
 
-    from narm_tf import train
     from narm_tf.model import narm as narm_model
+    from narm_tf.training import trainer
 
     calibrate = narm_model.calibrate_repeat  # the real one, on a one-point grid off 1.0
     monkeypatch.setattr(narm_model, "calibrate_repeat", lambda *args, **kwargs: calibrate(
         *args, **kwargs, explore_scales=(0.5,), repeat_scales=(0.25,)))
     config = _config(data_dir, tmp_path / "run", epochs=1, refit=True, repeat=True,
                      repeat_calibrate=True)
-    metrics = train.train(config)
+    metrics = trainer.train(config)
     assert metrics["repeat_calibration"]["explore_scale"] == 0.5
     for name in ("best.keras", "final.keras"):
         layer = keras.models.load_model(str(tmp_path / "run" / name)).get_layer(
@@ -394,11 +393,11 @@ def _split_sizes(data_dir):
 
 
 def test_refit_is_refused_in_multi_worker_training(data_dir, tmp_path, monkeypatch):
-    from narm_tf import train
+    from narm_tf.training import trainer
 
     cluster = {"worker": ["127.0.0.1:1", "127.0.0.1:2"]}
     monkeypatch.setenv("TF_CONFIG", json.dumps({"cluster": cluster,
                                                 "task": {"type": "worker", "index": 0}}))
     with pytest.raises(ValueError, match="--refit: not available in multi-worker"):
-        train.train(_config(data_dir, tmp_path / "run", refit=True))
+        trainer.train(_config(data_dir, tmp_path / "run", refit=True))
     assert not (tmp_path / "run").exists()

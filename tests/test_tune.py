@@ -45,9 +45,9 @@ def data_dirs(tmp_path_factory):
 
 
 def _base(data_dir, **overrides):
-    from narm_tf import train
+    from narm_tf import config as config_lib
 
-    return train.default_config(**{
+    return config_lib.default_config(**{
         "dataset": DATASET, "data_dir": data_dir, "batch_size": 64, "embedding_dim": 8,
         "hidden_units": 16, "eval_batch_size": 256, "steps_per_epoch": 8,
         "steps_per_execution": 4, "jit_compile": "off", "patience": 1, **overrides})
@@ -85,8 +85,9 @@ def test_the_test_split_really_cannot_be_read_in_the_copy(data_dirs):
 
 def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cfg(
         data_dirs, tmp_path, monkeypatch, recorded_splits, capsys):
+    from narm_tf import config as config_lib
     from narm_tf import train, tune
-    from narm_tf.training import run_dir
+    from narm_tf.training import run_dir, trainer
 
     full, without_test = data_dirs
     monkeypatch.setattr(tune, "SEARCH_SPACE", SMALL_SPACE)
@@ -144,12 +145,12 @@ def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cf
     model_dir = str(tmp_path / "from_best_cfg")
     flag_values(["narm_tf.train", f"--flagfile={path}", f"--data_dir={full}",
                  f"--model_dir={model_dir}"])
-    config = {name: flag_values[name].value for name in train.default_config()}
+    config = config_lib.from_flags(flag_values)
     assert config["learning_rate"] == float(best["learning_rate"])
     assert config["hidden_units"] == int(best["hidden_units"])
     assert config["epochs"] == int(best["epochs"]) and config["patience"] == 1
     assert (config["embedding_dim"], config["steps_per_epoch"]) == (8, 8)  # from the base
-    metrics = train.train(config)
+    metrics = trainer.train(config)
     trained = run_dir.read_json(model_dir, run_dir.CONFIG)
     assert (trained["learning_rate"], trained["hidden_units"]) == (
         float(best["learning_rate"]), int(best["hidden_units"]))
@@ -173,13 +174,14 @@ def test_a_search_that_finishes_no_trial_fails_in_one_line_and_names_no_best_cfg
 
 
 def test_a_running_trial_stops_after_the_epoch_that_passes_the_deadline(data_dirs, tmp_path):
-    from narm_tf import train, tune
+    from narm_tf import tune
+    from narm_tf.training import trainer
 
     _, without_test = data_dirs
     config = tune.trial_config(_base(without_test, epochs=4, patience=4), {},
                                str(tmp_path / "trial_00" / "run"))
     splits, num_items = tune.load_splits(config)
-    strategy = train.make_strategy()
+    strategy = trainer.make_strategy()
     stopped = tune.run_training(config, splits, num_items, strategy, deadline=0.0)
     assert stopped["epochs_run"] == 1 and stopped["best_epoch"] == 1
     whole = tune.run_training(config, splits, num_items, strategy)
@@ -187,9 +189,10 @@ def test_a_running_trial_stops_after_the_epoch_that_passes_the_deadline(data_dir
 
 
 def test_flagfile_lines_parse_back_with_lists_and_booleans():
+    from narm_tf import config as config_lib
     from narm_tf import train, tune
 
-    base = train.default_config(length_buckets=["2", "4"], train_metrics=True,
+    base = config_lib.default_config(length_buckets=["2", "4"], train_metrics=True,
                                 model_dir="somewhere", seed=7)
     text = tune.best_flagfile(base, {"learning_rate": 0.004, "batch_size": 256.0}, ["header"])
     lines = text.splitlines()
@@ -205,9 +208,10 @@ def test_flagfile_lines_parse_back_with_lists_and_booleans():
 
 
 def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
-    from narm_tf import train, tune
+    from narm_tf import config as config_lib
+    from narm_tf import tune
 
-    config = train.default_config()
+    config = config_lib.default_config()
     assert set(tune.SEARCH_SPACE) <= set(config)
     with pytest.raises(ValueError, match="--search=dropout: not an optional row"):
         tune.search_space(["dropout"], config)
@@ -221,15 +225,16 @@ def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
     # Every value of every row passes train's own flag checks.
     for name, (kind, *spec) in {**tune.SEARCH_SPACE, **tune.OPTIONAL_SPACE}.items():
         for value in (spec[0] if kind == "choice" else spec[:2]):
-            train.check_config({**config, name: value})
+            config_lib.check_config({**config, name: value})
 
 
 def test_repeat_modes_are_declared_under_repeat_and_idle_without_it():
     import keras_tuner as kt
 
-    from narm_tf import train, tune
+    from narm_tf import config as config_lib
+    from narm_tf import tune
 
-    base = train.default_config(repeat=True, repeat_explore="new", repeat_calibrate=True)
+    base = config_lib.default_config(repeat=True, repeat_explore="new", repeat_calibrate=True)
     space = tune.search_space(["repeat"], base)
     assert {"repeat_explore", "repeat_calibrate"} <= set(space)
     assert "repeat_explore" not in tune.search_space([], base)  # only under --search=repeat
@@ -247,17 +252,18 @@ def test_repeat_modes_are_declared_under_repeat_and_idle_without_it():
 
 def test_repeat_search_scores_calibrated_trials_as_train_delivers_them(data_dirs, tmp_path,
                                                                         monkeypatch):
-    from narm_tf import train, tune
+    from narm_tf import tune
+    from narm_tf.training import trainer
 
     monkeypatch.setattr(tune, "SEARCH_SPACE", {"epochs": ("choice", [1])})
     calibrations = []
-    real_calibrate = train.calibrate
+    real_calibrate = trainer.calibrate
 
     def recording(config, model, splits):
         calibrations.append(real_calibrate(config, model, splits))
         return calibrations[-1]
 
-    monkeypatch.setattr(train, "calibrate", recording)
+    monkeypatch.setattr(trainer, "calibrate", recording)
     project = str(tmp_path / "project")
     base = _base(data_dirs[1], repeat=True, repeat_explore="new", repeat_calibrate=True)
     tune.tune(base, project, max_trials=5, max_minutes=30, search=["repeat"])

@@ -53,11 +53,12 @@ def build_windows(root) -> tuple[str, list[int]]:
 
 
 def train_run(data_dir, model_dir, dataset, **overrides) -> dict:
-    from narm_tf import train
+    from narm_tf import config as config_lib
+    from narm_tf.training import trainer
 
-    config = train.default_config(**{"dataset": dataset, "data_dir": data_dir,
-                                     "model_dir": str(model_dir), **SMALL, **overrides})
-    return train.train(config)
+    config = config_lib.default_config(**{"dataset": dataset, "data_dir": data_dir,
+                                          "model_dir": str(model_dir), **SMALL, **overrides})
+    return trainer.train(config)
 
 
 def make_runs(tmp_path_factory) -> dict:
@@ -94,14 +95,15 @@ def test_known_rows_are_the_old_models_and_new_rows_start_at_their_mean(runs, tm
     and bilinear decoder weights are the old ones."""
     import keras
 
-    from narm_tf import train
+    from narm_tf import config as config_lib
     from narm_tf.data import dataset as data
-    from narm_tf.training import run_dir, warm_start
+    from narm_tf.training import run_dir, trainer, warm_start
 
-    config = train.default_config(dataset=WINDOW_2, data_dir=runs["data_dir"],
-                                  model_dir=str(tmp_path), warm_start_from=runs["old"], **SMALL)
+    config = config_lib.default_config(dataset=WINDOW_2, data_dir=runs["data_dir"],
+                                       model_dir=str(tmp_path), warm_start_from=runs["old"],
+                                       **SMALL)
     vocabulary = data.load_vocabulary(WINDOW_2, runs["data_dir"])
-    model = train.build_and_compile(config, len(vocabulary), train.make_strategy())
+    model = trainer.build_and_compile(config, len(vocabulary), trainer.make_strategy())
     counts = warm_start.warm_start(model, config, vocabulary)  # the hook train() calls
     assert counts["new"] >= len(runs["fresh"]) and counts["kept"] + counts["dropped"] == \
         len(vocabulary_of(runs["old"]))
@@ -212,7 +214,7 @@ def test_an_unfinished_source_is_refused(runs, tmp_path):
 def test_unseen_validation_drops_sessions_the_old_run_trained_on():
     """6 validation prefixes of sessions 5, 5, 7, 9, 9, 9; the old run trained on 1, 5, 9:
     session 7 (1 prefix) is kept, sessions 5 and 9 (5 prefixes) dropped."""
-    from narm_tf.data.preprocessing import Prefixes
+    from narm_tf.data.examples import Prefixes
     from narm_tf.training import warm_start
 
     validation = Prefixes(np.arange(6 * 19, dtype=np.int32).reshape(6, 19),
@@ -231,7 +233,8 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
     best model's Recall@20 on them."""
     import keras
 
-    from narm_tf import evaluate, train
+    from narm_tf import config as config_lib
+    from narm_tf import evaluate
     from narm_tf.data import dataset as data
     from narm_tf.training import run_dir, warm_start
 
@@ -258,7 +261,7 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
 
     best = keras.models.load_model(run_dir.path(runs["warm"], run_dir.BEST_MODEL))
     recorded = run_dir.read_json(runs["warm"], run_dir.BEST_RECORD)[run_dir.MONITOR]
-    assert abs(evaluate.evaluate_model(best, kept, k=train.K).recall - recorded) < 1e-3
+    assert abs(evaluate.evaluate_model(best, kept, k=config_lib.K).recall - recorded) < 1e-3
 
 
 def test_unreadable_old_data_fails_naming_it_and_leaves_no_run(runs, tmp_path):

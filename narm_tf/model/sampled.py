@@ -30,6 +30,8 @@ import keras
 import numpy as np
 import tensorflow as tf
 
+from narm_tf import config as config_lib
+
 DISTORTION = 0.75  # q ~ count^0.75, word2vec's proposal.
 _HIT_SCORE = -1e9  # An accidental hit's corrected score: exp() of it is 0.
 
@@ -185,7 +187,8 @@ class SampledSoftmax:
         return model.compute_metrics(x, y[:0], empty)
 
 
-def attach(model: keras.Model, label_counts: np.ndarray, num_negatives: int = 1024,
+def attach(model: keras.Model, label_counts: np.ndarray,
+           num_negatives: int = config_lib.TrainingConfig().num_negatives,
            seed: int = 0) -> keras.Model:
     """Makes `model.fit` train `model` (a compiled `NarmModel`) with the sampled softmax;
     returns it. label_counts: training-label counts `[N + 1]` (index 0 ignored)."""

@@ -39,6 +39,7 @@ import uuid
 
 import numpy as np
 
+from narm_tf import config as config_lib
 from narm_tf.serving import contract
 
 CONFIG = "config.json"
@@ -54,22 +55,18 @@ BACKUP = "backup"
 REFIT_BACKUP = "backup_refit"
 LOCK = ".lock"
 WARM_START_MAP = "warm_start.tsv"
-MONITOR = "val_recall@20"  # The validation metric that selects best.keras (Keras' log key).
+MONITOR = config_lib.MONITOR  # The validation metric that selects best.keras (Keras' log key).
 RESULTS = (CONFIG, METRICS, BEST_RECORD, BEST_MODEL, FINAL_RECORD, FINAL_MODEL, VOCABULARY,
            HISTORY, LOGS, BACKUP, REFIT_BACKUP, WARM_START_MAP)
 
-# Flags that may differ when a killed run is resumed: they extend the run, say where things
-# are, or change how (not what) it computes. Every other flag, the dataset's version and its
-# number of items must match the run being resumed.
-RESUMABLE_CHANGES = frozenset({
-    "epochs", "patience", "export_base", "export_k", "eval_batch_size", "train_metrics",
-    "steps_per_execution", "jit_compile", "data_dir", "model_dir", "overwrite", "input",
-})
-# Flags added after runs were written: a config.json without one holds its default.
-ADDED_FLAG_DEFAULTS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off",
-                       "repeat": False, "loss": "full", "num_negatives": 1024,
-                       "warm_validation": "unseen", "repeat_explore": "all",
-                       "repeat_calibrate": False, "refit": False, "learning_rate_decay": 1.0}
+# Flags that may differ when a killed run is resumed (the `resumable` settings of
+# narm_tf.config): they extend the run, say where things are, or change how (not what) it
+# computes. Every other flag, the dataset's version and its number of items must match the run
+# being resumed.
+RESUMABLE_CHANGES = config_lib.with_role(config_lib.RESUMABLE)
+# Flags added after runs were written: a config.json without one holds this value (each
+# setting's `older_runs` in narm_tf.config).
+ADDED_FLAG_DEFAULTS = config_lib.older_run_values()
 # The identity of a run besides its flags (written into config.json, compared on resume).
 IDENTITY = ("dataset_version", "vocabulary_size")
 
@@ -219,6 +216,18 @@ def differences(old: dict, new: dict) -> dict:
             if old.get(key) != new.get(key)}
 
 
+def describe_differences(changed: dict, old: dict) -> str:
+    """`differences` in words, "--key: OLD there, NEW now; ...": a key that `old` (a
+    config.json) does not record, and whose value in older runs is not known, reads "not
+    recorded there (written before the flag existed)"."""
+    def there(key, value):
+        if key not in old and key not in ADDED_FLAG_DEFAULTS:
+            return "not recorded there (written before the flag existed)"
+        return f"{value!r} there"
+
+    return "; ".join(f"--{key}: {there(key, a)}, {b!r} now" for key, (a, b) in changed.items())
+
+
 def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
     """Claims `model_dir` (held locked) for a run: returns (config to write, resuming).
 
@@ -241,7 +250,7 @@ def start(model_dir: str, identity: dict, overwrite: bool) -> tuple[dict, bool]:
         return identity, False
     changed = differences(old, identity)
     if changed:
-        listed = "; ".join(f"--{key}: {a!r} there, {b!r} now" for key, (a, b) in changed.items())
+        listed = describe_differences(changed, old)
         raise RunFolderError(
             f"{model_dir} holds a run with other settings ({listed}). Resume it with its own "
             f"settings (only {', '.join(sorted(RESUMABLE_CHANGES - {'overwrite'}))} may "

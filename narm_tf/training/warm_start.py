@@ -34,18 +34,17 @@ import os
 
 import numpy as np
 
+from narm_tf import config as config_lib
 from narm_tf.training import run_dir
 
 NEW_ROW_NOISE = 0.1  # noise of a new item's rows, in units of the known rows' std
 # Flags that may differ from the old run: what and how the new run trains, not the model's
-# shape. Every other flag (embedding_dim, hidden_units, variant, ...) must match.
-WARM_START_CHANGES = frozenset({
-    "dataset", "dataset_version", "vocabulary_size", "learning_rate", "learning_rate_decay",
-    "batch_size", "seed", "steps_per_epoch", "embedding_dropout", "representation_dropout",
-    "length_buckets", "num_cpu_devices", "warm_start_from", "input", "mixed_precision", "loss",
-    "num_negatives", "warm_validation",
-})
-VALIDATION_CHOICES = ("unseen", "all")  # --warm_validation
+# shape (every setting of narm_tf.config but the `architecture` ones), and the dataset's
+# identity. Every other flag (embedding_dim, hidden_units, variant, ...) must match.
+WARM_START_CHANGES = (frozenset(config_lib.SETTINGS)
+                      - config_lib.with_role(config_lib.ARCHITECTURE)
+                      | frozenset(run_dir.IDENTITY))
+VALIDATION_CHOICES = config_lib.SETTINGS["warm_validation"].choices  # --warm_validation
 # Layers whose weights are indexed by item (axis of size N + 1): remapped, not copied.
 ITEM_AXES = {"item_embedding": 0, "dense_decoder": -1}
 
@@ -156,7 +155,7 @@ def load_source(old_dir: str, config: dict):
     old_config = finished_source(old_dir)
     changed = architecture_differences(old_config, config)
     if changed:
-        listed = "; ".join(f"--{key}: {a!r} there, {b!r} now" for key, (a, b) in changed.items())
+        listed = run_dir.describe_differences(changed, old_config)
         raise WarmStartError(f"--warm_start_from={old_dir} holds a model with other "
                              f"architecture flags ({listed}): train with its flags, or "
                              "from scratch")
