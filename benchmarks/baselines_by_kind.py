@@ -122,7 +122,7 @@ def main(argv=None) -> None:
         f"mean prefix {split.lengths.mean():.2f})" for name, split in splits.items()))
     dates = None
     if args.clicks:
-        from narm_tf.data.preprocessing import read_yoochoose_clicks
+        from narm_tf.data.clicks import read_yoochoose_clicks
 
         dates = baselines.session_days(read_yoochoose_clicks(args.clicks), date_unit_seconds=1)
     rows = baseline_rows(args.methods, *splits.values(), num_items, dates)

@@ -22,7 +22,8 @@ import time
 ROOT = pathlib.Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))  # Runs from a checkout without installing the package.
 
-from narm_tf.data.preprocessing import preprocess, read_yoochoose_clicks  # noqa: E402
+from narm_tf.data.clicks import read_yoochoose_clicks  # noqa: E402
+from narm_tf.data.rules import preprocess  # noqa: E402
 from narm_tf.research import baselines  # noqa: E402
 
 DEFAULT_CLICKS = ROOT.parent / "shared" / "data" / "yoochoose_sample" / "yoochoose-clicks.dat"

@@ -165,7 +165,7 @@ def measure_grouped_fit(args: argparse.Namespace, jit_compile) -> dict:
     import numpy as np
 
     from narm_tf.data import dataset as data
-    from narm_tf.data.preprocessing import Prefixes
+    from narm_tf.data.examples import Prefixes
 
     rng = np.random.default_rng(0)
     steps = data.GROUP_POOL  # one pool: every width in its usual share

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.examples import MAX_LEN, Prefixes
 
 ITEMS_PER_INTENT = 1000
 SUCCESSOR_SHARE = 0.5

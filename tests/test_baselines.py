@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.examples import MAX_LEN, Prefixes
 from narm_tf.model.metrics import MISS
 from narm_tf.research import baselines
 

@@ -16,7 +16,15 @@ import tensorflow_datasets as tfds
 
 from narm_tf import synthetic
 from narm_tf.data import dataset as data
-from narm_tf.data import preprocessing
+from narm_tf.data.clicks import (
+    DIGINETICA,
+    YOOCHOOSE,
+    ClickLog,
+    InputError,
+    read_log,
+    read_yoochoose_clicks,
+)
+from narm_tf.data.rules import preprocess, preprocess_log
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.yoochoose import yoochoose_dataset_builder
@@ -32,7 +40,7 @@ def tiny_manual(tmp_path_factory) -> pathlib.Path:
     manual = tmp_path_factory.mktemp("manual")
     path = synthetic.write_synthetic_clicks(str(manual), num_sessions=400, num_items=60,
                                             num_days=10)
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     views = pd.DataFrame({
         "session_id": clicks["session_id"], "user_id": "NA", "item_id": clicks["item_id"],
         "timeframe": clicks["time"] - clicks["time"].min(),
@@ -127,7 +135,7 @@ def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
     """A shop's own config through the real `tfds build`: its rules reach the dataset."""
     manual = tmp_path / "manual"
     manual.mkdir()
-    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
     shop_log(clicks, manual)
     run = tfds_cli("tfds_builders/click_log", f"--config={json.dumps(SHOP_JSON)}",
                    f"--manual_dir={manual}", f"--data_dir={tmp_path / 'out'}")
@@ -135,7 +143,7 @@ def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
     assert "Statistics of click_log/my_shop" in run.stdout
     name, out = "click_log/my_shop", str(tmp_path / "out")
     statistics = data.load_statistics(name, out)
-    expected = preprocessing.preprocess(
+    expected = preprocess(
         clicks, 2, 1, seed=7, min_item_support=3, max_len=5, validation_share=0.2)
     assert statistics == expected.statistics
     for split in ("train", "validation", "test"):
@@ -174,8 +182,8 @@ def test_yoochoose_sample_build(yoochoose_sample_dir, tmp_path):
 
 @pytest.mark.parametrize("fraction, train_prefixes", [(64, 814), (4, 13_024)])
 def test_yoochoose_sample_fractions(yoochoose_sample_dir, fraction, train_prefixes):
-    clicks = preprocessing.read_yoochoose_clicks(str(yoochoose_sample_dir / "yoochoose-clicks.dat"))
-    result = preprocessing.preprocess(clicks, 1, 1, fraction=fraction)
+    clicks = read_yoochoose_clicks(str(yoochoose_sample_dir / "yoochoose-clicks.dat"))
+    result = preprocess(clicks, 1, 1, fraction=fraction)
     assert len(result.train) + len(result.validation) == train_prefixes
     assert len(result.test) == 10_102 and len(result.vocabulary) == 2_808
     kept = set(result.train.session_ids.tolist())
@@ -216,12 +224,12 @@ def assert_nothing_loadable(name: str, data_dir: pathlib.Path) -> None:
 @pytest.mark.parametrize("content, error, message", [
     (None, FileNotFoundError, "Manual directory {manual} does not exist or is empty"),
     ({"other.dat": ""}, FileNotFoundError, "expected {manual}/yoochoose-clicks.dat"),
-    ("", preprocessing.InputError, "the file is empty"),
-    ("1;2014-04-01T10:00:00.000Z;10;0\n", preprocessing.InputError, "line 1: expected 4 fields"),
-    ("1,2014-04-01T10:00:00.000Z,10,0\n1,not-a-time,10,0\n", preprocessing.InputError,
+    ("", InputError, "the file is empty"),
+    ("1;2014-04-01T10:00:00.000Z;10;0\n", InputError, "line 1: expected 4 fields"),
+    ("1,2014-04-01T10:00:00.000Z,10,0\n1,not-a-time,10,0\n", InputError,
      "line 2: field 2 (time) value 'not-a-time' is not an ISO-8601 time with a zone"),
     ("1,2014-04-01T10:00:00.000Z,10,0\n2,2014-04-03T10:00:00.000Z,10,0\n",
-     preprocessing.InputError, "no session is left"),
+     InputError, "no session is left"),
 ])
 def test_bad_input_leaves_nothing_loadable(tmp_path, content, error, message):
     manual = tmp_path / "manual"
@@ -257,7 +265,7 @@ def test_cli_bad_input_names_the_file_and_leaves_nothing(tmp_path):
 def test_parquet_and_csv_logs_of_the_same_clicks_give_identical_datasets(tiny_manual, tmp_path):
     """CSV with ISO times (one file) and Parquet with native timestamps (two files, row groups
     of 500): same examples, vocabulary and statistics."""
-    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
     frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
                           "ts": pd.to_datetime(clicks["time"], unit="ms", utc=True)})
     csv_path = tmp_path / "clicks.csv"
@@ -270,9 +278,9 @@ def test_parquet_and_csv_logs_of_the_same_clicks_give_identical_datasets(tiny_ma
     for path, rows in zip(paths, (table[:half], table[half:]), strict=True):
         pq.write_table(rows, path, row_group_size=500)
     rules = {"session": "sid", "item": "sku", "time": "ts", "time_format": "iso"}
-    from_csv = preprocessing.preprocess_log([str(csv_path)], preprocessing.ClickLog(**rules))
-    from_parquet = preprocessing.preprocess_log(
-        paths, preprocessing.ClickLog(format="parquet", **rules))
+    from_csv = preprocess_log([str(csv_path)], ClickLog(**rules))
+    from_parquet = preprocess_log(
+        paths, ClickLog(format="parquet", **rules))
     assert len(from_csv.test) > 0 and from_csv.statistics == from_parquet.statistics
     np.testing.assert_array_equal(from_csv.vocabulary, from_parquet.vocabulary)
     for split in ("train", "validation", "test"):
@@ -280,14 +288,14 @@ def test_parquet_and_csv_logs_of_the_same_clicks_give_identical_datasets(tiny_ma
             np.testing.assert_array_equal(getattr(getattr(from_csv, split), field),
                                           getattr(getattr(from_parquet, split), field))
     # And both are YOOCHOOSE's own preprocessing of these clicks.
-    assert from_csv.statistics == preprocessing.preprocess(clicks, 1, 1).statistics
+    assert from_csv.statistics == preprocess(clicks, 1, 1).statistics
 
 
 def test_named_diginetica_config_gives_the_sample_counts():
     from tfds_builders.click_log import click_log_dataset_builder as click_log
 
     path = str(shared_file("diginetica_sample/train-item-views.csv"))
-    result = preprocessing.preprocess_log([path], click_log.DIGINETICA_CONFIG.log)
+    result = preprocess_log([path], click_log.DIGINETICA_CONFIG.log)
     assert len(result.train) + len(result.validation) == 1_205
     assert (len(result.test), len(result.vocabulary)) == (99, 309)
 
@@ -330,18 +338,18 @@ def test_unknown_columns_fail_before_reading_listing_the_columns(tmp_path):
     good.write_text("sid,sku,ts\n1,2,10\n")
     bad = tmp_path / "b.csv"
     bad.write_text("sid,item,ts\n" + "1,2,x\n" * 3)  # bad values too: never read
-    log = preprocessing.ClickLog(session="sid", item="sku", time="ts", time_format="epoch_s")
-    with pytest.raises(preprocessing.InputError) as raised:
-        preprocessing.read_log([str(good), str(bad)], log)
+    log = ClickLog(session="sid", item="sku", time="ts", time_format="epoch_s")
+    with pytest.raises(InputError) as raised:
+        read_log([str(good), str(bad)], log)
     assert str(raised.value) == (f"{bad}, line 1: no column 'sku' (item) in the header; "
                                  f"columns: sid, item, ts")
-    headerless = preprocessing.ClickLog(header=False, session=0, item=1, time=3)
-    with pytest.raises(preprocessing.InputError, match=r"line 1: no field 3 \(time, 0-based\)"):
-        preprocessing.read_log([str(good)], headerless)
+    headerless = ClickLog(header=False, session=0, item=1, time=3)
+    with pytest.raises(InputError, match=r"line 1: no field 3 \(time, 0-based\)"):
+        read_log([str(good)], headerless)
     parquet = tmp_path / "c.parquet"
     pq.write_table(pa.table({"sid": [1], "ts": [10]}), parquet)
-    with pytest.raises(preprocessing.InputError) as raised:
-        preprocessing.read_log([str(parquet)], preprocessing.ClickLog(
+    with pytest.raises(InputError) as raised:
+        read_log([str(parquet)], ClickLog(
             format="parquet", session="sid", item="sku", time="ts", time_format="epoch_s"))
     assert str(raised.value) == f"{parquet}: no column 'sku' (item); columns: sid, ts"
 
@@ -349,25 +357,25 @@ def test_unknown_columns_fail_before_reading_listing_the_columns(tmp_path):
 def test_bad_rows_name_the_file_and_line_or_row_group(tmp_path):
     tsv = tmp_path / "log.tsv"
     tsv.write_text("sid\tsku\tday\n1\t2\t2016-05-01\n1\t3\t2016-02-30\n")
-    log = preprocessing.ClickLog(delimiter="\t", session="sid", item="sku", time="day",
+    log = ClickLog(delimiter="\t", session="sid", item="sku", time="day",
                                  time_format="date")
-    with pytest.raises(preprocessing.InputError,
+    with pytest.raises(InputError,
                        match=f"{tsv}, line 3: field 3 \\(time\\) value '2016-02-30' is not "
                              f"a day YYYY-MM-DD"):
-        preprocessing.read_log([str(tsv)], log)
+        read_log([str(tsv)], log)
     parquet = tmp_path / "log.parquet"
     pq.write_table(pa.table({"sid": [1, 2, 3, None], "sku": [5, 6, 7, 8],
                              "ts": [10, 20, 30, 40]}), parquet, row_group_size=2)
-    shop = preprocessing.ClickLog(format="parquet", session="sid", item="sku", time="ts",
+    shop = ClickLog(format="parquet", session="sid", item="sku", time="ts",
                                   time_format="epoch_s")
-    with pytest.raises(preprocessing.InputError) as raised:
-        preprocessing.read_log([str(parquet)], shop)
+    with pytest.raises(InputError) as raised:
+        read_log([str(parquet)], shop)
     assert str(raised.value) == f"{parquet}, row group 1, column 'sid' (session): row 1 of " \
                                 f"the group is null"
     pq.write_table(pa.table({"sid": [1, 2], "sku": ["5", "6"], "ts": [10, 20]}), parquet)
-    with pytest.raises(preprocessing.InputError, match="column 'sku' \\(item\\): has type "
+    with pytest.raises(InputError, match="column 'sku' \\(item\\): has type "
                                                        "string.*need \"id_type\": \"string\""):
-        preprocessing.read_log([str(parquet)], preprocessing.ClickLog(
+        read_log([str(parquet)], ClickLog(
             **{**vars(shop), "id_type": "int"}))
 
 
@@ -379,7 +387,7 @@ def test_a_bad_click_log_build_leaves_nothing_loadable(tmp_path):
 
     config = click_log.ClickLogConfig(name="bad_shop", files="clicks.csv")
     builder = click_log.Builder(config=config, data_dir=str(tmp_path / "out"))
-    with pytest.raises(preprocessing.InputError,
+    with pytest.raises(InputError,
                        match=f"{manual}/clicks.csv, line 2: field 3 \\(time\\) value "
                              f"'not-a-time' is not an ISO-8601 time with a zone"):
         builder.download_and_prepare(
@@ -403,8 +411,8 @@ def test_tfds_build_cli_yoochoose_window_from_a_named_base(tiny_manual, tmp_path
     assert 0 < len(window) < len(lines)
     (tmp_path / "cut").mkdir()
     (tmp_path / "cut" / "yoochoose-clicks.dat").write_text("\n".join(window) + "\n")
-    expected = preprocessing.preprocess_log([str(tmp_path / "cut" / "yoochoose-clicks.dat")],
-                                            preprocessing.YOOCHOOSE)
+    expected = preprocess_log([str(tmp_path / "cut" / "yoochoose-clicks.dat")],
+                                            YOOCHOOSE)
     name = "yoochoose/full_to_0406"
     assert data.load_statistics(name, str(tmp_path)) == expected.statistics
     np.testing.assert_array_equal(data.load_vocabulary(name, str(tmp_path)), expected.vocabulary)
@@ -426,8 +434,8 @@ def test_diginetica_window_through_click_log(tiny_manual, tmp_path):
     assert 0 < len(kept) < len(views)
     (tmp_path / "cut").mkdir()
     kept.to_csv(tmp_path / "cut" / "train-item-views.csv", sep=";", index=False)
-    expected = preprocessing.preprocess_log([str(tmp_path / "cut" / "train-item-views.csv")],
-                                            preprocessing.DIGINETICA)
+    expected = preprocess_log([str(tmp_path / "cut" / "train-item-views.csv")],
+                                            DIGINETICA)
     statistics = data.load_statistics("click_log/digi_to_0409", str(tmp_path / "out"))
     assert statistics == expected.statistics and statistics["clicks"] == len(kept)
 
@@ -455,7 +463,7 @@ def test_a_name_rebuilt_with_other_rules_or_files_fails_naming_them(tiny_manual,
     stops naming each difference and the folder to delete; the old dataset is untouched. A
     dataset built before builds were recorded is reused with a warning. (Both paths given as
     environment variables, expanded by the builder.)"""
-    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
     manual, out = tmp_path / "logs", tmp_path / "out"
     manual.mkdir()
     shop_csv(clicks, manual / "clicks-1.csv")
@@ -539,7 +547,7 @@ def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(tiny_man
     home, cwd = tmp_path / "home", tmp_path / "elsewhere"
     (home / "shop_logs").mkdir(parents=True)
     cwd.mkdir()
-    clicks = preprocessing.read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
+    clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
     shop_csv(clicks, home / "shop_logs" / "clicks.csv")
     shop = {"name": "shop", "files": "clicks.csv"}
     paths = ("--data_dir=~/tensorflow_datasets", "--manual_dir=~/shop_logs")

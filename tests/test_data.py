@@ -6,7 +6,9 @@ import pytest
 
 from narm_tf import synthetic
 from narm_tf.data import dataset as data
-from narm_tf.data import preprocessing
+from narm_tf.data.clicks import read_yoochoose_clicks
+from narm_tf.data.examples import Prefixes
+from narm_tf.data.rules import preprocess
 
 NAME = "yoochoose/yoochoose_full"
 
@@ -18,7 +20,7 @@ def built(tmp_path_factory):
     path = synthetic.write_synthetic_clicks(str(manual), num_sessions=600, num_items=120)
     out = tmp_path_factory.mktemp("tfds")
     data.build_dataset("yoochoose", str(manual), str(out), config="yoochoose_full")
-    expected = preprocessing.preprocess(preprocessing.read_yoochoose_clicks(path), 1, 1, seed=0)
+    expected = preprocess(read_yoochoose_clicks(path), 1, 1, seed=0)
     return str(out), expected
 
 
@@ -64,13 +66,13 @@ def test_a_dataset_not_built_names_the_data_dir_and_what_it_holds(built, tmp_pat
         data.load_split(name, "test", str(tmp_path / "typo"))
 
 
-def small_prefixes(n: int) -> preprocessing.Prefixes:
+def small_prefixes(n: int) -> Prefixes:
     rng = np.random.default_rng(0)
     lengths = rng.integers(1, 25, n)
     kept = np.minimum(lengths, 19)
     prefixes = np.where(np.arange(19)[None, :] < kept[:, None],
                         rng.integers(1, 50, (n, 19)), 0).astype(np.int32)
-    return preprocessing.Prefixes(prefixes, np.arange(n, dtype=np.int64), lengths,
+    return Prefixes(prefixes, np.arange(n, dtype=np.int64), lengths,
                                   np.arange(n, dtype=np.int64))
 
 

@@ -5,7 +5,7 @@ import numpy as np
 import pytest
 
 from narm_tf import evaluate
-from narm_tf.data.preprocessing import Prefixes
+from narm_tf.data.examples import Prefixes
 from narm_tf.model.metrics import MISS
 
 NUM_ITEMS = 25

@@ -104,7 +104,7 @@ def test_lazy_adam_rows_first_step_equals_keras_adam_on_the_summed_gradient():
 
 def _successor_data(num_items, rows, rng):
     """Prefixes `[rows, 19]` of 1-3 consecutive items; the label is the next item (cyclic)."""
-    from narm_tf.data.preprocessing import MAX_LEN
+    from narm_tf.data.examples import MAX_LEN
 
     lengths = rng.integers(1, 4, rows)
     start = rng.integers(1, num_items + 1, rows)

@@ -27,7 +27,7 @@ def sku_run(tmp_path_factory):
     """A synthetic log rewritten with string session ids and SKUs, built with the click_log
     builder, trained for 2 epochs and exported: (data_dir, model_dir, export_dir)."""
     from narm_tf import synthetic
-    from narm_tf.data import preprocessing
+    from narm_tf.data.clicks import ClickLog
     from tfds_builders.click_log import click_log_dataset_builder as click_log
 
     root = tmp_path_factory.mktemp("skus")
@@ -44,7 +44,7 @@ def sku_run(tmp_path_factory):
     data_dir, model_dir = root / "tfds", root / "run"
     click_log.Builder(config=config, data_dir=str(data_dir)).download_and_prepare(
         download_config=tfds.download.DownloadConfig(manual_dir=str(manual)))
-    assert preprocessing.ClickLog().id_type == "auto"  # what the config above relied on
+    assert ClickLog().id_type == "auto"  # what the config above relied on
     for command in (["narm_tf.train", "--dataset=click_log/skus", f"--data_dir={data_dir}",
                      f"--model_dir={model_dir}", "--epochs=2", *SMALL],
                     ["export.export_saved_model", f"--model_dir={model_dir}",

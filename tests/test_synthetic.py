@@ -6,7 +6,8 @@ import numpy as np
 import pytest
 
 from narm_tf import synthetic
-from narm_tf.data import preprocessing
+from narm_tf.data.clicks import SECONDS_PER_DAY, read_yoochoose_clicks
+from narm_tf.data.rules import preprocess
 from narm_tf.model import metrics
 
 LINE = re.compile(r"^\d+,\d{4}-\d\d-\d\dT\d\d:\d\d:\d\d\.\d{3}Z,\d+,0$")
@@ -25,17 +26,17 @@ def test_raw_yoochoose_format_that_the_reader_parses(tmp_path):
     assert path == str(tmp_path / "yoochoose-clicks.dat")
     lines = open(path).read().splitlines()
     assert all(LINE.match(line) for line in lines)
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     assert len(clicks) == len(lines)
     assert clicks["session_id"].nunique() == 200
-    days = (clicks["date"].max() - clicks["date"].min()) / preprocessing.SECONDS_PER_DAY
+    days = (clicks["date"].max() - clicks["date"].min()) / SECONDS_PER_DAY
     assert 3 < days < 4.1
     # Every session's clicks are in time order in the file (as in the real YOOCHOOSE file).
     assert (clicks.groupby("session_id")["time"].diff().dropna() > 0).all()
 
 
 def _markov_and_popularity_recall(path):
-    result = preprocessing.preprocess(preprocessing.read_yoochoose_clicks(path), 1, 1)
+    result = preprocess(read_yoochoose_clicks(path), 1, 1)
     train, test = result.train, result.test
     n = len(result.vocabulary) + 1
     last = lambda p: p.prefixes[np.arange(len(p)), np.minimum(p.lengths, 19) - 1]  # noqa: E731
@@ -61,7 +62,7 @@ def test_default_log_is_learnable_well_above_popularity(tmp_path):
 
 def test_repeat_clicks_and_skewed_popularity(tmp_path):
     path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=1000)
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     repeats = clicks.duplicated(["session_id", "item_id"]).groupby(clicks["session_id"]).any()
     assert repeats.mean() > 0.2
     counts = np.sort(clicks["item_id"].value_counts().to_numpy())[::-1]
@@ -91,7 +92,7 @@ def test_repeat_rate_and_mean_length_are_what_is_asked(tmp_path):
     for rate in (0.0, 0.3):
         path = synthetic.write_neighbourhood_clicks(str(tmp_path / f"{rate}.dat"),
                                                     repeat_rate=rate, **wide)
-        clicks = preprocessing.read_yoochoose_clicks(path)
+        clicks = read_yoochoose_clicks(path)
         assert abs(_repeat_share(clicks) - rate) < 0.025, rate
         assert abs(clicks.groupby("session_id").size().mean() - 8) < 0.4
 
@@ -101,7 +102,7 @@ def test_sessions_browse_a_neighbourhood(tmp_path):
     path = synthetic.write_neighbourhood_clicks(
         str(tmp_path / "n.dat"), num_sessions=600, num_items=2000, repeat_rate=0.0,
         neighbourhood_size=10, mean_length=20)
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     assert clicks.groupby("session_id")["item_id"].nunique().max() <= 10
     assert clicks["item_id"].nunique() > 1500  # the windows cover the catalogue
 
@@ -115,11 +116,11 @@ def test_repeat_shop_preset_size_determinism_and_baselines(tmp_path):
     again = synthetic.write_preset_clicks(str(tmp_path / "again.dat"), "repeat_shop")
     other = synthetic.write_preset_clicks(str(tmp_path / "other.dat"), "repeat_shop", seed=1)
     assert open(path, "rb").read() == open(again, "rb").read() != open(other, "rb").read()
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     assert 7500 <= clicks["item_id"].nunique() <= 8000
     assert clicks.groupby("session_id").size().mean() > 12
     assert 0.3 < _repeat_share(clicks) < 0.6
-    data = preprocessing.preprocess(clicks, 1, 1)
+    data = preprocess(clicks, 1, 1)
     num_items = data.statistics["vocabulary_size"]
     spop, sknn = (baselines.fit_and_evaluate(name, data.train, data.validation, data.test,
                                              num_items) for name in ("spop", "sknn"))
@@ -146,8 +147,8 @@ def test_bad_knobs_are_refused(tmp_path):
 def drift_shop(tmp_path_factory):
     """The drift_shop log's clicks and its `yoochoose_full` splits, made once."""
     path = synthetic.write_preset_clicks(str(tmp_path_factory.mktemp("drift")), "drift_shop")
-    clicks = preprocessing.read_yoochoose_clicks(path)
-    return clicks, preprocessing.preprocess(clicks, 1, 1)
+    clicks = read_yoochoose_clicks(path)
+    return clicks, preprocess(clicks, 1, 1)
 
 
 def _repeat_target_share(split) -> float:
@@ -190,7 +191,7 @@ def _transitions(clicks, first_day: int, last_day: int) -> np.ndarray:
     """Codes of the (item, next item) pairs of different items, of sessions dated in days
     first_day..last_day of the log (day 0 is the first)."""
     clicks = clicks.sort_values(["session_id", "time"], kind="stable")
-    day = (clicks["date"].to_numpy() - synthetic.START_MS // 1000) // preprocessing.SECONDS_PER_DAY
+    day = (clicks["date"].to_numpy() - synthetic.START_MS // 1000) // SECONDS_PER_DAY
     sessions, items = clicks["session_id"].to_numpy(), clicks["item_id"].to_numpy()
     keep = ((sessions[1:] == sessions[:-1]) & (items[1:] != items[:-1])
             & (day[1:] >= first_day) & (day[1:] <= last_day))

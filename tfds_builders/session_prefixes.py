@@ -1,15 +1,16 @@
 """What every session-prefix builder shares: the example schema, the splits, the build output.
 
 A builder subclasses `SessionPrefixBuilder` and says only what differs: its description,
-homepage, manual-download instructions, `_log()` (its `narm_tf.data.preprocessing.ClickLog`: which
+homepage, manual-download instructions, `_log()` (its `narm_tf.data.clicks.ClickLog`: which
 raw files in the manual dir, how to read them, which rules) and, for files with a documented
 header, `COLUMNS`. Training reads what this writes with `narm_tf.data.dataset`.
 
-Each example: `prefix` (item indices 1..N, oldest first, at most max_len: 19), `label`, `length`
-(prefix length before truncation) and `session_id`. The vocabulary (raw item id of every index)
-and the statistics (SPEC section 1 table columns) live in the dataset's `metadata.json`, written
+Each example follows `narm_tf.data.examples.SCHEMA`: `prefix` (item indices 1..N, oldest
+first, at most max_len: 19), `label`, `length` (prefix length before truncation) and
+`session_id`. The vocabulary (raw item id of every index) and the statistics
+(`narm_tf.data.rules.statistics`) live in the dataset's `metadata.json`, written
 inside TFDS's incomplete dir, so they appear atomically with the splits, with the build's
-record: its resolved config (`narm_tf.data.preprocessing.ClickLog`'s fields) and its raw files
+record: its resolved config (`narm_tf.data.clicks.ClickLog`'s fields) and its raw files
 (name, size, modification time). Building again under the same name compares that record with
 the current config and files and stops, naming what differs, rather than reuse stale data.
 """
@@ -28,11 +29,10 @@ import sys
 import traceback
 from collections.abc import Iterator
 
-import numpy as np
 import tensorflow_datasets as tfds
 
-from narm_tf.data import preprocessing
-from narm_tf.data.preprocessing import Prefixes
+from narm_tf.data import clicks, examples, rules
+from narm_tf.data.examples import Prefixes
 
 CITATION = """
 @inproceedings{li2017narm,
@@ -49,29 +49,13 @@ class RawLog:
     `tfds build` gets --beam_pipeline_options (`narm_tf.data.beam`)."""
 
     paths: list[str]
-    log: preprocessing.ClickLog
+    log: clicks.ClickLog
     columns: tuple | None = None
-
-
-def example_features() -> tfds.features.FeaturesDict:
-    """The feature spec of one session-prefix example (shared by all builders)."""
-    return tfds.features.FeaturesDict({
-        "prefix": tfds.features.Sequence(np.int64),
-        "label": np.int64,
-        "length": np.int64,
-        "session_id": np.int64,
-    })
 
 
 def generate_examples(prefixes: Prefixes) -> Iterator[tuple[int, dict]]:
     """Yields (key, example) in the split's order; keys are positions (shuffling is disabled)."""
-    rows = prefixes.prefixes.astype(np.int64)
-    kept = np.minimum(prefixes.lengths, prefixes.prefixes.shape[1])  # the rules' max_len
-    labels, lengths, session_ids = (prefixes.labels.tolist(), prefixes.lengths.tolist(),
-                                    prefixes.session_ids.tolist())
-    for i, (row, n) in enumerate(zip(rows, kept.tolist(), strict=True)):
-        yield i, {"prefix": row[:n], "label": labels[i], "length": lengths[i],
-                  "session_id": session_ids[i]}
+    return enumerate(examples.as_examples(prefixes))
 
 
 def manual_files(dl_manager: tfds.download.DownloadManager, pattern: str,
@@ -171,7 +155,7 @@ def _under_tfds_build() -> bool:
 
 
 OUR_PACKAGES = tuple(str(pathlib.Path(module).resolve().parent) + os.sep
-                     for module in (__file__, preprocessing.__file__))
+                     for module in (__file__, rules.__file__))
 
 
 def _raised_by_us(error: BaseException, trace) -> bool:
@@ -231,11 +215,11 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         super().__init__(data_dir=expand_path(data_dir), **kwargs)
 
     @abc.abstractmethod
-    def _log(self) -> preprocessing.ClickLog:
+    def _log(self) -> clicks.ClickLog:
         """How this build reads its raw files (`files`: a glob in the manual dir) and its rules."""
 
     def _preprocess(self, dl_manager: tfds.download.DownloadManager
-                    ) -> preprocessing.Preprocessed | RawLog:
+                    ) -> rules.Preprocessed | RawLog:
         """The config's files in the manual dir as a `RawLog` (preprocessed in memory, or on
         Beam if the build asks for it)."""
         log = self._log()
@@ -252,8 +236,8 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
             description=self.DESCRIPTION,
             homepage=self.HOMEPAGE,
             citation=CITATION,
-            features=example_features(),
-            supervised_keys=("prefix", "label"),
+            features=examples.tfds_features(),
+            supervised_keys=examples.SUPERVISED_KEYS,
             metadata=tfds.core.MetadataDict(),  # vocabulary + statistics, see _split_generators
             disable_shuffling=True,  # Keep the date order of the prefixes.
         )
@@ -266,7 +250,7 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         if isinstance(result, RawLog) and self._on_beam:
             return self._beam_splits(result)
         if isinstance(result, RawLog):
-            result = preprocessing.preprocess_log(result.paths, result.log, result.columns)
+            result = rules.preprocess_log(result.paths, result.log, result.columns)
         self.info.metadata["vocabulary"] = result.vocabulary.tolist()  # ints or the log's strings
         self.info.metadata["statistics"] = dict(result.statistics)
         self.info.metadata.update(self._record)
@@ -281,14 +265,13 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
         """One Beam graph for all splits; vocabulary and statistics computed in it."""
         import apache_beam as beam  # only when building on Beam
 
-        from narm_tf.data import beam as preprocessing_beam
+        from narm_tf.data import beam as beam_path
 
         shared = {}
 
         def split_of(pbegin, split):
             if not shared:  # the first split builds the graph, metadata included
-                shared.update(pbegin | preprocessing_beam.Preprocess(raw.paths, raw.log,
-                                                                     raw.columns))
+                shared.update(pbegin | beam_path.Preprocess(raw.paths, raw.log, raw.columns))
                 self.info._metadata = tfds.core.BeamMetadataDict()  # filled by the pipeline
                 for key in ("vocabulary", "statistics"):
                     self.info.metadata[key] = shared[key]
@@ -317,7 +300,7 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
                                      download_config=download_config, **kwargs)
         statistics = self.info.metadata["statistics"]
         print(format_statistics(self._full_name(), statistics))
-        print(preprocessing.duplicates_note(statistics))
+        print(rules.duplicates_note(statistics))
 
     def _full_name(self) -> str:
         return self.name if self.builder_config is None else \

@@ -1,13 +1,15 @@
-"""SPEC section 1 as Apache Beam transforms: the same dataset as `preprocessing.preprocess_log`.
+"""The preprocessing rules as Apache Beam transforms: the same dataset as `rules.preprocess_log`.
 
 `tfds build ... --beam_pipeline_options=...` runs this (see `tfds_builders/session_prefixes.py`);
-the launching process only builds the graph. Per-session rules reuse the pure functions of
-`narm_tf.data.preprocessing` on one-session `Sessions` (ordering, duplicates, prefixes, truncation),
-so the two paths share the rules. Every step is a transform or combiner:
+the launching process only builds the graph. It reads through the public readers of
+`narm_tf.data.clicks`, applies the public rules of `narm_tf.data.rules` to one-session
+`Sessions` (ordering, duplicates, prefixes, truncation, the validation draw), takes the
+statistics and the errors of a step that leaves nothing from there, and emits the records of
+`narm_tf.data.examples`: the two paths share the rules. Every step is a transform or combiner:
 
   read        one task per Parquet row group or CSV byte range, clicks keyed by session, each
               with its global row position (file index, row) as tie-breaker; clicks after the
-              log's `end_date` are cut as in memory (`preprocessing.before_end`)
+              log's `end_date` are cut as in memory (`clicks.before_end`)
   step 1      GroupByKey(session): clicks ordered by (time, row); date = latest click date;
               first_row = the session's first row in the log (the in-memory session order)
   step 2-3    item counts: CombinePerKey(sum); the supported items: a side input
@@ -17,11 +19,11 @@ so the two paths share the rules. Every step is a transform or combiner:
   step 6-9    per split, one sort of per-session keys (date, first_row, clicks): 4 integers
               a session, in one worker (with the vocabulary's, the only global sorts); it
               places every session's prefixes (the fraction cut, the validation draw of
-              `preprocessing.hold_out_validation` on the kept sessions, each example's
+              `rules.held_out_sessions` on the kept sessions, each example's
               position in its split) and is joined back by session id.
 
 Reading is parallel over Parquet row groups and 64 MiB line-aligned byte ranges of CSV files
-(a smaller CSV file is one task, read by `preprocessing.read_log`); errors name file and line
+(a smaller CSV file is one task, read by `clicks.read_log`); errors name file and line
 or row group as in memory. (Quoted fields holding newlines are not supported in CSV ranges.)
 The DirectRunner keeps shuffled data in the launching process; a cluster runner (Dataflow,
 Flink, Spark) keeps it in its shuffle service.
@@ -38,12 +40,9 @@ import os
 
 import apache_beam as beam
 import numpy as np
-import pyarrow as pa
-import pyarrow.compute as pc
-import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-from narm_tf.data import preprocessing as pp
+from narm_tf.data import clicks, examples, rules
 
 SPLITS = ("train", "validation", "test")
 ROW_BITS = 40  # global row position = file index << ROW_BITS | position in file
@@ -53,7 +52,7 @@ CSV_CHUNK_BYTES = 64 << 20  # a larger CSV file is read as byte ranges of this s
 # ------------------------------------------------------------------------------ reading
 
 
-def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
+def _read_tasks(paths: list[str], log: clicks.ClickLog) -> list[tuple]:
     """At launch, from file sizes and Parquet footers only: (file index, path, part, first
     row position of the part in its file). part: None (a whole CSV file), a Parquet row
     group, or a (start, end) byte range of a CSV file larger than CSV_CHUNK_BYTES."""
@@ -69,64 +68,14 @@ def _read_tasks(paths: list[str], log: pp.ClickLog) -> list[tuple]:
             continue
         metadata = pq.ParquetFile(path).metadata
         if not metadata.num_rows:
-            raise pp.InputError(f"{path}: the file holds no clicks.")
+            raise clicks.InputError(f"{path}: the file holds no clicks.")
         starts = np.cumsum([0] + [metadata.row_group(g).num_rows
                                   for g in range(metadata.num_row_groups)])
         tasks += [(index, path, g, int(starts[g])) for g in range(metadata.num_row_groups)]
     return tasks
 
 
-def _line_start(f, position: int) -> int:
-    """The start of the first line beginning at or after byte `position`."""
-    if position == 0:
-        return 0
-    f.seek(position - 1)
-    f.readline()
-    return f.tell()
-
-
-def _read_csv_range(path: str, byte_range: tuple, log: pp.ClickLog, columns) -> dict | None:
-    """The lines starting in [start, end) of a CSV file -> {role: typed array} (None if no
-    line starts there), read as `preprocessing` reads a whole file; a bad line is named by
-    its number in the file."""
-    fields = pp._csv_fields(path, log, columns)
-    index = pp._role_indices(log, fields)
-    with open(path, "rb") as f:
-        begin, stop = (_line_start(f, position) for position in byte_range)
-        if begin >= stop:  # no line starts in the range
-            return None
-        f.seek(begin)
-        text = f.read(stop - begin)
-    types, parsers = pp.csv_conversion(log, index)
-    try:
-        table = pacsv.read_csv(
-            pa.BufferReader(text),
-            read_options=pacsv.ReadOptions(column_names=[f"f{i}" for i in range(len(fields))],
-                                           skip_rows=int(log.header and begin == 0)),
-            parse_options=pacsv.ParseOptions(delimiter=log.delimiter),
-            convert_options=pacsv.ConvertOptions(column_types=types,
-                                                 include_columns=list(types),
-                                                 null_values=[], strings_can_be_null=False))
-    except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
-        pp._raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
-    arrays = {role: table.column(f"f{i}") for role, i in index.items()}
-    if log.id_type != "int" and any(pc.any(pc.equal(arrays[role], "")).as_py()
-                                    for role in pp.ID_ROLES):
-        pp._raise_located(path, log.delimiter, len(fields), parsers, log.header,
-                          pp.InputError("an empty id"))
-    return arrays
-
-
-def _read_row_group(path: str, group: int, log: pp.ClickLog) -> dict:
-    """One Parquet row group -> {role: typed array}, bad values named as in memory."""
-    roles = {role: getattr(log, role) for role in pp.ROLES if getattr(log, role) is not None}
-    table = pq.ParquetFile(path).read_row_group(group, columns=list(roles.values()))
-    return {role: pp._parquet_column(path, group, role, column,
-                                     table.column(column).combine_chunks(), log)
-            for role, column in roles.items()}
-
-
-def _read_file(task, log: pp.ClickLog, columns):
+def _read_file(task, log: clicks.ClickLog, columns):
     """A read task -> ('clicks', n), ('dates', (first, last)), ('names', (id, string)) of its
     non-integer item ids, then (session id, clicks of it in this task).
 
@@ -134,15 +83,15 @@ def _read_file(task, log: pp.ClickLog, columns):
     """
     index, path, part, first_row = task
     if part is None:
-        frame = pp.read_log([path], log, columns)
-    elif isinstance(part, tuple):
-        arrays = _read_csv_range(path, part, log, columns)
+        frame = clicks.read_log([path], log, columns)
+    elif isinstance(part, tuple):  # the lines starting in a byte range
+        arrays = clicks.read_csv(path, log, columns, part)
         if arrays is None:
             yield beam.pvalue.TaggedOutput("clicks", 0)
             return
-        frame = pp._clicks_frame(arrays, log, path)
+        frame = clicks.clicks_frame(arrays, log, path)
     else:
-        frame = pp._clicks_frame(_read_row_group(path, part, log), log, path)
+        frame = clicks.clicks_frame(clicks.read_row_group(path, part, log), log, path)
     yield beam.pvalue.TaggedOutput("clicks", len(frame))
     for name in frame.attrs["item_names"].items():
         yield beam.pvalue.TaggedOutput("names", name)
@@ -174,19 +123,19 @@ def _session(keyed_parts):
     times, rows, dates, items = (np.concatenate([np.asarray(p[i], np.int64) for p in parts])
                                  for i in range(4))
     order = np.lexsort((rows, times))
-    duplicates = pp._duplicate_clicks(np.zeros(len(order), np.int64), times[order],
-                                      dates[order], items[order])
+    duplicates = rules.duplicate_clicks(np.zeros(len(order), np.int64), times[order],
+                                        dates[order], items[order])
     return (session_id, int(dates.max()), int(rows.min()), tuple(items[order].tolist()),
             duplicates)
 
 
-def _one_session(session, items=None) -> pp.Sessions:
-    """A session record as a one-session `preprocessing.Sessions`."""
+def _one_session(session, items=None) -> rules.Sessions:
+    """A session record as a one-session `rules.Sessions`."""
     session_id, date, _, session_items = session[:4]
     session_items = session_items if items is None else items
-    return pp.Sessions(np.array([session_id], np.int64), np.array([date], np.int64),
-                       np.array([0, len(session_items)], np.int64),
-                       np.asarray(session_items, np.int64))
+    return rules.Sessions(np.array([session_id], np.int64), np.array([date], np.int64),
+                          np.array([0, len(session_items)], np.int64),
+                          np.asarray(session_items, np.int64))
 
 
 # ------------------------------------------------------------------------------ step 2-5
@@ -240,13 +189,10 @@ def _plan(summaries: list, split: str, fraction: int, seed: int, share: float, b
     kept = np.clip(offsets + counts - start, 0, counts)
     is_valid = np.zeros(len(table), bool)
     if split == "train":
-        kept_sessions = np.flatnonzero(kept > 0)
-        fake = pp.Prefixes(np.zeros((len(kept_sessions), 1), np.int32),
-                           np.zeros(len(kept_sessions), np.int64),
-                           np.zeros(len(kept_sessions), np.int64), session_ids[kept_sessions])
-        _, validation = pp.hold_out_validation(fake, seed, share, by)
-        pp.check_validation(len(kept_sessions), share, source)
-        is_valid = np.isin(session_ids, validation.session_ids)
+        kept_sessions = session_ids[kept > 0]  # in date order, as the in-memory prefixes
+        held_out = rules.held_out_sessions(kept_sessions, seed, share, by)
+        rules.check_validation(len(kept_sessions), share, source)
+        is_valid = np.isin(session_ids, held_out)
     places = {}
     for name, members in (("validation", is_valid), (split, ~is_valid)):
         in_split = np.where(members, kept, 0)
@@ -269,13 +215,9 @@ def _examples(joined, max_len: int):
         return
     (split, first_key, first_rank, count), = grouped["place"]
     session, = grouped["session"]
-    prefixes = pp.prefix_examples(_one_session(session), 1, max_len)
+    prefixes = rules.prefix_examples(_one_session(session), 1, max_len)
     prefixes = prefixes.take(np.arange(first_rank, first_rank + count))
-    kept = np.minimum(prefixes.lengths, max_len)
-    for i in range(count):
-        example = {"prefix": prefixes.prefixes[i, :kept[i]].astype(np.int64),
-                   "label": int(prefixes.labels[i]), "length": int(prefixes.lengths[i]),
-                   "session_id": int(prefixes.session_ids[i])}
+    for i, example in enumerate(examples.as_examples(prefixes)):
         yield split, (first_key + i, example)
     if split != "test":
         items = np.union1d(prefixes.prefixes[prefixes.prefixes > 0], prefixes.labels)
@@ -283,62 +225,54 @@ def _examples(joined, max_len: int):
             yield beam.pvalue.TaggedOutput("items", item)
 
 
-def _statistics(facts: dict, clicks, duplicates, vocabulary, train_items, split_date, dates,
+def _statistics(facts: dict, n_clicks, duplicates, vocabulary, train_items, split_date, dates,
                 fraction: int, date_unit_seconds: int) -> dict:
-    """The statistics dict of `preprocessing.preprocess`, same keys in the same order."""
+    """`rules.statistics` from the pipeline's counts."""
     train, test = facts["train"], facts["test"]
-    return {
-        "clicks": clicks, "duplicate_clicks": duplicates,
-        "train_sessions": train["sessions"], "test_sessions": test["sessions"],
-        "vocabulary_size": len(vocabulary), "train_prefixes": train["prefixes"],
-        "train_items": train_items, "kept_train_sessions": train["kept_sessions"],
-        "validation_sessions": train["validation_sessions"],
-        "validation_prefixes": train["validation_prefixes"], "test_prefixes": test["prefixes"],
-        "average_length": float((train["clicks"] + test["clicks"])
-                                / (train["sessions"] + test["sessions"])),
-        "split_date": split_date, "fraction": fraction,
-        **pp.date_range(*dates, date_unit_seconds),
-    }
+    return rules.statistics(
+        clicks=n_clicks, duplicate_clicks=duplicates, train_sessions=train["sessions"],
+        test_sessions=test["sessions"], vocabulary_size=len(vocabulary),
+        train_prefixes=train["prefixes"], train_items=train_items,
+        kept_train_sessions=train["kept_sessions"],
+        validation_sessions=train["validation_sessions"],
+        validation_prefixes=train["validation_prefixes"], test_prefixes=test["prefixes"],
+        session_clicks=train["clicks"] + test["clicks"], split_date=split_date,
+        fraction=fraction, dates=dates, date_unit_seconds=date_unit_seconds)
 
 
-def _check_split(max_date, span: int, source: str, log: pp.ClickLog) -> int:
-    """The split date, or the in-memory path's InputError when a step leaves nothing."""
-    if max_date is None:
-        raise pp.InputError(f"{source}: no session is left after dropping sessions shorter "
-                            f"than {log.min_session_length} and items seen fewer than "
-                            f"{log.min_item_support} times.")
+def _check_split(max_date, span: int, source: str, log: clicks.ClickLog) -> int:
+    """The split date; `rules.check_filtered`'s error when steps 2-3 left no session (no
+    session dates a max_date)."""
+    rules.check_filtered(0 if max_date is None else 1, source, log.min_session_length,
+                         log.min_item_support)
     return max_date - span
 
 
-def _check_counts(counts: dict, split_date: int, source: str, log: pp.ClickLog):
-    if counts.get("train_before", 0) == 0 or counts.get("test_before", 0) == 0:
-        raise pp.InputError(
-            f"{source}: the date split at {split_date} leaves {counts.get('train_before', 0)} "
-            f"train and {counts.get('test_before', 0)} test sessions; both must be non-empty "
-            f"(the log must span more than {log.test_days} day(s)).")
-    if counts.get("test", 0) == 0:
-        raise pp.InputError(f"{source}: no test session keeps {log.min_session_length} clicks "
-                            f"on training items.")
+def _check_counts(counts: dict, split_date: int, source: str, log: clicks.ClickLog):
+    """`rules.check_date_split` and `rules.check_test_known` on the split's session counts."""
+    rules.check_date_split(counts.get("train_before", 0), counts.get("test_before", 0),
+                           split_date, source, log.test_days)
+    rules.check_test_known(counts.get("test", 0), source, log.min_session_length)
 
 
 class Preprocess(beam.PTransform):
     """PBegin -> {split: PCollection of (key, example)} plus 'vocabulary' and 'statistics'
-    (one-element PCollections): `preprocessing.preprocess_log(paths, log, columns)` on Beam."""
+    (one-element PCollections): `rules.preprocess_log(paths, log, columns)` on Beam."""
 
-    def __init__(self, paths: list[str], log: pp.ClickLog, columns=None):
+    def __init__(self, paths: list[str], log: clicks.ClickLog, columns=None):
         super().__init__()
-        pp.check_log_files(paths, log, columns)  # before any work: files and columns exist
+        clicks.check_log_files(paths, log, columns)  # before any work: files and columns exist
         self.paths, self.log, self.columns = list(paths), log, columns
         self.tasks = _read_tasks(self.paths, log)
 
     def expand(self, pbegin):
         log, source = self.log, ", ".join(self.paths)
-        span = log.test_days * pp.SECONDS_PER_DAY // log.date_unit_seconds
+        span = rules.test_span(log.test_days, log.date_unit_seconds)
         read = (pbegin | "Files" >> beam.Create(self.tasks)
                 | "Reshuffle" >> beam.Reshuffle()
                 | "Read" >> beam.FlatMap(_read_file, log, self.columns).with_outputs(
                     "clicks", "names", "dates", main="parts"))
-        clicks = read.clicks | "CountClicks" >> beam.CombineGlobally(sum)
+        n_clicks = read.clicks | "CountClicks" >> beam.CombineGlobally(sum)
         dates = read.dates | "DateRange" >> beam.CombineGlobally(_date_range)
         names = (read.names | "DistinctNames" >> beam.Distinct()
                  | "NameList" >> beam.combiners.ToList()
@@ -371,7 +305,8 @@ class Preprocess(beam.PTransform):
                       | "AllFirsts" >> beam.combiners.ToList()
                       | "Vocabulary" >> beam.Map(_vocabulary))
         raw_ids = vocabulary | "RawIds" >> beam.Map(
-            lambda v, n: pp.vocabulary_ids(np.asarray(v, np.int64), n, log.id_type).tolist(),
+            lambda v, n: clicks.vocabulary_ids(np.asarray(v, np.int64), n,
+                                               log.id_type).tolist(),
             beam.pvalue.AsSingleton(names))
         vocab_view = beam.pvalue.AsSingleton(vocabulary | "Index" >> beam.Map(
             lambda v: {item: i + 1 for i, item in enumerate(v)}))
@@ -397,19 +332,19 @@ class Preprocess(beam.PTransform):
             (numbered["train"], numbered["test"]) | "AllSessions" >> beam.Flatten()
             | "KeySessions" >> beam.Map(lambda s: (s[0], s)))
         keyed_places = (plans["train"], plans["test"]) | "AllPlaces" >> beam.Flatten()
-        examples = ({"session": keyed_sessions, "place": keyed_places}
-                    | "Join" >> beam.CoGroupByKey()
-                    | "Examples" >> beam.FlatMap(_examples, log.max_len).with_outputs(
-                        "items", main="examples"))
-        train_items = (examples.items | "DistinctItems" >> beam.Distinct()
+        emitted = ({"session": keyed_sessions, "place": keyed_places}
+                   | "Join" >> beam.CoGroupByKey()
+                   | "Examples" >> beam.FlatMap(_examples, log.max_len).with_outputs(
+                       "items", main="examples"))
+        train_items = (emitted.items | "DistinctItems" >> beam.Distinct()
                        | "CountItems" >> beam.combiners.Count.Globally())
         all_facts = ((facts["train"], facts["test"]) | "AllFacts" >> beam.Flatten()
                      | "FactsList" >> beam.combiners.ToDict())
         statistics = all_facts | "Statistics" >> beam.Map(
             _statistics, *(beam.pvalue.AsSingleton(p) for p in
-                           (clicks, duplicates, vocabulary, train_items, split_date, dates)),
+                           (n_clicks, duplicates, vocabulary, train_items, split_date, dates)),
             log.fraction, log.date_unit_seconds)
-        by_split = examples.examples | "Partition" >> beam.Partition(
+        by_split = emitted.examples | "Partition" >> beam.Partition(
             lambda e, n: SPLITS.index(e[0]), len(SPLITS))
         result = {split: by_split[i] | f"Keyed{split}" >> beam.Values()
                   for i, split in enumerate(SPLITS)}
@@ -429,11 +364,11 @@ def _date_range(ranges) -> tuple | None:
 def _names(pairs: list) -> dict:
     """The distinct (id, string) pairs of the log as {id: string}; two strings sharing one id
     (a hash collision) are refused as in memory."""
-    names = pp.ItemNames(pairs)
+    names = clicks.ItemNames(pairs)
     if len(names) != len(pairs):
-        seen = pp.ItemNames()
+        seen = clicks.ItemNames()
         for pair in pairs:
-            seen = pp.merge_names(seen, dict([pair]))
+            seen = clicks.merge_names(seen, dict([pair]))
     return names
 
 

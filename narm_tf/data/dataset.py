@@ -1,7 +1,7 @@
 """TFDS session-prefix splits -> padded tf.data batches; vocabulary access.
 
-The builders (`tfds_builders/`, schema in `tfds_builders/session_prefixes.py`) write; this
-module reads what they wrote and feeds it to training:
+The builders (`tfds_builders/`, schema in `narm_tf/data/examples.py`) write; this module
+reads what they wrote and feeds it to training:
   read   load_split / load_vocabulary / load_statistics   (a built dataset -> numpy)
   feed   make_dataset                                     (numpy -> tf.data batches)
   stream make_stream_dataset / choose_input               (record files -> batches, no numpy)
@@ -24,7 +24,8 @@ import numpy as np
 import tensorflow as tf
 import tensorflow_datasets as tfds
 
-from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data import examples
+from narm_tf.data.examples import MAX_LEN, Prefixes
 from narm_tf.serving import contract
 
 BUILDER_MODULES = (
@@ -85,11 +86,8 @@ def built_datasets(data_dir: str) -> list[str]:
 
 
 def _parse_batch(serialized: tf.Tensor) -> dict:
-    spec = {"prefix": tf.io.RaggedFeature(tf.int64),
-            "label": tf.io.FixedLenFeature([], tf.int64),
-            "length": tf.io.FixedLenFeature([], tf.int64),
-            "session_id": tf.io.FixedLenFeature([], tf.int64)}
-    features = tf.io.parse_example(serialized, spec)
+    """A batch of records -> {feature: [b]}, `prefix` dense `[b, MAX_LEN]` int32 padded with 0."""
+    features = tf.io.parse_example(serialized, examples.parse_spec())
     features["prefix"] = tf.cast(features["prefix"].to_tensor(0, shape=[None, MAX_LEN]), tf.int32)
     return features
 
@@ -110,14 +108,13 @@ def load_split(name: str, split: str, data_dir: str) -> Prefixes:
     # Batched parse_example over the raw TFRecords: ~50x faster than per-example decoding.
     dataset = (tf.data.TFRecordDataset(files).batch(READ_BATCH)
                .map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
-    parts = {key: [] for key in ("prefix", "label", "length", "session_id")}
+    parts = {feature.name: [] for feature in examples.SCHEMA}
     for batch in dataset.as_numpy_iterator():
         for key, value in batch.items():
             parts[key].append(value)
     if not parts["label"]:
-        return Prefixes(np.zeros([0, MAX_LEN], np.int32), *(np.zeros([0], np.int64),) * 3)
-    return Prefixes(*(np.concatenate(parts[key]) for key in
-                      ("prefix", "label", "length", "session_id")))
+        return Prefixes.empty()
+    return examples.from_columns({key: np.concatenate(value) for key, value in parts.items()})
 
 
 def load_vocabulary(name: str, data_dir: str) -> np.ndarray:

@@ -72,7 +72,7 @@ import pandas as pd
 import scipy.sparse as sp
 
 from narm_tf import evaluate as _evaluate
-from narm_tf.data.preprocessing import MAX_LEN, Prefixes
+from narm_tf.data.examples import MAX_LEN, Prefixes
 from narm_tf.model.metrics import metrics_by_kind, ranks_numpy, top_k_numpy
 
 SCORE_RESOLUTION = 1e9  # Raw scores closer than 1e-9 of the row maximum count as tied.

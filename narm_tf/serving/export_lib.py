@@ -25,7 +25,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from narm_tf.data.preprocessing import MAX_LEN
+from narm_tf.data.examples import MAX_LEN
 from narm_tf.serving import contract, reduced_precision
 from narm_tf.serving.signatures import ServingModule
 from narm_tf.training import run_dir

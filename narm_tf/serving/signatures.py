@@ -10,7 +10,7 @@ import numpy as np
 import tensorflow as tf
 from absl import logging
 
-from narm_tf.data.preprocessing import MAX_LEN
+from narm_tf.data.examples import MAX_LEN
 from narm_tf.serving import contract
 from narm_tf.serving.inference import NarmInference, UnsupportedModel
 from narm_tf.serving.top_k import blockwise_top_k, top_k_excluding

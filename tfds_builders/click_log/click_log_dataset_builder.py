@@ -1,7 +1,7 @@
 """Any click log (CSV/TSV or Parquet) -> NARM session-prefix examples (SPEC section 1 rules).
 
 Build your own log, its files in the manual dir, with a JSON config (TFDS passes it to
-`ClickLogConfig`; the keys and defaults are `narm_tf.data.preprocessing.ClickLog`'s):
+`ClickLogConfig`; the keys and defaults are `narm_tf.data.clicks.ClickLog`'s):
 
   tfds build tfds_builders/click_log --manual_dir=DIR --data_dir=OUT --config='{"name":
     "my_shop", "files": "clicks-*.parquet", "format": "parquet", "session": "sid",
@@ -17,7 +17,7 @@ one (`"base"`) and change some keys, e.g. a time window ending on a day (UTC, in
     "base": "yoochoose_full", "end_date": "2014-04-05"}' ...
 
 (`end_date`: clicks after that day are ignored, see
-`narm_tf.data.preprocessing.ClickLog.date_limit`; absent: no cut.) A bad config fails when it
+`narm_tf.data.clicks.ClickLog.date_limit`; absent: no cut.) A bad config fails when it
 is parsed, naming the valid keys or values; a missing column fails before any file is read in full.
 A config name stands for one set of rules and raw files: building it again with other rules or
 raw files stops, naming what changed (`tfds_builders/session_prefixes.py`).
@@ -30,19 +30,19 @@ import dataclasses
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 import tensorflow_datasets as tfds
 
-from narm_tf.data import preprocessing
+from narm_tf.data import clicks
 from tfds_builders import session_prefixes
 
 
 @dataclasses.dataclass(eq=False)
-class _ClickLogFields(tfds.core.BuilderConfig, preprocessing.ClickLog):
+class _ClickLogFields(tfds.core.BuilderConfig, clicks.ClickLog):
     pass
 
 
 class ClickLogConfig(_ClickLogFields):
-    """A click log and its rules: `name` plus the keys of `narm_tf.data.preprocessing.ClickLog`."""
+    """A click log and its rules: `name` plus the keys of `narm_tf.data.clicks.ClickLog`."""
 
-    KEYS = ("name", *(field.name for field in dataclasses.fields(preprocessing.ClickLog)))
+    KEYS = ("name", *(field.name for field in dataclasses.fields(clicks.ClickLog)))
 
     def __init__(self, **kwargs):
         if "base" in kwargs:
@@ -56,24 +56,24 @@ class ClickLogConfig(_ClickLogFields):
         super().__init__(**kwargs)
 
     @property
-    def log(self) -> preprocessing.ClickLog:
-        """The reading and rules part, for `narm_tf.data.preprocessing`."""
-        return preprocessing.ClickLog(**{key: getattr(self, key) for key in self.KEYS[1:]})
+    def log(self) -> clicks.ClickLog:
+        """The reading and rules part (`narm_tf.data.clicks`, `narm_tf.data.rules`)."""
+        return clicks.ClickLog(**{key: getattr(self, key) for key in self.KEYS[1:]})
 
 
-def _named(name: str, log: preprocessing.ClickLog, description: str, **changes):
+def _named(name: str, log: clicks.ClickLog, description: str, **changes):
     return ClickLogConfig(name=name, description=description,
                           **{**dataclasses.asdict(log), **changes})
 
 
 YOOCHOOSE_CONFIGS = [
-    _named("yoochoose1_64", preprocessing.YOOCHOOSE,
+    _named("yoochoose1_64", clicks.YOOCHOOSE,
            "Most recent 1/64 of the training prefixes (paper default).", fraction=64),
-    _named("yoochoose1_4", preprocessing.YOOCHOOSE,
+    _named("yoochoose1_4", clicks.YOOCHOOSE,
            "Most recent 1/4 of the training prefixes.", fraction=4),
-    _named("yoochoose_full", preprocessing.YOOCHOOSE, "All training prefixes."),
+    _named("yoochoose_full", clicks.YOOCHOOSE, "All training prefixes."),
 ]
-DIGINETICA_CONFIG = _named("diginetica", preprocessing.DIGINETICA,
+DIGINETICA_CONFIG = _named("diginetica", clicks.DIGINETICA,
                            "DIGINETICA item views, clicks in timeframe order.")
 
 
@@ -113,5 +113,5 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     BUILDER_CONFIGS = [*YOOCHOOSE_CONFIGS, DIGINETICA_CONFIG]
     DEFAULT_CONFIG_NAME = "yoochoose1_64"
 
-    def _log(self) -> preprocessing.ClickLog:
+    def _log(self) -> clicks.ClickLog:
         return self.builder_config.log

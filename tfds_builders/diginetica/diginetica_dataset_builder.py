@@ -11,7 +11,7 @@ import textwrap
 
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 
-from narm_tf.data import preprocessing
+from narm_tf.data import clicks
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 
@@ -38,7 +38,7 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     `<manual_dir>/{VIEWS_FILE}`.
     """)
 
-    COLUMNS = preprocessing.DIGINETICA_COLUMNS
+    COLUMNS = clicks.DIGINETICA_COLUMNS
 
-    def _log(self) -> preprocessing.ClickLog:
+    def _log(self) -> clicks.ClickLog:
         return click_log.DIGINETICA_CONFIG.log

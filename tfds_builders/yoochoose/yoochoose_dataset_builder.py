@@ -13,7 +13,7 @@ import textwrap
 
 import clone_path  # noqa: F401  (before the first-party imports: see clone_path.py)
 
-from narm_tf.data import preprocessing
+from narm_tf.data import clicks
 from tfds_builders import session_prefixes
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 
@@ -42,7 +42,7 @@ class Builder(session_prefixes.SessionPrefixBuilder):
     """)
     BUILDER_CONFIGS = click_log.YOOCHOOSE_CONFIGS  # the click_log pipeline's named configs
     DEFAULT_CONFIG_NAME = "yoochoose1_64"
-    COLUMNS = preprocessing.YOOCHOOSE_COLUMNS
+    COLUMNS = clicks.YOOCHOOSE_COLUMNS
 
-    def _log(self) -> preprocessing.ClickLog:
+    def _log(self) -> clicks.ClickLog:
         return self.builder_config.log

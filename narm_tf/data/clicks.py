@@ -1,26 +1,22 @@
-"""Raw click logs -> sessions -> date split -> session-prefix examples (SPEC section 1).
+"""Click logs (CSV/TSV or Parquet) -> a clicks frame: how a log is read, and its ids.
 
-Pure pandas/numpy, no TensorFlow: the TFDS builders call `preprocess()` and write what it
-returns. Every step is vectorized over clicks; nothing loops over clicks in Python.
+Pure pandas/pyarrow/numpy, no TensorFlow. A `ClickLog` says how to read a log and which rules
+`narm_tf.data.rules` applies to it (its defaults: the reference preprocessing's). The in-memory
+path (`rules.preprocess_log`) and the Beam path (`narm_tf.data.beam`, a file part at a time)
+read through the same functions, so both name a bad file, line or row group alike.
 
-The path, in the SPEC's order (the rules' values come from a `ClickLog`; defaults: the SPEC's):
-  preprocess_log(paths, log)                      the one path every builder takes:
-    read_log(paths, log)                          CSV/TSV or Parquet files -> clicks frame
-                                                  (clicks after `end_date` cut: `before_end`)
-                                                  (YOOCHOOSE, DIGINETICA: two ClickLogs)
-    preprocess(clicks, ...)                       clicks -> Preprocessed (train/test prefixes)
-    _sessions_in_time_order  step 1   group by session, order clicks, session date; count
-                                      exact duplicate clicks (kept, as the reference does)
-    _filter_sessions         step 2-3 short sessions, item support >= 5
-    _split_by_date           step 4   test after max_date - split, train before, boundary dropped
-    _number_items            step 5   vocabulary 1..N in order of first appearance in train
-    _prefix_positions, _materialize  step 6-7 ([x1..x_{i-1}], x_i), longest first, last 19
-    prefix_examples          step 8   YOOCHOOSE fractions: the most recent floor(n/fraction)
-    hold_out_validation      step 9   floor(share * sessions) whole sessions to validation
-                                      (a seeded draw, or the newest: `validation`)
+The path, in order:
+  read_log(paths, log, columns)     one or more files -> one clicks frame, in the given order
+    check_log_files                 each file exists, is plain text, holds the log's columns
+    read_csv                        a CSV/TSV file (or a byte range of it) -> {role: array},
+                                    typed as `time_format` and `id_type` say; bad lines named
+    read_row_group                  a Parquet row group -> {role: array}, bad rows named
+    clicks_frame                    {role: array} -> int64 session_id, item_id (`encode_ids`:
+                                    strings kept beside their ids), time, date; the clicks
+                                    after `end_date` cut (`before_end`)
+  vocabulary_ids                    the vocabulary's int64 ids -> what a dataset stores
+                                    (integers, or the log's own strings)
 """
-
-from __future__ import annotations
 
 import csv
 import dataclasses
@@ -35,7 +31,9 @@ import pyarrow.compute as pc
 import pyarrow.csv as pacsv
 import pyarrow.parquet as pq
 
-MAX_LEN = 19  # BPTT truncation of the paper: a prefix keeps its most recent 19 clicks.
+from narm_tf.data.examples import MAX_LEN
+
+# The rules' defaults, which a ClickLog carries to `narm_tf.data.rules`.
 MIN_ITEM_SUPPORT = 5
 VALIDATION_SHARE = 0.1
 YOOCHOOSE_TEST_DAYS = 1
@@ -178,7 +176,8 @@ PLAUSIBLE_YEARS = (1971, 2100)
 
 @dataclasses.dataclass(kw_only=True)
 class ClickLog:
-    """How to read a click log and which SPEC section 1 rules to apply (defaults: the SPEC's).
+    """How to read a click log and which rules `narm_tf.data.rules` applies to it (defaults:
+    the reference preprocessing's).
 
     Columns are header names (CSV with a header, Parquet) or 0-based field positions (CSV
     without a header). `time` dates a session (its latest click); `order` (optional, e.g.
@@ -350,23 +349,33 @@ def csv_conversion(log: ClickLog, index: dict) -> tuple[dict, dict]:
     return types, parsers
 
 
-def _read_csv_log(path: str, log: ClickLog, columns=None) -> dict:
-    """One CSV/TSV file -> {role: pyarrow array}, typed; bad lines named by number."""
+def read_csv(path: str, log: ClickLog, columns=None, byte_range: tuple | None = None
+             ) -> dict | None:
+    """A CSV/TSV file -> {role: pyarrow array}, typed; bad lines named by their number in the
+    file. With `byte_range` (start, end): only the lines starting in it (the Beam path reads a
+    large file in parts), None if no line starts there; a whole file must hold a click."""
     fields = _csv_fields(path, log, columns)
     index = _role_indices(log, fields)
     types, parsers = csv_conversion(log, index)
+    if byte_range is None:
+        source, skip, block = path, int(log.header), {"block_size": 1 << 26}
+    else:
+        source, skip, block = _line_range(path, byte_range), int(log.header
+                                                                 and byte_range[0] == 0), {}
+        if source is None:
+            return None
     try:
         table = pacsv.read_csv(
-            path,
+            source,
             read_options=pacsv.ReadOptions(column_names=[f"f{i}" for i in range(len(fields))],
-                                           skip_rows=int(log.header), block_size=1 << 26),
+                                           skip_rows=skip, **block),
             parse_options=pacsv.ParseOptions(delimiter=log.delimiter),
             convert_options=pacsv.ConvertOptions(column_types=types,
                                                  include_columns=list(types),
                                                  null_values=[], strings_can_be_null=False))
     except (pa.ArrowInvalid, pa.ArrowTypeError) as error:
         _raise_located(path, log.delimiter, len(fields), parsers, log.header, error)
-    if table.num_rows == 0:
+    if table.num_rows == 0 and byte_range is None:
         raise InputError(f"{path}: the file holds a header but no clicks.")
     arrays = {role: table.column(f"f{i}") for role, i in index.items()}
     if log.id_type != "int" and any(pc.any(pc.equal(arrays[role], "")).as_py()
@@ -374,6 +383,25 @@ def _read_csv_log(path: str, log: ClickLog, columns=None) -> dict:
         _raise_located(path, log.delimiter, len(fields), parsers, log.header,
                        InputError("an empty id"))
     return arrays
+
+
+def _line_range(path: str, byte_range: tuple) -> pa.BufferReader | None:
+    """The lines of a file starting in bytes [start, end), or None if no line starts there."""
+    with open(path, "rb") as f:
+        begin, stop = (_line_start(f, position) for position in byte_range)
+        if begin >= stop:
+            return None
+        f.seek(begin)
+        return pa.BufferReader(f.read(stop - begin))
+
+
+def _line_start(f, position: int) -> int:
+    """The start of the first line beginning at or after byte `position`."""
+    if position == 0:
+        return 0
+    f.seek(position - 1)
+    f.readline()
+    return f.tell()
 
 
 def _parquet_schema(path: str, log: ClickLog):
@@ -435,20 +463,25 @@ def _parquet_column(path, group, role, column, array, log: ClickLog) -> pa.Array
         raise InputError(f"{where}: could not be read: {error}") from error
 
 
+def read_row_group(path: str, group: int, log: ClickLog, parquet=None) -> dict:
+    """One row group of a Parquet file -> {role: pyarrow array}, typed; a bad value named by
+    its row in the group. `parquet`: the file already open (a `pq.ParquetFile`), if it is."""
+    roles = {role: getattr(log, role) for role in ROLES if getattr(log, role) is not None}
+    table = (parquet or pq.ParquetFile(path)).read_row_group(group, columns=list(roles.values()))
+    return {role: _parquet_column(path, group, role, column,
+                                  table.column(column).combine_chunks(), log)
+            for role, column in roles.items()}
+
+
 def _read_parquet_log(path: str, log: ClickLog) -> dict:
     """One Parquet file -> {role: pyarrow array}, typed; bad values named by row group."""
     metadata = _parquet_schema(path, log)
-    roles = {role: getattr(log, role) for role in ROLES if getattr(log, role) is not None}
     parquet = pq.ParquetFile(path)
-    parts = {role: [] for role in roles}
-    for group in range(metadata.num_row_groups):
-        table = parquet.read_row_group(group, columns=list(roles.values()))
-        for role, column in roles.items():
-            parts[role].append(_parquet_column(path, group, role, column,
-                                               table.column(column).combine_chunks(), log))
+    groups = [read_row_group(path, group, log, parquet)
+              for group in range(metadata.num_row_groups)]
     if not metadata.num_rows:
         raise InputError(f"{path}: the file holds no clicks.")
-    return {role: pa.chunked_array(chunks) for role, chunks in parts.items()}
+    return {role: pa.chunked_array([arrays[role] for arrays in groups]) for role in groups[0]}
 
 
 class ItemNames(dict):
@@ -541,7 +574,7 @@ def _check_dates(date: np.ndarray, raw: np.ndarray, log: ClickLog, source: str) 
                      f"clicks in the year {int(when)} (value {value}); {hint}")
 
 
-def _clicks_frame(columns: dict, log: ClickLog, source: str = "clicks") -> pd.DataFrame:
+def clicks_frame(columns: dict, log: ClickLog, source: str = "clicks") -> pd.DataFrame:
     """{role: array} -> int64 `session_id`, `item_id` (see `encode_ids`), `time` (orders
     clicks within a session: the `order` column, else the click time) and `date` (seconds or
     days: dates sessions). `attrs["item_names"]`: {id: string} of non-integer item ids."""
@@ -597,8 +630,8 @@ def read_log(paths: list[str], log: ClickLog, columns=None) -> pd.DataFrame:
       holds {id: string} of the item ids that are not plain integers.
     """
     check_log_files(paths, log, columns)
-    frames = [_clicks_frame(_read_csv_log(path, log, columns) if log.format == "csv"
-                            else _read_parquet_log(path, log), log, path) for path in paths]
+    frames = [clicks_frame(read_csv(path, log, columns) if log.format == "csv"
+                           else _read_parquet_log(path, log), log, path) for path in paths]
     if len(frames) == 1:
         return frames[0]
     names = ItemNames()
@@ -627,337 +660,3 @@ def read_diginetica_views(path: str) -> pd.DataFrame:
     return read_log([path], DIGINETICA, DIGINETICA_COLUMNS)
 
 
-# ------------------------------------------------------------------------ preprocessing
-
-
-@dataclasses.dataclass
-class Sessions:
-    """Sessions as flat arrays: clicks of session s are `items[offsets[s]:offsets[s+1]]`."""
-
-    session_ids: np.ndarray  # [num_sessions] int64
-    dates: np.ndarray  # [num_sessions] int64 (seconds or days)
-    offsets: np.ndarray  # [num_sessions + 1] int64
-    items: np.ndarray  # [num_clicks] int64, raw ids or vocabulary indices
-
-    @property
-    def lengths(self) -> np.ndarray:
-        return np.diff(self.offsets)
-
-    def __len__(self) -> int:
-        return len(self.session_ids)
-
-    def take(self, order: np.ndarray) -> Sessions:
-        """The sessions at `order` (indices), in that order."""
-        lengths = self.lengths[order]
-        starts = self.offsets[:-1][order]
-        offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-        click_index = np.repeat(starts - offsets[:-1], lengths) + np.arange(offsets[-1])
-        return Sessions(self.session_ids[order], self.dates[order], offsets,
-                        self.items[click_index])
-
-
-@dataclasses.dataclass
-class Prefixes:
-    """Session-prefix examples ([x1..x_{i-1}], x_i), prefixes right-padded with 0."""
-
-    prefixes: np.ndarray  # [n, MAX_LEN] int32, oldest click first, 0 = padding
-    labels: np.ndarray  # [n] int64
-    lengths: np.ndarray  # [n] int64, prefix length before truncation
-    session_ids: np.ndarray  # [n] int64
-
-    def __len__(self) -> int:
-        return len(self.labels)
-
-    def take(self, index: np.ndarray) -> Prefixes:
-        return Prefixes(self.prefixes[index], self.labels[index], self.lengths[index],
-                        self.session_ids[index])
-
-    @staticmethod
-    def concatenate(*parts: Prefixes) -> Prefixes:
-        """The examples of `parts`, one after another."""
-        return Prefixes(*(np.concatenate([getattr(part, field.name) for part in parts])
-                          for field in dataclasses.fields(Prefixes)))
-
-
-@dataclasses.dataclass
-class Preprocessed:
-    """What a builder writes: splits, the vocabulary and the dataset statistics."""
-
-    train: Prefixes
-    validation: Prefixes
-    test: Prefixes
-    vocabulary: np.ndarray  # [N] int64: raw item id of vocabulary index i is vocabulary[i - 1]
-    statistics: dict
-
-
-def _sessions_in_time_order(clicks: pd.DataFrame) -> tuple[Sessions, int]:
-    """Step 1: clicks grouped by session in time order; sessions in order of first appearance.
-
-    Returns the sessions and the number of exact duplicate clicks (see `_duplicate_clicks`),
-    which stay in the sessions.
-    """
-    session_codes, session_ids = pd.factorize(clicks["session_id"].to_numpy(), sort=False)
-    times = clicks["time"].to_numpy()
-    order = np.lexsort((np.arange(len(clicks)), times, session_codes))
-    codes = session_codes[order]
-    lengths = np.bincount(codes, minlength=len(session_ids))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    dates = clicks["date"].to_numpy()[order]
-    items = clicks["item_id"].to_numpy()[order].astype(np.int64)
-    # Session date: its latest click date (YOOCHOOSE: the last click's time; DIGINETICA: the
-    # eventdate, the latest in case a session crosses midnight).
-    session_dates = np.maximum.reduceat(dates, offsets[:-1])
-    duplicates = _duplicate_clicks(codes, times[order], dates, items)
-    return Sessions(np.asarray(session_ids, np.int64), session_dates.astype(np.int64), offsets,
-                    items), duplicates
-
-
-def _duplicate_clicks(codes, times, dates, items) -> int:
-    """Clicks repeating an earlier one exactly: same session, time, date and item. [n] each,
-    sorted by (session, time), so repeats sit in runs of tied (session, time, date)."""
-    tied = (codes[1:] == codes[:-1]) & (times[1:] == times[:-1]) & (dates[1:] == dates[:-1])
-    if not tied.any():
-        return 0
-    in_tie = np.zeros(len(codes), bool)
-    in_tie[1:] |= tied
-    in_tie[:-1] |= tied
-    index = np.flatnonzero(in_tie)  # few clicks: the arrays below stay small
-    new_run = np.ones(len(index), bool)
-    new_run[1:] = ~tied[index[1:] - 1]
-    run = np.cumsum(new_run)
-    return int(pd.DataFrame({"run": run, "item": items[index]}).duplicated().sum())
-
-
-def _keep_clicks(sessions: Sessions, keep: np.ndarray, min_length: int = 2) -> Sessions:
-    """Drops the clicks where `keep` is False, then sessions left shorter than `min_length`."""
-    session_of_click = np.repeat(np.arange(len(sessions)), sessions.lengths)
-    lengths = np.bincount(session_of_click[keep], minlength=len(sessions))
-    offsets = np.concatenate([[0], np.cumsum(lengths)]).astype(np.int64)
-    reduced = Sessions(sessions.session_ids, sessions.dates, offsets, sessions.items[keep])
-    return reduced.take(np.flatnonzero(lengths >= min_length))
-
-
-def _filter_sessions(sessions: Sessions, min_item_support: int = MIN_ITEM_SUPPORT,
-                     min_length: int = 2) -> Sessions:
-    """Steps 2-3: drop sessions shorter than min_length (2); drop clicks on items seen fewer
-    than min_item_support (5) times; drop sessions left shorter than min_length (one pass)."""
-    sessions = sessions.take(np.flatnonzero(sessions.lengths >= min_length))
-    _, inverse, counts = np.unique(sessions.items, return_inverse=True, return_counts=True)
-    return _keep_clicks(sessions, counts[inverse] >= min_item_support, min_length)
-
-
-def _split_by_date(sessions: Sessions, test_span: int) -> tuple[Sessions, Sessions, int]:
-    """Step 4: test strictly after max_date - span, train strictly before; boundary dropped."""
-    split_date = int(sessions.dates.max()) - test_span
-    train = sessions.take(_stable_date_order(sessions, sessions.dates < split_date))
-    test = sessions.take(_stable_date_order(sessions, sessions.dates > split_date))
-    return train, test, split_date
-
-
-def _stable_date_order(sessions: Sessions, selected: np.ndarray) -> np.ndarray:
-    index = np.flatnonzero(selected)
-    return index[np.argsort(sessions.dates[index], kind="stable")]
-
-
-def _number_items(train: Sessions, test: Sessions, min_length: int = 2
-                  ) -> tuple[Sessions, Sessions, np.ndarray]:
-    """Step 5: vocabulary 1..N by first appearance in date-sorted train; unknown test items out."""
-    codes, vocabulary = pd.factorize(train.items, sort=False)
-    train = Sessions(train.session_ids, train.dates, train.offsets, codes.astype(np.int64) + 1)
-    test_codes = pd.Index(vocabulary).get_indexer(test.items)
-    known = test_codes >= 0
-    test = _keep_clicks(
-        Sessions(test.session_ids, test.dates, test.offsets, test_codes.astype(np.int64) + 1),
-        known, min_length,
-    )
-    return train, test, np.asarray(vocabulary, np.int64)
-
-
-def _prefix_positions(sessions: Sessions) -> tuple[np.ndarray, np.ndarray]:
-    """Step 6 order: (label position, session index) of every example, longest prefix first."""
-    lengths = sessions.lengths
-    counts = lengths - 1
-    session_index = np.repeat(np.arange(len(sessions)), counts)
-    first_example = np.concatenate([[0], np.cumsum(counts)])[:-1]
-    rank_in_session = np.arange(counts.sum()) - np.repeat(first_example, counts)
-    # rank 0 -> label is the session's last click (the longest prefix).
-    label_position = sessions.offsets[1:][session_index] - 1 - rank_in_session
-    return label_position, session_index
-
-
-def _materialize(sessions: Sessions, label_position, session_index,
-                 max_len: int = MAX_LEN) -> Prefixes:
-    """Step 7: dense right-padded prefixes [n, max_len] of the most recent max_len clicks."""
-    full_length = label_position - sessions.offsets[:-1][session_index]
-    kept = np.minimum(full_length, max_len)
-    columns = np.arange(max_len)
-    gather = (label_position - kept)[:, None] + columns[None, :]
-    valid = columns[None, :] < kept[:, None]
-    prefixes = np.where(valid, sessions.items[np.where(valid, gather, 0)], 0).astype(np.int32)
-    return Prefixes(prefixes, sessions.items[label_position].astype(np.int64),
-                    full_length.astype(np.int64), sessions.session_ids[session_index])
-
-
-def prefix_examples(sessions: Sessions, fraction: int = 1, max_len: int = MAX_LEN) -> Prefixes:
-    """Steps 6-8: all prefixes, or the most recent floor(n / fraction) of them."""
-    label_position, session_index = _prefix_positions(sessions)
-    keep = len(label_position) // fraction
-    start = len(label_position) - keep
-    return _materialize(sessions, label_position[start:], session_index[start:], max_len)
-
-
-def hold_out_validation(train: Prefixes, seed: int, share: float = VALIDATION_SHARE,
-                        by: str = "sessions") -> tuple[Prefixes, Prefixes]:
-    """Step 9: whole sessions to validation; returns (train, validation), both in date order.
-
-    "10%" is floor(0.1 * S) of the S sessions that have a prefix in `train`, in order of first
-    appearance (date order). `by="sessions"` draws them without replacement by a seeded
-    permutation; `by="time"` takes the newest, the last floor(share * S) (`seed` unused). All
-    prefixes of a held-out session go to validation and none to train, so early stopping never
-    sees a prefix of a session it trains on. With a YOOCHOOSE fraction, `train` holds only the
-    kept prefixes: sessions are chosen among theirs (the session the cut splits counts with its
-    kept prefixes only).
-    """
-    sessions, first = np.unique(train.session_ids, return_index=True)
-    sessions = sessions[np.argsort(first, kind="stable")]  # order of first appearance
-    n_valid = int(len(sessions) * share)
-    if by == "time":
-        chosen = np.arange(len(sessions) - n_valid, len(sessions))
-    else:
-        chosen = np.random.default_rng(seed).permutation(len(sessions))[:n_valid]
-    is_valid = np.isin(train.session_ids, sessions[chosen])
-    return train.take(np.flatnonzero(~is_valid)), train.take(np.flatnonzero(is_valid))
-
-
-def preprocess_log(paths: list[str], log: ClickLog, columns=None) -> Preprocessed:
-    """The one path from raw files to splits: `read_log`, then `preprocess` with the log's
-    rules. Every builder (click_log and its YOOCHOOSE/DIGINETICA configs) calls this. A
-    dataset needs a validation split (early stopping): a log too small for validation_share
-    to hold out a session is refused."""
-    clicks = read_log(paths, log, columns)
-    if not len(clicks):
-        raise InputError(f"{', '.join(paths)}: no click is dated on or before end_date "
-                         f"{log.end_date} (UTC).")
-    result = preprocess(
-        clicks, log.test_days, log.date_unit_seconds, log.fraction, log.seed,
-        source=", ".join(paths), min_item_support=log.min_item_support,
-        min_session_length=log.min_session_length, max_len=log.max_len,
-        validation_share=log.validation_share, id_type=log.id_type,
-        validation=log.validation)
-    check_validation(result.statistics["kept_train_sessions"], log.validation_share,
-                     ", ".join(paths))
-    return result
-
-
-def preprocess(clicks: pd.DataFrame, test_days: int, date_unit_seconds: int,
-               fraction: int = 1, seed: int = 0, source: str = "clicks", *,
-               min_item_support: int = MIN_ITEM_SUPPORT, min_session_length: int = 2,
-               max_len: int = MAX_LEN, validation_share: float = VALIDATION_SHARE,
-               id_type: str = "auto", validation: str = "sessions") -> Preprocessed:
-    """SPEC section 1 from a clicks frame (see the readers) to train/validation/test prefixes.
-
-    Exact duplicate clicks (same session, item, time and date) are kept, as in the reference
-    preprocessing whose counts SPEC section 1 reproduces; `statistics["duplicate_clicks"]`
-    counts them (clicks repeating an earlier one). Validation: see `hold_out_validation`;
-    `statistics["kept_train_sessions"]` counts the sessions of the kept training prefixes and
-    `statistics["validation_sessions"]` the floor(share * kept_train_sessions) held out.
-
-    Args:
-      clicks: frame with columns session_id, item_id, time, date.
-      test_days: 1 (YOOCHOOSE) or 7 (DIGINETICA).
-      date_unit_seconds: seconds in one unit of `date` (1 for YOOCHOOSE, 86400 for DIGINETICA).
-      fraction: keep the most recent 1/fraction of training prefixes (YOOCHOOSE 64 or 4).
-      seed: seed of the validation hold-out.
-      source: name used in error messages (the raw file's path).
-      min_item_support, min_session_length, max_len, validation_share: the rules of steps
-        3, 2, 7 and 9 (SPEC values 5, 2, 19 and 0.1); see `ClickLog`.
-      id_type: how the ids were read (`ClickLog.id_type`): decides whether the vocabulary
-        holds integers or the log's strings (`vocabulary_ids`, with `clicks.attrs`).
-      validation: `sessions` (a seeded random draw) or `time` (the newest sessions).
-    """
-    sessions, duplicates = _sessions_in_time_order(clicks)
-    sessions = _filter_sessions(sessions, min_item_support, min_session_length)
-    if len(sessions) == 0:
-        raise InputError(f"{source}: no session is left after dropping sessions shorter than "
-                         f"{min_session_length} and items seen fewer than {min_item_support} "
-                         f"times.")
-    span = test_days * SECONDS_PER_DAY // date_unit_seconds
-    train_sessions, test_sessions, split_date = _split_by_date(sessions, span)
-    if len(train_sessions) == 0 or len(test_sessions) == 0:
-        raise InputError(
-            f"{source}: the date split at {split_date} leaves {len(train_sessions)} train and "
-            f"{len(test_sessions)} test sessions; both must be non-empty (the log must span "
-            f"more than {test_days} day(s)).")
-    train_sessions, test_sessions, vocabulary = _number_items(train_sessions, test_sessions,
-                                                              min_session_length)
-    if len(test_sessions) == 0:
-        raise InputError(f"{source}: no test session keeps {min_session_length} clicks on "
-                         f"training items.")
-    all_train = prefix_examples(train_sessions, fraction, max_len)
-    test = prefix_examples(test_sessions, max_len=max_len)
-    train, validation = hold_out_validation(all_train, seed, validation_share, validation)
-    statistics = {
-        "clicks": int(len(clicks)),
-        "duplicate_clicks": duplicates,
-        "train_sessions": int(len(train_sessions)),
-        "test_sessions": int(len(test_sessions)),
-        "vocabulary_size": int(len(vocabulary)),
-        "train_prefixes": int(len(all_train)),
-        "train_items": _items_in(all_train),
-        "kept_train_sessions": _distinct(all_train.session_ids),
-        "validation_sessions": _distinct(validation.session_ids),
-        "validation_prefixes": int(len(validation)),
-        "test_prefixes": int(len(test)),
-        "average_length": float(_average_length(train_sessions, test_sessions)),
-        "split_date": split_date,
-        "fraction": fraction,
-        **date_range(clicks["date"].min(), clicks["date"].max(), date_unit_seconds),
-    }
-    vocabulary = vocabulary_ids(vocabulary, clicks.attrs.get("item_names", {}), id_type)
-    return Preprocessed(train, validation, test, vocabulary, statistics)
-
-
-def check_validation(sessions: int, share: float, source: str) -> None:
-    """Refuses a validation_share that holds out no session of `sessions` (floor(share * S))."""
-    if int(sessions * share) == 0:
-        raise InputError(
-            f"{source}: validation_share {share} of the {sessions} training session(s) holds "
-            f"out none (early stopping needs at least one): raise validation_share to at "
-            f"least {1 / max(sessions, 1):.3g} or use a longer log.")
-
-
-def date_range(first, last, date_unit_seconds: int) -> dict:
-    """The first and last click dates read, as UTC ISO text (days for day-dated logs)."""
-    def text(date) -> str:
-        moment = datetime.datetime.fromtimestamp(int(date) * date_unit_seconds,
-                                                 datetime.timezone.utc)
-        if date_unit_seconds == SECONDS_PER_DAY:
-            return moment.date().isoformat()
-        return moment.strftime("%Y-%m-%dT%H:%M:%SZ")
-    return {"first_click": text(first), "last_click": text(last)}
-
-
-def duplicates_note(statistics: dict) -> str:
-    """One line for the build output: how many exact duplicate clicks were kept, and why."""
-    return (f"Exact duplicate clicks (same session, item and time): "
-            f"{statistics['duplicate_clicks']:,}, kept, as the reference preprocessing whose "
-            f"counts SPEC section 1 reproduces keeps them.")
-
-
-def _distinct(values: np.ndarray) -> int:
-    return int(len(np.unique(values)))
-
-
-def _items_in(prefixes: Prefixes) -> int:
-    """Distinct items occurring in a set of prefix examples (inputs or labels)."""
-    present = np.zeros(int(max(prefixes.prefixes.max(initial=0), prefixes.labels.max(initial=0)))
-                       + 1, bool)
-    present[prefixes.prefixes.ravel()] = True
-    present[prefixes.labels] = True
-    present[0] = False
-    return int(present.sum())
-
-
-def _average_length(train: Sessions, test: Sessions) -> float:
-    lengths = np.concatenate([train.lengths, test.lengths])
-    return float(lengths.mean()) if len(lengths) else 0.0

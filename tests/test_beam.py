@@ -18,8 +18,8 @@ import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
 from narm_tf import synthetic
-from narm_tf.data import beam as preprocessing_beam
-from narm_tf.data import preprocessing
+from narm_tf.data import beam as beam_path
+from narm_tf.data.clicks import InputError, read_yoochoose_clicks
 from tfds_builders.click_log import click_log_dataset_builder as click_log
 from tfds_builders.diginetica import diginetica_dataset_builder as diginetica
 from tfds_builders.yoochoose import yoochoose_dataset_builder as yoochoose
@@ -53,6 +53,7 @@ def load(directory) -> dict:
 
 def assert_same(beam: dict, memory: dict) -> None:
     assert beam["statistics"] == memory["statistics"]
+    assert list(beam["statistics"]) == list(memory["statistics"])  # stored in one order
     assert beam["vocabulary"] == memory["vocabulary"]
     for split in ("train", "validation", "test"):
         assert len(beam[split]) == len(memory[split]), split
@@ -85,7 +86,7 @@ def test_hand_log_order_ties_and_vocabulary(tmp_path, monkeypatch, beam_args, ch
     session 7, the first in date order. With 8-byte ranges, every CSV line is its own read
     task (some ranges hold no line start), so order and ties cross tasks."""
     if chunk_bytes:
-        monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(beam_path, "CSV_CHUNK_BYTES", chunk_bytes)
     hand_log(tmp_path)
     built = build(click_log.Builder, tmp_path, tmp_path / "out", beam_args, config=HAND)
     assert built["vocabulary"] == [30, 20, 50, 10, 40]
@@ -135,7 +136,7 @@ def test_synthetic_log_in_three_files_two_workers(tmp_path, monkeypatch):
     """A synthetic log split into 3 CSV files mid-session, read in 4 KiB byte ranges, with
     rules other than the defaults (fraction 4, validation 20%, seed 3): identical dataset on
     2 workers."""
-    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 4096)
+    monkeypatch.setattr(beam_path, "CSV_CHUNK_BYTES", 4096)
     manual = tmp_path / "manual"
     manual.mkdir()
     path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=3000, num_items=300,
@@ -161,7 +162,7 @@ def test_parquet_row_groups_and_csv_of_the_same_clicks(tmp_path):
     and the same clicks as one CSV in memory: identical datasets."""
     path = synthetic.write_synthetic_clicks(str(tmp_path), num_sessions=600, num_items=80,
                                             num_days=6)
-    clicks = preprocessing.read_yoochoose_clicks(path)
+    clicks = read_yoochoose_clicks(path)
     frame = pd.DataFrame({"sid": clicks["session_id"], "sku": clicks["item_id"],
                           "ts": clicks["time"]})
     half = len(frame) // 2  # mid-session: sessions span both files
@@ -212,20 +213,20 @@ def test_missing_column_fails_before_the_pipeline_runs(tmp_path):
     """The Beam path checks the files' columns when it builds the graph, naming them."""
     hand_log(tmp_path)
     bad = dataclasses.replace(HAND.log, item="sku")
-    with pytest.raises(preprocessing.InputError, match=r"a\.csv, line 1: no column 'sku'"):
-        preprocessing_beam.Preprocess([str(tmp_path / "a.csv")], bad)
+    with pytest.raises(InputError, match=r"a\.csv, line 1: no column 'sku'"):
+        beam_path.Preprocess([str(tmp_path / "a.csv")], bad)
 
 
 def test_bad_line_in_a_csv_byte_range_is_named_by_its_line_in_the_file(tmp_path, monkeypatch):
     """A bad value read in a byte range is reported with its line number in the whole file."""
-    monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", 8)
+    monkeypatch.setattr(beam_path, "CSV_CHUNK_BYTES", 8)
     hand_log(tmp_path)
     text = (tmp_path / "b.csv").read_text().replace("9,30,200000", "9,30,2000x0")
     (tmp_path / "b.csv").write_text(text)
     with pytest.raises(Exception, match=r"b\.csv, line 5: field 3 \(time\) value '2000x0' "
                                         r"is not an integer count of seconds"):
         with beam.Pipeline(options=PipelineOptions(IN_PROCESS)) as pipeline:
-            _ = pipeline | preprocessing_beam.Preprocess(
+            _ = pipeline | beam_path.Preprocess(
                 [str(tmp_path / "a.csv"), str(tmp_path / "b.csv")], HAND.log)
 
 
@@ -257,7 +258,7 @@ def test_end_date_window_is_identical_on_beam(tmp_path, monkeypatch, chunk_bytes
     dataset in memory and on Beam, whether the cut falls in whole files or byte ranges; its
     clicks are those dated before 2014-04-06T00:00Z."""
     if chunk_bytes:
-        monkeypatch.setattr(preprocessing_beam, "CSV_CHUNK_BYTES", chunk_bytes)
+        monkeypatch.setattr(beam_path, "CSV_CHUNK_BYTES", chunk_bytes)
     manual = tmp_path / "manual"
     manual.mkdir()
     path = synthetic.write_synthetic_clicks(str(manual), num_sessions=1200, num_items=150)
