@@ -26,7 +26,7 @@ import tensorflow as tf
 
 from narm_tf import export as export_saved_model
 from narm_tf.model.narm import attention_model, build_narm
-from narm_tf.serving import client_lib, contract, export_lib, top_k
+from narm_tf.serving import client_lib, contract, export_lib
 from narm_tf.serving.signatures import compact_sessions
 from narm_tf.training import run_dir
 
@@ -680,17 +680,3 @@ def test_client_round_trip_through_a_grpc_prediction_service(exports, trained):
     ids, scores, _, _, _ = reference(trained, [[int(x) for x in session]], [True])
     np.testing.assert_array_equal(outputs["top_k_item_ids"], ids.astype(str))
     np.testing.assert_allclose(outputs["top_k_scores"], scores, atol=1e-5, rtol=0)
-
-
-@pytest.mark.parametrize("width", [4096, 5003, 43098])  # divisible, prime (remainder), DIGINETICA
-@pytest.mark.parametrize("k", [20, 39])
-def test_blockwise_top_k_equals_top_k(width, k):
-    """The serving graph's top-k over wide rows: same values, indices and tie order as TopKV2."""
-    rng = np.random.default_rng(width + k)
-    scores = rng.standard_normal((3, width)).astype(np.float32)
-    scores[1, 100:200] = 5.0  # a run of ties at the top
-    scores[2] = np.round(scores[2])  # ties everywhere
-    values, indices = top_k.blockwise_top_k(tf.constant(scores), k)
-    expected_values, expected_indices = tf.math.top_k(scores, k)
-    np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
-    np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())

@@ -15,6 +15,7 @@ from narm_tf.model.layers import (
     PhiloxDropout,
     attention_share,
     bilinear_scores,
+    session_representation,
 )
 
 
@@ -173,6 +174,28 @@ def test_attention_share_equals_numpy(normalize):
     symbolic = keras.Model(inputs, attention_share(inputs[0], inputs[1], inputs[2] > 0))
     np.testing.assert_allclose(symbolic([alpha, h, mask.astype("float32")]), expected,
                                rtol=1e-5, atol=1e-7)
+
+
+def test_session_representation_of_each_variant():
+    """The variants' one wiring (build_narm and serving's lean pass): h_t, c_l, [h_t; c_l]; the
+    global variant never attends."""
+    final, local, alpha = tf.fill([2, 3], 1.0), tf.fill([2, 4], 2.0), tf.fill([2, 5], 0.5)
+    calls = []
+
+    def attend():
+        calls.append(1)
+        return local, alpha
+
+    session, weights = session_representation("global", final, attend)
+    assert weights is None and not calls
+    np.testing.assert_array_equal(session, final)
+    session, weights = session_representation("local", final, attend)
+    np.testing.assert_array_equal(session, local)
+    np.testing.assert_array_equal(weights, alpha)
+    session, _ = session_representation("hybrid", final, attend)
+    np.testing.assert_array_equal(session, [[1, 1, 1, 2, 2, 2, 2]] * 2)
+    joined, _ = session_representation("hybrid", final, attend, join=lambda parts: parts)
+    assert joined[0] is final and joined[1] is local and len(calls) == 3
 
 
 def test_philox_dropout_is_inverted_dropout():

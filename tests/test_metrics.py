@@ -328,3 +328,49 @@ def test_blockwise_ranks_and_top_k_equal_unblocked_on_integer_scores(block_size)
     finite = np.isfinite(scores).all(axis=1)
     np.testing.assert_array_equal(top[finite], top_k_numpy(scores, 5)[finite])
     assert ranks[5] == MISS
+
+
+# ------------------------------------------------- top-k: one definition, every path (issue 14)
+
+
+@pytest.mark.parametrize("width", [4096, 5003, 43098])  # divisible, prime (remainder), DIGINETICA
+@pytest.mark.parametrize("k", [20, 39])
+def test_top_k_equals_tf_top_k_on_wide_rows(width, k):
+    """The two-pass top-k (serving, evaluation): same values, indices and tie order as TopKV2."""
+    import tensorflow as tf
+
+    from narm_tf.model.metrics import top_k
+
+    rng = np.random.default_rng(width + k)
+    scores = rng.standard_normal((3, width)).astype(np.float32)
+    scores[1, 100:200] = 5.0  # a run of ties at the top
+    scores[2] = np.round(scores[2])  # ties everywhere
+    values, indices = top_k(tf.constant(scores), k)
+    expected_values, expected_indices = tf.math.top_k(scores, k)
+    np.testing.assert_array_equal(values.numpy(), expected_values.numpy())
+    np.testing.assert_array_equal(indices.numpy(), expected_indices.numpy())
+    assert indices.dtype == tf.int64
+
+
+def test_top_k_items_of_a_wide_catalogue_skip_padding_and_break_ties_by_lower_id():
+    """Evaluation's lists over 5,000 items (the two-pass top-k): NumPy's stable order."""
+    rng = np.random.default_rng(0)
+    scores = np.round(rng.standard_normal((4, 5001)), 1).astype(np.float32)  # many ties
+    scores[:, 0] = 100.0  # padding above every item: never listed
+    scores[1, 4990:] = 7.0  # a tied run at the end: lower ids first
+    want = np.argsort(-scores[:, 1:], axis=1, kind="stable")[:, :20] + 1
+    np.testing.assert_array_equal(top_k_numpy(scores, 20), want)
+
+
+def test_blockwise_ranks_and_top_k_with_wide_blocks_equal_unblocked():
+    """Blocks wide enough for the two-pass top-k inside each block, merged across blocks."""
+    rng = np.random.default_rng(7)
+    num_items, dim, batch = 9000, 3, 8
+    table = rng.integers(-3, 4, size=(num_items + 1, dim)).astype("float32")  # many ties
+    query = rng.integers(-2, 3, size=(batch, dim)).astype("float32")
+    labels = rng.integers(1, num_items + 1, size=batch)
+    scores = query @ table.T
+    scores[:, 0] = -1e9
+    ranks, top = _blockwise(query, table, labels, 20, 4500)  # blocks 0-4499, 4500-8999, 9000
+    np.testing.assert_array_equal(ranks, ranks_numpy(scores, labels))
+    np.testing.assert_array_equal(top, top_k_numpy(scores, 20))

@@ -3,7 +3,8 @@ and each click's share of the attended representation (`attention_share`).
 
 Each equation is written once, as a function of tensors (`bilinear_scores`, `with_padding_score`,
 `attend`, `attention_share`; the GRU step is `narm_tf.model.gru.gru_step`) that the layers here and
-serving's lean pass (`narm_tf.serving.inference`) both call.
+serving's lean pass (`narm_tf.serving.inference`) both call; so is the variants' wiring of the
+session representation (`session_representation`), which `narm_tf.model.narm.build_narm` calls.
 
 Batches are right-padded with item 0 (padding, never a valid item). Shapes: `[batch, max_len]`
 item ids, `[batch, max_len, hidden]` GRU states, `[batch, num_items + 1]` scores (column 0 is
@@ -83,6 +84,27 @@ def attend(hidden_states, final_state, weights, mask, normalize: str | None = No
         alpha = tf.nn.softmax(tf.where(mask, alpha, PADDING_SCORE), axis=-1)
     alpha = alpha * tf.cast(mask, alpha.dtype)
     return tf.squeeze(tf.matmul(alpha[:, None, :], hidden_states), 1), alpha     # [b, H]
+
+
+def session_representation(variant: str, final_state, attend, join=None):
+    """`(c_t, alpha)` of a NARM variant: `global` c_t = h_t (eq. 5; no attention, alpha None),
+    `local` c_t = c_l (eq. 6), `hybrid` c_t = [h_t; c_l] (eq. 9).
+
+    The one wiring of the variants: `build_narm` calls it on Keras tensors with its named
+    layers, serving's lean pass on tensors with the same model's layers.
+
+    Args:
+        variant: `global`, `local` or `hybrid`; final_state: h_t `[batch, H]`.
+        attend: `() -> (c_l [batch, H], alpha [batch, max_len])`, called only by the variants
+            that attend.
+        join: `parts -> c_t` from its one or two parts in order (`build_narm`: the layer named
+            `session_representation`); default: the part itself, or the parts concatenated.
+    """
+    join = join or (lambda parts: parts[0] if len(parts) == 1 else tf.concat(parts, axis=-1))
+    if variant == "global":
+        return join([final_state]), None
+    local, alpha = attend()
+    return join([local] if variant == "local" else [final_state, local]), alpha
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")

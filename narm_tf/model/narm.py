@@ -27,6 +27,7 @@ from narm_tf.model.layers import (
     PhiloxDropout,
     RepeatExplore,
     attention_share,
+    session_representation,
 )
 from narm_tf.model.metrics import MrrAtK, RecallAtK
 
@@ -91,16 +92,11 @@ def build_narm(
     # steps and writes its gradient out (narm_tf.model.gru).
     hidden_states, final_state = NarmGRU(
         hidden_units, return_sequences=True, return_state=True, name=GRU)(embedded)
-    if variant == "global":
-        session = keras.layers.Identity(name=SESSION_REPRESENTATION)(final_state)
-    else:
-        normalize = "softmax" if attention == "softmax" else None
-        local, _ = NarmAttention(normalize=normalize, name=ATTENTION)(hidden_states, final_state)
-        if variant == "local":
-            session = keras.layers.Identity(name=SESSION_REPRESENTATION)(local)
-        else:
-            session = keras.layers.Concatenate(name=SESSION_REPRESENTATION)(
-                [final_state, local])
+    normalize = "softmax" if attention == "softmax" else None
+    session, _ = session_representation(
+        variant, final_state, join=_session_layer,
+        attend=lambda: NarmAttention(normalize=normalize, name=ATTENTION)(hidden_states,
+                                                                           final_state))
     session = PhiloxDropout(representation_dropout, name="representation_dropout")(session)
     # The decoder's logits are the scores; with `repeat`, its explore distribution.
     output_name = "explore_scores" if repeat else SCORES
@@ -122,6 +118,13 @@ def build_narm(
             settings["repeat_explore"] = repeat_explore
     name = f"narm_{variant}_{decoder}" + ("_repeat" if repeat else "")
     return NarmModel(item_ids, scores, name=name, narm=settings)
+
+
+def _session_layer(parts):
+    """The layer `session_representation` over c_t's parts (`layers.session_representation`)."""
+    if len(parts) == 1:
+        return keras.layers.Identity(name=SESSION_REPRESENTATION)(parts[0])
+    return keras.layers.Concatenate(name=SESSION_REPRESENTATION)(parts)
 
 
 # Per thread: MirroredStrategy traces each replica's step in its own thread.

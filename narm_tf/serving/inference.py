@@ -2,12 +2,15 @@
 
 The Keras graph of the model costs about 30 ops per GRU step in TF Serving's executor (masking,
 per-step weight splits, tiles, squeezes); at batch 1 those ops, not arithmetic, set the latency.
-`NarmInference` computes the same outputs (eq. 1-10, to float32 round-off) with the functions
-training calls (`narm_tf.model.gru.gru_step`, `narm_tf.model.layers.attend`, `bilinear_scores`,
-`with_padding_score`, `attention_share`) in about 11 ops per step: one input projection for all
-steps, and the final state gathered at each row's last click instead of masking every step (rows
-are right-padded, never empty). The export test checks it against the Keras model for every
-variant, decoder and attention.
+`NarmInference` computes the same outputs (eq. 1-10, to float32 round-off) without writing the
+model again: the GRU step is the one training calls (`narm_tf.model.gru.gru_step`), in about 11
+ops per step (one input projection for all steps, and the final state gathered at each row's
+last click instead of masking every step: rows are right-padded, never empty); the variants'
+wiring is `narm_tf.model.layers.session_representation`, which `build_narm` calls too; the
+attention and decoder layers are the model's own, called on tensors; the scores are
+`bilinear_scores` or `with_padding_score`, what the model's output layers call. Only the table
+is read its own way (once, densely; the product without the training pass's padding column).
+The export test checks it against the Keras model for every variant, decoder and attention.
 
 It finds the model's parts by declaration: the settings `build_narm` records in the model
 (`NarmModel.narm`) and the layer names of `narm_tf.model.narm`. A model without them, or with a
@@ -22,7 +25,13 @@ import tensorflow as tf
 
 from narm_tf.model import narm as narm_model
 from narm_tf.model.gru import gru_step
-from narm_tf.model.layers import attend, attention_share, bilinear_scores, with_padding_score
+from narm_tf.model.layers import (
+    NarmAttention,
+    attention_share,
+    bilinear_scores,
+    session_representation,
+    with_padding_score,
+)
 
 
 class UnsupportedModel(ValueError):
@@ -52,28 +61,21 @@ class NarmInference:
         self.kernel = cell.kernel.value                      # [D, 3H]: z, r, h
         self.recurrent_kernel = cell.recurrent_kernel.value  # [H, 3H]
         self.bias = cell.bias.value                          # [2, 3H]: input, recurrent
-        self.attention, self.normalize = None, None
-        if self.variant != "global":
-            attention = _layer(model, narm_model.ATTENTION)
-            self.attention = (attention.a1.value, attention.a2.value, attention.v.value)
-            self.normalize = attention.normalize
-        if self.decoder == "bilinear":
-            self.decoder_kernel = _layer(model, narm_model.BILINEAR_DECODER).kernel.value
-        else:
-            dense = _layer(model, narm_model.DENSE_DECODER)
-            self.decoder_kernel, self.decoder_bias = dense.kernel.value, dense.bias.value
+        self.attention = (None if self.variant == "global"
+                          else _layer(model, narm_model.ATTENTION, NarmAttention))
+        decoder = (narm_model.BILINEAR_DECODER if self.decoder == "bilinear"
+                   else narm_model.DENSE_DECODER)
+        self.decoder_layer = _layer(model, decoder, keras.layers.Dense)
 
     def __call__(self, item_ids: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor, tf.Tensor]:
         # One dense read of the table: a gather on the variable itself (ResourceGather) would
         # switch it to copy-on-read, and every later read would copy all N x D floats.
         embeddings = tf.convert_to_tensor(self.embeddings)
         session, weights, share = self.encode(item_ids, embeddings)
-        if self.decoder == "bilinear":
-            scores = bilinear_scores(self.query(session), embeddings)
-        else:
-            scores = with_padding_score(tf.matmul(session, self.decoder_kernel)
-                                        + self.decoder_bias)
-        return scores, weights, share
+        if self.decoder == "bilinear":  # the model's ItemEmbedding decode mode
+            return bilinear_scores(self.query(session), embeddings), weights, share
+        # The model's PaddingScoreMask over the dense decoder's W c_t + b.
+        return with_padding_score(self.decoder_layer(session)), weights, share
 
     def encode(self, item_ids: tf.Tensor, table: tf.Tensor) -> tuple[tf.Tensor, tf.Tensor,
                                                                       tf.Tensor]:
@@ -84,17 +86,17 @@ class NarmInference:
         embedded = tf.cast(tf.gather(table, tf.transpose(item_ids)), tf.float32)  # [T, b, D]
         states = self._gru_states(embedded)                                       # [b, T, H]
         final = tf.gather(states, tf.maximum(lengths - 1, 0), batch_dims=1)        # [b, H]
-        if self.variant == "global":
+        session, weights = session_representation(
+            self.variant, final, lambda: self.attention(states, final, mask=valid))
+        if weights is None:  # `global`: no attention
             weights = tf.zeros_like(tf.cast(valid, tf.float32))
-            return final, weights, weights
-        local, weights = attend(states, final, self.attention, valid, self.normalize)
-        share = attention_share(weights, states, valid)
-        session = local if self.variant == "local" else tf.concat([final, local], 1)
-        return session, weights, share
+            return session, weights, weights
+        return session, weights, attention_share(weights, states, valid)
 
     def query(self, session: tf.Tensor) -> tf.Tensor:
-        """The bilinear decoder's query `c_t B` `[b, D]`: item i scores `emb_i . query`."""
-        return tf.matmul(session, self.decoder_kernel)
+        """The bilinear decoder's query `c_t B` `[b, D]` (the model's decoder layer): item i
+        scores `emb_i . query`."""
+        return self.decoder_layer(session)
 
     def saved_variables(self, model_variables: list) -> list:
         """The variables an export of this pass saves (the model's own, here)."""

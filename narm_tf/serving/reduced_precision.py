@@ -27,8 +27,8 @@ import numpy as np
 import tensorflow as tf
 
 from narm_tf.model.layers import with_padding_score
+from narm_tf.model.metrics import top_k, top_k_among
 from narm_tf.serving.inference import NarmInference
-from narm_tf.serving.top_k import blockwise_top_k
 
 SCORINGS = ("exact", "bfloat16", "two_stage")
 CANDIDATE_DIMS = 16
@@ -103,7 +103,7 @@ class TwoStageInference(NarmInference):
         reduced = tf.cast(tf.matmul(query, self.basis), tf.bfloat16)              # [b, r]
         approximate = tf.cast(tf.matmul(reduced, tf.convert_to_tensor(self.coarse),
                                         transpose_b=True), tf.float32)            # [b, N]
-        approximate_top, picked = blockwise_top_k(approximate, self.candidates)   # [b, C]
+        approximate_top, picked = top_k(approximate, self.candidates)             # [b, C]
         candidates = picked + 1                                       # vocabulary indices
         exact = tf.einsum("bcd,bd->bc", tf.gather(table, candidates), query)      # [b, C]
         log_z = log_partition(approximate, approximate_top, exact)
@@ -111,10 +111,9 @@ class TwoStageInference(NarmInference):
         if excluding is not None:
             seen = tf.reduce_any(tf.equal(candidates[:, :, None], indices[:, None, :]), axis=2)
             kept = tf.where(seen & excluding[:, None], tf.constant(-np.inf), exact)
-        top_logits, order = tf.math.top_k(kept, min(k, self.candidates), sorted=True)
+        top_logits, top_indices = top_k_among(kept, candidates, min(k, self.candidates))
         probabilities = tf.exp(top_logits - log_z[:, None])
-        return (top_logits, tf.gather(candidates, order, batch_dims=1), probabilities,
-                weights, share)
+        return top_logits, top_indices, probabilities, weights, share
 
 
 def log_partition(approximate, approximate_candidates, exact_candidates):

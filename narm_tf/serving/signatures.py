@@ -11,9 +11,10 @@ import tensorflow as tf
 from absl import logging
 
 from narm_tf.data.examples import MAX_LEN
+from narm_tf.model.metrics import top_k
 from narm_tf.serving import contract
 from narm_tf.serving.inference import NarmInference, UnsupportedModel
-from narm_tf.serving.top_k import blockwise_top_k, top_k_excluding
+from narm_tf.serving.top_k import top_k_excluding
 
 
 def compact_sessions(indices: tf.Tensor, max_len: int = MAX_LEN) -> tf.Tensor:
@@ -189,7 +190,7 @@ class ServingModule(tf.Module):
         """Top k of `logits`, without the known items of the rows that exclude them."""
         excluding = self._excluding(session, exclude_seen)
         if excluding is None:
-            return blockwise_top_k(logits, self._k)
+            return top_k(logits, self._k)
         return top_k_excluding(logits, indices, session, excluding, self._k, self._max_len)
 
     def signatures(self) -> dict:
