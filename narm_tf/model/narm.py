@@ -19,6 +19,7 @@ import keras
 import tensorflow as tf
 from keras import ops
 
+from narm_tf import config as config_lib
 from narm_tf.model.layers import (
     ItemEmbedding,
     NarmAttention,
@@ -31,9 +32,12 @@ from narm_tf.model.layers import (
 )
 from narm_tf.model.metrics import MrrAtK, RecallAtK
 
-VARIANTS = ("global", "local", "hybrid")
-DECODERS = ("bilinear", "dense")
-ATTENTIONS = ("unnormalized", "softmax")
+# The settings' choices and defaults: narm_tf.config, the one place they are set.
+VARIANTS = config_lib.SETTINGS["variant"].choices
+DECODERS = config_lib.SETTINGS["decoder"].choices
+ATTENTIONS = config_lib.SETTINGS["attention"].choices
+_MODEL = config_lib.ModelConfig()
+_TRAINING, _RUNTIME = config_lib.TrainingConfig(), config_lib.RuntimeConfig()
 
 # The layers' names: what serving (`narm_tf.serving.inference`) and `attention_model` look up.
 ITEM_EMBEDDING = "item_embedding"
@@ -48,16 +52,16 @@ REPEAT_EXPLORE = "repeat_explore"
 
 def build_narm(
     num_items: int,
-    embedding_dim: int = 50,
-    hidden_units: int = 100,
-    variant: str = "hybrid",
-    decoder: str = "bilinear",
-    attention: str = "unnormalized",
+    embedding_dim: int = _MODEL.embedding_dim,
+    hidden_units: int = _MODEL.hidden_units,
+    variant: str = _MODEL.variant,
+    decoder: str = _MODEL.decoder,
+    attention: str = _MODEL.attention,
     max_len: int | None = None,
-    embedding_dropout: float = 0.25,
-    representation_dropout: float = 0.5,
-    repeat: bool = False,
-    repeat_explore: str = "all",
+    embedding_dropout: float = _MODEL.embedding_dropout,
+    representation_dropout: float = _MODEL.representation_dropout,
+    repeat: bool = _MODEL.repeat,
+    repeat_explore: str = _MODEL.repeat_explore,
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
@@ -199,11 +203,11 @@ def attention_model(model: keras.Model) -> keras.Model:
 
 def compile_narm(
     model: keras.Model,
-    learning_rate: float = 1e-3,
-    k: int = 20,
+    learning_rate: float = _TRAINING.learning_rate,
+    k: int = config_lib.K,
     jit_compile: bool | None = None,
-    train_metrics: bool = False,
-    steps_per_execution: int = 16,
+    train_metrics: bool = _RUNTIME.train_metrics,
+    steps_per_execution: int = _RUNTIME.steps_per_execution,
 ) -> keras.Model:
     """Adam + cross-entropy on logits (eq. 11, `cross_entropy`), metrics `recall@k` and
     `mrr@k`; returns `model`.
@@ -228,7 +232,8 @@ def compile_narm(
     model.compile(
         optimizer=keras.optimizers.Adam(learning_rate),
         loss=cross_entropy,
-        metrics=[RecallAtK(k, name=f"recall@{k}"), MrrAtK(k, name=f"mrr@{k}")],
+        metrics=[RecallAtK(k, name=config_lib.metric_name("recall", k)),
+                 MrrAtK(k, name=config_lib.metric_name("mrr", k))],
         jit_compile=jit_compile,
         steps_per_execution=steps_per_execution,
     )
