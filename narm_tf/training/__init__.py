@@ -1,1 +1,2 @@
-"""The run folder, multi-worker training and warm starts that `narm_tf.train` drives."""
+"""Training as a library: the trainer (`narm_tf.train` is its command), the run folder,
+multi-worker training and warm starts."""
