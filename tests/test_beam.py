@@ -113,7 +113,7 @@ def test_diginetica_sample_two_workers(tmp_path):
     memory = build(diginetica.Builder, manual, tmp_path / "memory")
     beam = build(diginetica.Builder, manual, tmp_path / "beam", TWO_WORKERS)
     assert_same(beam, memory)
-    assert memory["statistics"]["test_prefixes"] == 99  # SPEC section 1 sample table
+    assert memory["statistics"]["test_prefixes"] == 99  # the samples' table in docs/data.md
 
 
 def test_yoochoose_sample_one_64th(tmp_path):
@@ -126,7 +126,7 @@ def test_yoochoose_sample_one_64th(tmp_path):
     beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS,
                  config="yoochoose1_64")
     assert_same(beam, memory)
-    assert memory["statistics"]["train_prefixes"] == 814  # SPEC section 1 sample table
+    assert memory["statistics"]["train_prefixes"] == 814  # the samples' table in docs/data.md
 
 
 # ------------------------------------------------------------------------ a synthetic log

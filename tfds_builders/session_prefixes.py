@@ -191,7 +191,7 @@ class SessionPrefixBuilder(tfds.core.GeneratorBasedBuilder, skip_registration=Tr
 
     VERSION = tfds.core.Version("2.1.0")
     RELEASE_NOTES = {
-        "1.0.0": "Initial release: SPEC section 1 preprocessing.",
+        "1.0.0": "Initial release: the paper's preprocessing (docs/data.md).",
         "2.0.0": "Validation holds out 10% of the training sessions (all their prefixes), not "
                  "10% of the prefixes: 1.0.0 put prefixes of one session in both train and "
                  "validation, so early stopping saw near-copies of training examples. Same "

@@ -386,7 +386,7 @@ def duplicates_note(stats: dict) -> str:
     """One line for the build output: how many exact duplicate clicks were kept, and why."""
     return (f"Exact duplicate clicks (same session, item and time): "
             f"{stats['duplicate_clicks']:,}, kept, as the reference preprocessing whose "
-            f"counts SPEC section 1 reproduces keeps them.")
+            f"counts docs/data.md reproduces keeps them.")
 
 
 def _distinct(values: np.ndarray) -> int:

@@ -1,4 +1,4 @@
-"""The rank of a target and Recall@K / MRR@K / NDCG@K over the full item set (SPEC section 3).
+"""The rank of a target and Recall@K / MRR@K / NDCG@K over the full item set (docs/results.md).
 
 rank = 1 + number of items (other than the target and the padding column 0) scoring strictly
 higher than the target + number of items scoring exactly the same: ties go against the target
@@ -35,7 +35,8 @@ MISS = float("inf")  # Rank of a target that cannot be ranked (NaN or infinite s
 
 
 def target_ranks(scores, labels):
-    """Rank `[batch]` (float32, `MISS` = inf) of each label among items 1..N (SPEC section 3).
+    """Rank `[batch]` (float32, `MISS` = inf) of each label among items 1..N (ties and NaN
+    count against it).
 
     scores: `[batch, N + 1]` (column 0 = padding); labels: item ids 1..N `[batch]` (or
     `[batch, 1]`). Any backend tensor or NumPy array; runs in a graph, under XLA and per replica.
@@ -345,7 +346,7 @@ class _RankMetric(keras.metrics.Metric):
 
 @keras.saving.register_keras_serializable(package="narm_tf")
 class RecallAtK(_RankMetric):
-    """Recall@K (SPEC section 3): share of examples whose target ranks <= K.
+    """Recall@K: share of examples whose target ranks <= K.
 
     y_true: item ids `[batch]` (or `[batch, 1]`); y_pred: scores `[batch, num_items + 1]`.
     Ties count against the target; column 0 (padding) never counts; NaN/inf scores are misses.
@@ -361,7 +362,7 @@ class RecallAtK(_RankMetric):
 
 @keras.saving.register_keras_serializable(package="narm_tf")
 class MrrAtK(_RankMetric):
-    """MRR@K (SPEC section 3): mean of 1/rank, 0 when rank > K; same inputs as `RecallAtK`."""
+    """MRR@K: mean of 1/rank, 0 when rank > K; same inputs as `RecallAtK`."""
 
     default_name = "mrr_at_{k}"
 

@@ -1,4 +1,4 @@
-"""Any click log (CSV/TSV or Parquet) -> NARM session-prefix examples (SPEC section 1 rules).
+"""Any click log (CSV/TSV or Parquet) -> NARM session-prefix examples (the rules of docs/data.md).
 
 Build your own log, its files in the manual dir, with a JSON config (TFDS passes it to
 `ClickLogConfig`; the keys and defaults are `narm_tf.data.clicks.ClickLog`'s):

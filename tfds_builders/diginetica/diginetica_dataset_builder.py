@@ -1,4 +1,4 @@
-"""DIGINETICA item views -> NARM session-prefix examples (SPEC section 1).
+"""DIGINETICA item views -> NARM session-prefix examples (docs/data.md).
 
 Build: `tfds build tfds_builders/diginetica --manual_dir=DIR --data_dir=OUT` with DIR holding
 `train-item-views.csv`. A thin wrapper over click_log's `diginetica` config and pipeline

@@ -1,4 +1,4 @@
-"""YOOCHOOSE clicks -> NARM session-prefix examples (SPEC section 1), configs 1/64, 1/4, full.
+"""YOOCHOOSE clicks -> NARM session-prefix examples (docs/data.md), configs 1/64, 1/4, full.
 
 Build: `tfds build tfds_builders/yoochoose --config=yoochoose1_64 --manual_dir=DIR --data_dir=OUT`
 with DIR holding `yoochoose-clicks.dat`; a time window: `--config='{"name": "full_to_0405",
