@@ -330,7 +330,7 @@ def test_blockwise_ranks_and_top_k_equal_unblocked_on_integer_scores(block_size)
     assert ranks[5] == MISS
 
 
-# ------------------------------------------------- top-k: one definition, every path (issue 14)
+# ------------------------------------------------- top-k: one definition, every path
 
 
 @pytest.mark.parametrize("width", [4096, 5003, 43098])  # divisible, prime (remainder), DIGINETICA

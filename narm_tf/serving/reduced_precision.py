@@ -1,4 +1,4 @@
-"""Exports that read less of the item table per request (issue 14: serving at 1M items).
+"""Exports that read less of the item table per request (serving catalogues of millions of items).
 
 At batch 1 the signature's cost is reading the `[N + 1, D]` item table once for the bilinear
 scores (eq. 10): 200 MB at 1M items and D=50 in float32, about 20 ms at this machine's ~10 GB/s.
