@@ -86,7 +86,7 @@ def narm_rows(model_dirs, data_dir) -> list[tuple[str, dict]]:
     for model_dir in model_dirs:
         config = run_dir.check_complete(model_dir)
         results, _ = evaluate.evaluate_model_dir(model_dir, "test", data_dir)
-        test = data.load_split(config["dataset"], "test", data_dir)
+        test = data.Dataset(config["dataset"], data_dir).split("test")
         _, popularity = run_dir.read_vocabulary(model_dir)
         best = run_dir.read_json(model_dir, run_dir.BEST_RECORD) or {}
         label = f"NARM {pathlib.Path(model_dir).name} (epoch {best.get('epoch', '?')})"
@@ -113,9 +113,9 @@ def main(argv=None) -> None:
     args = parse_args(argv)
     from narm_tf.data import dataset as data
 
-    splits = {name: data.load_split(args.dataset, name, args.data_dir)
-              for name in ("train", "validation", "test")}
-    num_items = len(data.load_vocabulary(args.dataset, args.data_dir))
+    dataset = data.Dataset(args.dataset, args.data_dir)
+    splits = {name: dataset.split(name) for name in ("train", "validation", "test")}
+    num_items = dataset.num_items
     print(f"{args.dataset} in {args.data_dir}: {num_items} items; " + ", ".join(
         f"{name} {len(split)} prefixes ({100 * repeat_share(split):.1f}% repeat targets, "
         f"mean prefix {split.lengths.mean():.2f})" for name, split in splits.items()))

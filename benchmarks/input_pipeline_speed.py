@@ -1,6 +1,5 @@
-"""Examples/s of narm_tf.data.dataset: load_split (TFRecords -> numpy) and make_dataset
-(-> batches),
-and the streamed path, make_stream_dataset (TFRecords -> batches, bounded shuffle).
+"""Examples/s of narm_tf.data.dataset.Dataset: `split` (TFRecords -> numpy) and `batches` in
+memory (-> batches), and `batches` streamed (TFRecords -> batches, bounded shuffle).
 
 By default builds the synthetic `yoochoose_full` in a temp dir; `--data_dir` + `--name` measure
 an existing build instead. Target: both paths >= 100,000 examples/s.
@@ -33,16 +32,18 @@ FLAGS = flags.FLAGS
 
 
 def measure(data_dir: str) -> None:
+    memory = data.Dataset(FLAGS.name, data_dir, input="memory")
     start = time.perf_counter()
-    prefixes = data.load_split(FLAGS.name, FLAGS.split, data_dir)
+    prefixes = memory.split(FLAGS.split)
     load_seconds = time.perf_counter() - start
-    print(f"load_split {FLAGS.name}:{FLAGS.split}: {len(prefixes):,} examples in "
+    print(f"split {FLAGS.name}:{FLAGS.split}: {len(prefixes):,} examples in "
           f"{load_seconds:.2f} s ({len(prefixes) / load_seconds:,.0f} examples/s)")
     steps = FLAGS.epochs * -(-len(prefixes) // FLAGS.batch_size)
-    time_batches("make_dataset", steps,
-                 data.make_dataset(prefixes, FLAGS.batch_size, shuffle=True, repeat=True))
-    time_batches("make_stream_dataset", steps, data.make_stream_dataset(
-        FLAGS.name, FLAGS.split, data_dir, FLAGS.batch_size, shuffle=True, repeat=True,
+    time_batches("batches in memory", steps,
+                 memory.batches(FLAGS.split, FLAGS.batch_size, shuffle=True, repeat=True))
+    stream = data.Dataset(FLAGS.name, data_dir, input="stream")
+    time_batches("batches streamed", steps, stream.batches(
+        FLAGS.split, FLAGS.batch_size, shuffle=True, repeat=True,
         shuffle_buffer=FLAGS.shuffle_buffer))
 
 

@@ -112,7 +112,7 @@ def _build(manual_dir: str, data_dir: str) -> None:
     except BaseException:
         sys.stdout.write(captured.getvalue())
         raise
-    stats = data.load_statistics(DATASET, data_dir)
+    stats = data.Dataset(DATASET, data_dir).statistics
     print(f"built {DATASET} in {data_dir}: {stats['clicks']:,} clicks, "
           f"{stats['vocabulary_size']:,} items, {stats['train_sessions']:,} train and "
           f"{stats['test_sessions']:,} test sessions (NARM_VERBOSE=1 prints every statistic)")
@@ -124,8 +124,8 @@ def _sample_session(data_dir: str) -> tuple[list[str], str]:
 
     from narm_tf.data import dataset as data
 
-    test = data.load_split(DATASET, "test", data_dir)
-    vocabulary = data.load_vocabulary(DATASET, data_dir)
+    built = data.Dataset(DATASET, data_dir)
+    test, vocabulary = built.split("test"), built.vocabulary
     row = int(np.where(test.lengths <= SHOWN_CLICKS, test.lengths, 0).argmax())
     items = [str(vocabulary[i - 1]) for i in test.prefixes[row] if i > 0]
     return items, str(vocabulary[test.labels[row] - 1])

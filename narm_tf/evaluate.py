@@ -242,8 +242,7 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
     from narm_tf.training import run_dir
 
     config = run_dir.check_complete(model_dir)
-    data.register_builders()
-    prefixes = data.load_split(config["dataset"], split, data_dir or config["data_dir"])
+    prefixes = data.Dataset(config["dataset"], data_dir or config["data_dir"]).split(split)
     model = keras.models.load_model(run_dir.delivered_model(model_dir, config))
     _, popularity = run_dir.read_vocabulary(model_dir)
     results = evaluate_model(model, prefixes, batch_size=batch_size, popularity=popularity)

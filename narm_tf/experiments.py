@@ -473,11 +473,9 @@ def main(argv):
 
     out = FLAGS.out
     os.makedirs(os.path.join(out, "runs"), exist_ok=True)
-    data.register_builders()
-    splits = {s: data.load_split(FLAGS.dataset, s, FLAGS.data_dir)
-              for s in ("train", "validation", "test")}
-    vocabulary = data.load_vocabulary(FLAGS.dataset, FLAGS.data_dir)
-    statistics = data.load_statistics(FLAGS.dataset, FLAGS.data_dir)
+    dataset = data.Dataset(FLAGS.dataset, FLAGS.data_dir)
+    splits = {s: dataset.split(s) for s in ("train", "validation", "test")}
+    vocabulary, statistics = dataset.vocabulary, dataset.statistics
     runs = model_runs(FLAGS.seeds, FLAGS.tuned_flagfile, FLAGS.repeat_row)
     runner = Runner(out, len(BASELINE_NAMES) + len(runs))
     results = {}

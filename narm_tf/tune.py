@@ -161,13 +161,15 @@ def trial_config(base: dict, values: dict, model_dir: str) -> dict:
     return config
 
 
-def load_splits(config: dict) -> tuple[dict, int]:
-    """The train and validation splits (nothing else) and the vocabulary size."""
+def load_splits(config: dict) -> tuple[object, int]:
+    """The dataset (`narm_tf.data.dataset.Dataset`, in memory) with its train and validation
+    splits read (nothing else), and the vocabulary size."""
     from narm_tf.data import dataset as data
 
-    data.register_builders()
-    splits = {s: data.load_split(config["dataset"], s, config["data_dir"]) for s in SPLITS}
-    return splits, len(data.load_vocabulary(config["dataset"], config["data_dir"]))
+    dataset = data.Dataset(config["dataset"], config["data_dir"], input="memory")
+    for split in SPLITS:
+        dataset.split(split)
+    return dataset, dataset.num_items
 
 
 def wall_clock(deadline: float):
@@ -184,7 +186,7 @@ def wall_clock(deadline: float):
     return WallClock()
 
 
-def run_training(config: dict, splits: dict, num_items: int, strategy,
+def run_training(config: dict, dataset, num_items: int, strategy,
                  deadline: float = float("inf")) -> dict:
     """The trainer's model and fit for `config`, stopped after the epoch that passes
     `deadline`; the selected epoch's validation scores (%; with --repeat_calibrate, after
@@ -199,14 +201,14 @@ def run_training(config: dict, splits: dict, num_items: int, strategy,
     keras.backend.clear_session()
     keras.utils.set_random_seed(config["seed"])
     model = trainer.build_and_compile(config, num_items, strategy)
-    trainer.fit(config, model, splits, resuming=False, extra_callbacks=(wall_clock(deadline),))
+    trainer.fit(config, model, dataset, resuming=False, extra_callbacks=(wall_clock(deadline),))
     with open(run_dir.path(config["model_dir"], run_dir.HISTORY)) as f:
         history = list(csv.DictReader(f))
     best = max(history, key=lambda row: float(row[VAL_RECALL]))  # train's selection
     recall, mrr = 100 * float(best[VAL_RECALL]), 100 * float(best[VAL_MRR])
     if config.get("repeat_calibrate"):  # scored as train delivers it: calibrated on validation
         selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
-        calibration = trainer.calibrate(config, selected, splits)
+        calibration = trainer.calibrate(config, selected, dataset)
         recall, mrr = 100 * calibration[config_lib.RECALL], 100 * calibration[config_lib.MRR]
     return {OBJECTIVE: recall + mrr, VAL_RECALL: recall, VAL_MRR: mrr,
             "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(history),
@@ -235,12 +237,12 @@ def make_tuner(base: dict, space: dict, project_dir: str, max_trials: int, deadl
     class NarmTuner(kt.Tuner):
         """Runs each trial as `run_training` of the base config with the trial's values."""
 
-        def run_trial(self, trial, splits, num_items, strategy, **_):
+        def run_trial(self, trial, dataset, num_items, strategy, **_):
             values = active_values(trial.hyperparameters, space, base)
             model_dir = os.path.join(self.get_trial_dir(trial.trial_id), "run")
             config = trial_config(base, values, model_dir)
             try:
-                result = run_training(config, splits, num_items, strategy, deadline)
+                result = run_training(config, dataset, num_items, strategy, deadline)
             except trainer.Diverged as error:
                 print(f"trial {trial.trial_id}: {_describe(values)} -> diverged", flush=True)
                 raise kt.errors.FailedTrialError(str(error)) from error
@@ -359,14 +361,14 @@ def tune(base: dict, project_dir: str, max_trials: int, max_minutes: float,
     os.makedirs(project_dir, exist_ok=True)
     check_base(project_dir, base)
     deadline = time.time() + 60 * max_minutes
-    splits, num_items = load_splits(base)
+    dataset, num_items = load_splits(base)
     print(f"{base['dataset']}: {num_items} items; " +
-          ", ".join(f"{s} {len(p)} prefixes" for s, p in splits.items()), flush=True)
+          ", ".join(f"{s} {len(dataset.split(s))} prefixes" for s in SPLITS), flush=True)
     tuner = make_tuner(base, space, project_dir, max_trials, deadline, overwrite=False)
     done = sum(t.status == "COMPLETED" for t in tuner.oracle.trials.values())
     if done:
         print(f"Continuing the search in {project_dir}: {done} trials done.", flush=True)
-    tuner.search(splits, num_items, trainer.make_strategy(), verbose=0)
+    tuner.search(dataset, num_items, trainer.make_strategy(), verbose=0)
     write_results(tuner.oracle, base, space, project_dir)
     check_finished(tuner.oracle, project_dir, max_minutes)
     return tuner

@@ -75,7 +75,8 @@ def assert_loads(name: str, data_dir, statistics: dict) -> None:
 
 def assert_sessions_disjoint(name: str, data_dir, statistics: dict) -> None:
     """No session has prefixes in both train and validation; the statistics count them."""
-    train, validation = (set(data.load_split(name, split, str(data_dir)).session_ids.tolist())
+    dataset = data.Dataset(name, str(data_dir))
+    train, validation = (set(dataset.split(split).session_ids.tolist())
                          for split in ("train", "validation"))
     assert not train & validation
     assert len(validation) == statistics["validation_sessions"] >= 1
@@ -87,14 +88,14 @@ def test_programmatic_build_prints_statistics_and_loads(tiny_manual, tmp_path, c
     data.build_dataset("yoochoose", str(tiny_manual), str(tmp_path), config="yoochoose_full")
     out = capsys.readouterr().out
     assert "Statistics of yoochoose/yoochoose_full" in out and "test_prefixes" in out
-    statistics = data.load_statistics("yoochoose/yoochoose_full", str(tmp_path))
+    statistics = data.Dataset("yoochoose/yoochoose_full", str(tmp_path)).statistics
     assert statistics["fraction"] == 1
     assert_loads("yoochoose/yoochoose_full", tmp_path, statistics)
     info = tfds.builder("yoochoose/yoochoose_full", data_dir=str(tmp_path)).info
     assert str(info.version) == "2.1.0" and "10% of the training sessions" in info.description
     assert "not 10% of the prefixes" in info.release_notes["2.0.0"]
     assert "\"validation\": \"time\"" in info.release_notes["2.1.0"]
-    assert len(data.load_vocabulary("yoochoose/yoochoose_full", str(tmp_path))) \
+    assert len(data.Dataset("yoochoose/yoochoose_full", str(tmp_path)).vocabulary) \
         == statistics["vocabulary_size"]
 
 
@@ -110,7 +111,7 @@ def test_tfds_build_cli_then_tfds_load(tiny_manual, tmp_path):
     assert "Statistics of diginetica" in run.stdout
     # Printed by this clone's builder: `tfds build` imported the repository's narm_tf.
     assert "Exact duplicate clicks (same session, item and time): 0, kept" in run.stdout
-    assert_loads("diginetica", tmp_path, data.load_statistics("diginetica", str(tmp_path)))
+    assert_loads("diginetica", tmp_path, data.Dataset("diginetica", str(tmp_path)).statistics)
 
 
 # --------------------------------------------------------------- click_log: any shop's log
@@ -142,12 +143,12 @@ def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Statistics of click_log/my_shop" in run.stdout
     name, out = "click_log/my_shop", str(tmp_path / "out")
-    statistics = data.load_statistics(name, out)
+    statistics = data.Dataset(name, out).statistics
     expected = preprocess(
         clicks, 2, 1, seed=7, min_item_support=3, max_len=5, validation_share=0.2)
     assert statistics == expected.statistics
     for split in ("train", "validation", "test"):
-        loaded, want = data.load_split(name, split, out), getattr(expected, split)
+        loaded, want = data.Dataset(name, out).split(split), getattr(expected, split)
         np.testing.assert_array_equal(loaded.labels, want.labels)
         np.testing.assert_array_equal(loaded.session_ids, want.session_ids)
         assert np.count_nonzero(loaded.prefixes, axis=1).max() == 5  # max_len reached
@@ -172,8 +173,8 @@ def test_yoochoose_sample_build(yoochoose_sample_dir, tmp_path):
     splits = tfds.builder(name, data_dir=str(tmp_path)).info.splits
     assert splits["train"].num_examples + splits["validation"].num_examples == 52_098
     assert splits["test"].num_examples == 10_102
-    assert len(data.load_vocabulary(name, str(tmp_path))) == 2_808
-    statistics = data.load_statistics(name, str(tmp_path))
+    assert len(data.Dataset(name, str(tmp_path)).vocabulary) == 2_808
+    statistics = data.Dataset(name, str(tmp_path)).statistics
     assert (statistics["train_sessions"], statistics["test_sessions"]) == (17_688, 3_403)
     assert statistics["validation_sessions"] == 1_768  # floor(0.1 * 17,688)
     assert splits["validation"].num_examples == statistics["validation_prefixes"]
@@ -203,8 +204,8 @@ def test_diginetica_sample_counts(tmp_path):
     splits = tfds.builder("diginetica", data_dir=str(out)).info.splits
     assert splits["train"].num_examples + splits["validation"].num_examples == 1_205
     assert splits["test"].num_examples == 99
-    assert len(data.load_vocabulary("diginetica", str(out))) == 309
-    statistics = data.load_statistics("diginetica", str(out))
+    assert len(data.Dataset("diginetica", str(out)).vocabulary) == 309
+    statistics = data.Dataset("diginetica", str(out)).statistics
     assert (statistics["train_sessions"], statistics["test_sessions"]) == (469, 39)
     assert statistics["validation_sessions"] == 46  # floor(0.1 * 469)
     assert_sessions_disjoint("diginetica", out, statistics)
@@ -414,10 +415,10 @@ def test_tfds_build_cli_yoochoose_window_from_a_named_base(tiny_manual, tmp_path
     expected = preprocess_log([str(tmp_path / "cut" / "yoochoose-clicks.dat")],
                                             YOOCHOOSE)
     name = "yoochoose/full_to_0406"
-    assert data.load_statistics(name, str(tmp_path)) == expected.statistics
-    np.testing.assert_array_equal(data.load_vocabulary(name, str(tmp_path)), expected.vocabulary)
-    np.testing.assert_array_equal(data.load_split(name, "test", str(tmp_path)).labels,
-                                  expected.test.labels)
+    built = data.Dataset(name, str(tmp_path))
+    assert built.statistics == expected.statistics
+    np.testing.assert_array_equal(built.vocabulary, expected.vocabulary)
+    np.testing.assert_array_equal(built.split("test").labels, expected.test.labels)
 
 
 def test_diginetica_window_through_click_log(tiny_manual, tmp_path):
@@ -436,7 +437,7 @@ def test_diginetica_window_through_click_log(tiny_manual, tmp_path):
     kept.to_csv(tmp_path / "cut" / "train-item-views.csv", sep=";", index=False)
     expected = preprocess_log([str(tmp_path / "cut" / "train-item-views.csv")],
                                             DIGINETICA)
-    statistics = data.load_statistics("click_log/digi_to_0409", str(tmp_path / "out"))
+    statistics = data.Dataset("click_log/digi_to_0409", str(tmp_path / "out")).statistics
     assert statistics == expected.statistics and statistics["clicks"] == len(kept)
 
 
@@ -471,7 +472,7 @@ def test_a_name_rebuilt_with_other_rules_or_files_fails_naming_them(tiny_manual,
     monkeypatch.setenv("SHOP_OUT", str(out))
     shop = {"name": "shop", "files": "clicks-*.csv"}
     build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)
-    first = data.load_statistics("click_log/shop", str(out))
+    first = data.Dataset("click_log/shop", str(out)).statistics
     build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)  # same rules and files: reused
     folder = out / "click_log" / "shop" / "1.0.0"
     with pytest.raises(session_prefixes.StaleDatasetError) as raised:
@@ -486,7 +487,7 @@ def test_a_name_rebuilt_with_other_rules_or_files_fails_naming_them(tiny_manual,
                        match=f"other rules or raw files than this build's: clicks-2.csv: absent "
                              f"-> {size:,} bytes modified 20"):
         build_click_log("$SHOP_OUT", "$SHOP_LOGS", **shop)
-    assert data.load_statistics("click_log/shop", str(out)) == first
+    assert data.Dataset("click_log/shop", str(out)).statistics == first
     metadata = json.loads((folder / "metadata.json").read_text())
     assert metadata["config"]["files"] == "clicks-*.csv" and list(metadata["raw_files"]) \
         == ["clicks-1.csv"]
@@ -498,7 +499,7 @@ def test_a_name_rebuilt_with_other_rules_or_files_fails_naming_them(tiny_manual,
     assert f"Warning: click_log/shop in {folder} was built before builds recorded their " \
            f"config and raw files" in captured.err
     assert "Statistics of click_log/shop" in captured.out
-    assert data.load_statistics("click_log/shop", str(out)) == first
+    assert data.Dataset("click_log/shop", str(out)).statistics == first
     assert not list(pathlib.Path.cwd().glob("$SHOP*"))
 
 
@@ -532,7 +533,7 @@ def test_nightly_end_date_recipe_builds_one_dataset_a_day(tiny_manual, tmp_path)
             "".join(line for line in lines if line.split(",")[1][:10] <= today))
         name = f"to_{day.replace('-', '')}"
         build_click_log(out, str(raw), yoochoose, name=name, base="yoochoose_full", end_date=day)
-        statistics.append(data.load_statistics(f"yoochoose/{name}", out))
+        statistics.append(data.Dataset(f"yoochoose/{name}", out).statistics)
     assert statistics[0]["clicks"] < statistics[1]["clicks"]
     with pytest.raises(session_prefixes.StaleDatasetError, match="yoochoose/to_20140406 in .+: "
                        "yoochoose-clicks.dat: "):
@@ -555,7 +556,7 @@ def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(tiny_man
     run = tfds_cli(builder, f"--config={json.dumps(shop)}", *paths, cwd=cwd, HOME=str(home))
     assert run.returncode == 0, run.stderr[-3000:]
     out = home / "tensorflow_datasets"
-    first = data.load_statistics("click_log/shop", str(out))
+    first = data.Dataset("click_log/shop", str(out)).statistics
     assert list(cwd.iterdir()) == []
     changed = {**shop, "test_days": 2, "min_item_support": 10}
     run = tfds_cli(builder, f"--config={json.dumps(changed)}", *paths, cwd=cwd, HOME=str(home))
@@ -566,7 +567,7 @@ def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(tiny_man
         f"this build's: min_item_support: 5 -> 10; test_days: 1 -> 2. Pick another config "
         f"name, or delete {folder} (tfds build --overwrite does) to rebuild it.")
     assert "Traceback" not in run.stderr and "Statistics of" not in run.stdout
-    assert data.load_statistics("click_log/shop", str(out)) == first
+    assert data.Dataset("click_log/shop", str(out)).statistics == first
 
 
 def test_tfds_build_cli_bad_json_config_in_one_line(tmp_path):

@@ -1,4 +1,5 @@
-"""narm_tf.data.dataset: a built split reads back exactly as preprocessed; make_dataset batches."""
+"""narm_tf.data.dataset: a built dataset's handle reads back exactly what was preprocessed; its
+batches, in memory or streamed, are the same examples cut alike."""
 
 
 import numpy as np
@@ -25,9 +26,9 @@ def built(tmp_path_factory):
 
 
 @pytest.mark.parametrize("split", ["train", "validation", "test"])
-def test_load_split_round_trip_in_written_order(built, split):
+def test_a_split_reads_back_in_written_order(built, split):
     data_dir, expected = built
-    loaded = data.load_split(NAME, split, data_dir)
+    loaded = data.Dataset(NAME, data_dir).split(split)
     want = getattr(expected, split)
     assert loaded.prefixes.dtype == np.int32 and loaded.prefixes.shape == (len(want), 19)
     np.testing.assert_array_equal(loaded.prefixes, want.prefixes)
@@ -36,17 +37,32 @@ def test_load_split_round_trip_in_written_order(built, split):
     np.testing.assert_array_equal(loaded.session_ids, want.session_ids)
 
 
-def test_vocabulary_and_statistics(built):
+def test_vocabulary_statistics_version_and_sizes(built):
     data_dir, expected = built
-    vocabulary = data.load_vocabulary(NAME, data_dir)
-    assert vocabulary.dtype == np.int64
-    np.testing.assert_array_equal(vocabulary, expected.vocabulary)
-    assert data.load_statistics(NAME, data_dir) == expected.statistics
+    dataset = data.Dataset(NAME, data_dir)
+    assert dataset.vocabulary.dtype == np.int64
+    np.testing.assert_array_equal(dataset.vocabulary, expected.vocabulary)
+    assert dataset.num_items == len(expected.vocabulary)
+    assert dataset.statistics == expected.statistics
+    assert dataset.version == "2.1.0"
+    assert dataset.sizes == {split: len(getattr(expected, split))
+                             for split in ("train", "validation", "test")}
+
+
+def test_a_split_is_read_once_and_joined_splits_follow_each_other(built):
+    data_dir, expected = built
+    dataset = data.Dataset(NAME, data_dir)
+    assert dataset.split("validation") is dataset.split("validation")
+    both = dataset.split("train+validation")
+    np.testing.assert_array_equal(both.labels, np.concatenate([expected.train.labels,
+                                                               expected.validation.labels]))
+    assert dataset.files("train+validation") == dataset.files("train") + \
+        dataset.files("validation")
 
 
 def test_loading_an_unbuilt_dataset_says_how_to_build(tmp_path):
     with pytest.raises(FileNotFoundError, match="is not built in"):
-        data.load_split("diginetica", "test", str(tmp_path))
+        data.Dataset("diginetica", str(tmp_path))
 
 
 @pytest.mark.parametrize("name", ["click_log/x", "yoochoose/yoochoose1_4"])
@@ -55,15 +71,15 @@ def test_a_dataset_not_built_names_the_data_dir_and_what_it_holds(built, tmp_pat
     naming the data_dir and the datasets built there, not TFDS's list of close matches."""
     data_dir, _ = built
     with pytest.raises(FileNotFoundError) as error:
-        data.load_vocabulary(name, data_dir)
+        data.Dataset(name, data_dir)
     message = str(error.value)
     assert message.startswith(f"Dataset {name} is not built in {data_dir} (it holds {NAME}); ")
     assert "\n" not in message and "closely match" not in message
     assert f"tfds build tfds_builders/{name.split('/')[0]} " in message
     with pytest.raises(FileNotFoundError, match=r"\(it holds no built dataset\)"):
-        data.load_split(name, "test", str(tmp_path))
+        data.Dataset(name, str(tmp_path))
     with pytest.raises(FileNotFoundError, match=r"\(that folder does not exist\)"):
-        data.load_split(name, "test", str(tmp_path / "typo"))
+        data.Dataset(name, str(tmp_path / "typo"))
 
 
 def small_prefixes(n: int) -> Prefixes:
@@ -73,7 +89,7 @@ def small_prefixes(n: int) -> Prefixes:
     prefixes = np.where(np.arange(19)[None, :] < kept[:, None],
                         rng.integers(1, 50, (n, 19)), 0).astype(np.int32)
     return Prefixes(prefixes, np.arange(n, dtype=np.int64), lengths,
-                                  np.arange(n, dtype=np.int64))
+                    np.arange(n, dtype=np.int64))
 
 
 def test_make_dataset_batches_in_order():
@@ -179,15 +195,19 @@ def _rows(batches):
                   for row, label in zip(items, labels, strict=True))
 
 
+def _opened(data_dir, *inputs):
+    return [data.Dataset(NAME, data_dir, input=setting) for setting in inputs]
+
+
 @pytest.mark.parametrize("buckets", [None, (2, 4, 8, 12)])
 def test_streamed_epoch_holds_the_in_memory_examples(built, buckets):
     data_dir, _ = built
-    memory = data.make_dataset(data.load_split(NAME, "train", data_dir), 16, shuffle=True,
-                               length_buckets=buckets)
-    stream = data.make_stream_dataset(NAME, "train", data_dir, 16, shuffle=True,
-                                      shuffle_buffer=100, length_buckets=buckets)
+    memory, streamed = _opened(data_dir, "memory", "stream")
+    in_memory = memory.batches("train", 16, shuffle=True, length_buckets=buckets)
+    stream = streamed.batches("train", 16, shuffle=True, shuffle_buffer=100,
+                              length_buckets=buckets)
     first, second = _batches(stream), _batches(stream)
-    assert _rows(first) == _rows(second) == _rows(_batches(memory))
+    assert _rows(first) == _rows(second) == _rows(_batches(in_memory))
     assert len(first) == int(stream.cardinality())
     assert [b[1].tolist() for b in first] != [b[1].tolist() for b in second]  # reshuffled
     if buckets:
@@ -197,14 +217,16 @@ def test_streamed_epoch_holds_the_in_memory_examples(built, buckets):
 
 
 @pytest.mark.parametrize("buckets", [None, (2, 4, 8, 12)])
-def test_streamed_batches_without_shuffling_are_the_in_memory_batches(built, buckets):
+@pytest.mark.parametrize("split", ["train", "train+validation"])
+def test_streamed_batches_without_shuffling_are_the_in_memory_batches(built, buckets, split):
+    """The two engines, same examples in the same order: the same tensors, each batch cut to
+    the same width."""
     data_dir, _ = built
-    prefixes = data.load_split(NAME, "train", data_dir)
-    memory = _batches(data.make_dataset(prefixes, 16, length_buckets=buckets))
-    stream = _batches(data.make_stream_dataset(NAME, "train", data_dir, 16,
-                                               length_buckets=buckets))
-    assert len(stream) == len(memory) == -(-len(prefixes) // 16)
-    for (items, labels), (want_items, want_labels) in zip(stream, memory, strict=True):
+    memory, streamed = _opened(data_dir, "memory", "stream")
+    in_memory = _batches(memory.batches(split, 16, length_buckets=buckets))
+    stream = _batches(streamed.batches(split, 16, length_buckets=buckets))
+    assert len(stream) == len(in_memory) == -(-len(memory.split(split)) // 16)
+    for (items, labels), (want_items, want_labels) in zip(stream, in_memory, strict=True):
         np.testing.assert_array_equal(items, want_items)
         np.testing.assert_array_equal(labels, want_labels)
 
@@ -215,48 +237,71 @@ def test_one_epoch_on_streamed_or_in_memory_batches_gives_the_same_metrics(built
     from narm_tf.model import narm as narm_model
 
     data_dir, _ = built
-    num_items = len(data.load_vocabulary(NAME, data_dir))
-    valid = data.load_split(NAME, "validation", data_dir)
+    memory, streamed = _opened(data_dir, "memory", "stream")
 
-    def one_epoch(train):
+    def one_epoch(dataset):
         keras.utils.set_random_seed(7)
-        model = narm_model.build_narm(num_items, embedding_dim=8, hidden_units=8)
+        model = narm_model.build_narm(dataset.num_items, embedding_dim=8, hidden_units=8)
         narm_model.compile_narm(model, jit_compile=False, steps_per_execution=1)
-        model.fit(train, epochs=1, verbose=0)
-        return model.evaluate(data.make_dataset(valid, 256), return_dict=True, verbose=0)
+        model.fit(dataset.batches("train", 32), epochs=1, verbose=0)
+        return model.evaluate(memory.batches("validation", 256), return_dict=True, verbose=0)
 
-    memory = one_epoch(data.make_dataset(data.load_split(NAME, "train", data_dir), 32))
-    stream = one_epoch(data.make_stream_dataset(NAME, "train", data_dir, 32))
-    assert memory.keys() == stream.keys() and "recall@20" in memory
-    for key in memory:
-        assert stream[key] == pytest.approx(memory[key], rel=1e-6), key
+    in_memory, stream = one_epoch(memory), one_epoch(streamed)
+    assert in_memory.keys() == stream.keys() and "recall@20" in in_memory
+    for key in in_memory:
+        assert stream[key] == pytest.approx(in_memory[key], rel=1e-6), key
 
 
-def test_auto_input_streams_when_the_split_would_not_fit(built):
+def test_auto_input_streams_when_the_splits_would_not_fit(built):
     data_dir, expected = built
     examples = len(expected.train) + len(expected.validation) + len(expected.test)
     needed = examples * data.BYTES_PER_PREFIX  # the rule: stream above half the free memory
-    assert data.choose_input("auto", NAME, data_dir, memory=2 * needed + 2) == "memory"
-    assert data.choose_input("auto", NAME, data_dir, memory=2 * needed - 2) == "stream"
-    assert data.choose_input("memory", NAME, data_dir, memory=1) == "memory"
-    with pytest.raises(ValueError, match="--input must be auto, memory or stream"):
-        data.choose_input("disk", NAME, data_dir)
+    assert data.choose_input("auto", examples, memory=2 * needed + 2) == "memory"
+    assert data.choose_input("auto", examples, memory=2 * needed - 2) == "stream"
+    assert data.choose_input("memory", examples, memory=1) == "memory"
+    assert data.Dataset(NAME, data_dir).input == "memory"  # a small dataset, auto
+    assert data.Dataset(NAME, data_dir, input="stream").input == "stream"
+    with pytest.raises(ValueError, match="--input must be auto, memory or stream, got 'disk'"):
+        data.Dataset(NAME, data_dir, input="disk")
 
 
-def test_streamed_label_counts(built):
+def test_label_counts_streamed_and_in_memory(built):
     data_dir, expected = built
-    counts = data.stream_label_counts(NAME, "train", data_dir, 130)
-    assert counts.sum() == len(expected.train)
-    np.testing.assert_array_equal(counts, np.bincount(expected.train.labels, minlength=131))
+    want = np.bincount(expected.train.labels, minlength=len(expected.vocabulary) + 1)[1:]
+    for dataset in _opened(data_dir, "memory", "stream"):
+        counts = dataset.label_counts("train")
+        assert counts.shape == (len(expected.vocabulary),)
+        np.testing.assert_array_equal(counts, want)
+
+
+def test_a_split_given_in_memory_replaces_the_built_one(built):
+    """`with_split` (a warm start's filtered validation): that split's examples, counts and
+    batches come from memory even when the dataset streams; the others are untouched."""
+    data_dir, expected = built
+    streamed = data.Dataset(NAME, data_dir, input="stream")
+    first_ten = expected.validation.take(np.arange(10))
+    narrowed = streamed.with_split("validation", first_ten)
+    assert narrowed.split("validation") is first_ten
+    assert len(streamed.split("validation")) == len(expected.validation)
+    assert narrowed.label_counts("validation").sum() == 10
+    assert _rows(_batches(narrowed.batches("validation", 4))) == _rows(
+        _batches(data.make_dataset(first_ten, 4)))
+    both = narrowed.batches("train+validation", 16)  # in memory: part of it is given
+    assert sum(len(labels) for _, labels in _batches(both)) == len(expected.train) + 10
+    assert _rows(_batches(narrowed.batches("train", 16))) == _rows(
+        _batches(streamed.batches("train", 16)))
 
 
 def test_each_worker_streams_its_own_shard(built):
     import tensorflow as tf
 
     data_dir, expected = built
-    shards = [_batches(data.make_stream_dataset(
-        NAME, "train", data_dir, 16, input_context=tf.distribute.InputContext(2, worker, 16)))
+    memory, streamed = _opened(data_dir, "memory", "stream")
+    shards = [_batches(streamed.batches(
+        "train", 16, input_context=tf.distribute.InputContext(2, worker, 16)))
         for worker in (0, 1)]
     both = _rows(shards[0] + shards[1])
-    assert both == _rows(_batches(data.make_stream_dataset(NAME, "train", data_dir, 16)))
+    assert both == _rows(_batches(streamed.batches("train", 16)))
     assert abs(len(_rows(shards[0])) - len(_rows(shards[1]))) <= 1
+    with pytest.raises(ValueError, match="multi-worker input is streamed"):
+        memory.batches("train", 16, input_context=tf.distribute.InputContext(2, 0, 16))

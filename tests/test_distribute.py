@@ -54,9 +54,11 @@ def test_loop_gives_what_keras_fit_gives(data_dir):
     from narm_tf.model import narm as narm_model
     from narm_tf.training import distribute
 
+    dataset = data.Dataset(DATASET, data_dir, input="stream")
+
     def stream(batch_size, context=None):
-        return data.make_stream_dataset(DATASET, "train", data_dir, batch_size, shuffle=True,
-                                        repeat=True, shuffle_buffer=500, input_context=context)
+        return dataset.batches("train", batch_size, shuffle=True, repeat=True,
+                               shuffle_buffer=500, input_context=context)
 
     class Calls(keras.callbacks.Callback):
         def __init__(self):

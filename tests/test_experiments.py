@@ -134,9 +134,9 @@ def test_the_div_score_row_runs_v_sknn_with_its_score_decay(synthetic_data_dir):
     from narm_tf.data import dataset as data
     from narm_tf.research import baselines
 
-    splits = {s: data.load_split("yoochoose/yoochoose_full", s, synthetic_data_dir)
-              for s in ("train", "validation", "test")}
-    num_items = len(data.load_vocabulary("yoochoose/yoochoose_full", synthetic_data_dir))
+    dataset = data.Dataset("yoochoose/yoochoose_full", synthetic_data_dir)
+    splits = {s: dataset.split(s) for s in ("train", "validation", "test")}
+    num_items = dataset.num_items
     row = experiments.run_baseline("vsknn_div", splits, num_items)
     direct = baselines.fit_and_evaluate("vsknn", splits["train"], splits["validation"],
                                         splits["test"], num_items, score_decay=True)

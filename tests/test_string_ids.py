@@ -60,7 +60,7 @@ def test_the_vocabulary_and_run_folder_keep_the_strings(sku_run):
     from narm_tf.training import run_dir
 
     data_dir, model_dir, _ = sku_run
-    vocabulary = data.load_vocabulary("click_log/skus", data_dir)
+    vocabulary = data.Dataset("click_log/skus", data_dir).vocabulary
     assert vocabulary.dtype == object
     assert any(item.startswith("SKU-") for item in vocabulary)
     padded = [item for item in vocabulary if item[0] == "0"]
@@ -79,8 +79,8 @@ def test_the_export_answers_with_the_logs_own_strings(sku_run, tmp_path):
     from narm_tf.training import run_dir
 
     data_dir, model_dir, export_dir = sku_run
-    vocabulary = data.load_vocabulary("click_log/skus", data_dir)
-    test = data.load_split("click_log/skus", "test", data_dir)
+    dataset = data.Dataset("click_log/skus", data_dir)
+    vocabulary, test = dataset.vocabulary, dataset.split("test")
     rows = [[vocabulary[i - 1] for i in row if i > 0] for row in test.prefixes[:8]]
     width = max(map(len, rows))
     batch = np.array([row + [""] * (width - len(row)) for row in rows], dtype=object)

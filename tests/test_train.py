@@ -65,16 +65,17 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
     model_dir = tmp_path / "run"
     out = _run(_train_command(data_dir, model_dir, "--epochs=4", "--jit_compile=auto"))  # XLA
     metrics, config = _json(model_dir, "metrics.json"), _json(model_dir, "config.json")
-    test = data.load_split(DATASET, "test", data_dir)
+    dataset = data.Dataset(DATASET, data_dir)
+    test = dataset.split("test")
     assert metrics["test"]["count"] == metrics["popularity_baseline"]["count"] == len(test)
     # The synthetic log is learnable: NARM must beat popularity by a wide margin.
     assert metrics["test"]["recall@20"] >= metrics["popularity_baseline"]["recall@20"] + 15
     assert config["hidden_units"] == 16 and config["learning_rate"] == 1e-3
     assert metrics["run_id"] == config["run_id"] == _json(model_dir, "best.json")["run_id"]
-    assert config["vocabulary_size"] == len(data.load_vocabulary(DATASET, data_dir))
+    assert config["vocabulary_size"] == dataset.num_items
     assert [row["epoch"] for row in _history(model_dir)] == ["0", "1", "2", "3"]
     assert "Recall@20" in out and "Starting run " + config["run_id"] in out
-    vocabulary = data.load_vocabulary(DATASET, data_dir)
+    vocabulary = dataset.vocabulary
     rows = (model_dir / "vocabulary.tsv").read_text().splitlines()
     assert rows[0] == "index\titem_id\ttrain_count" and len(rows) == len(vocabulary) + 1
     assert rows[1].split("\t")[1] == str(vocabulary[0])
@@ -233,17 +234,15 @@ def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_p
     np.testing.assert_allclose(losses[2], losses[1], rtol=2e-3)
 
 
-def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir, tmp_path):
+def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir):
     from narm_tf.data import dataset as data
     from narm_tf.training import trainer
 
-    config = _config(data_dir, tmp_path / "run")
-    vocabulary = data.load_vocabulary(DATASET, data_dir)
-    splits = {name: data.load_split(DATASET, name, data_dir)
-              for name in ("train", "validation", "test")}
-    in_memory = trainer.label_counts(config, splits, len(vocabulary))
-    streamed = trainer.label_counts(config, {**splits, "train": None, "validation": None},
-                                    len(vocabulary))
+    in_memory = trainer.label_counts(data.Dataset(DATASET, data_dir, input="memory"))
+    streamed = trainer.label_counts(data.Dataset(DATASET, data_dir, input="stream"))
+    dataset = data.Dataset(DATASET, data_dir)
+    vocabulary = dataset.vocabulary
+    splits = {name: dataset.split(name) for name in ("train", "validation")}
     for name, counts, split in zip(("train", "validation"), in_memory,
                                    (splits["train"], splits["validation"]), strict=True):
         assert counts.shape == (len(vocabulary),), name
@@ -281,8 +280,8 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
     from narm_tf.training import run_dir
 
     model_dir, out = refit_run
-    train_split, validation = (data.load_split(DATASET, s, data_dir)
-                               for s in ("train", "validation"))
+    dataset = data.Dataset(DATASET, data_dir)
+    train_split, validation = dataset.split("train"), dataset.split("validation")
     best, final = _json(model_dir, "best.json"), _json(model_dir, "final.json")
     assert final == {"run_id": best["run_id"], "epochs": best["epoch"], "finished": True,
                      "splits": ["train", "validation"],
@@ -295,7 +294,7 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
     # The run tests (and delivers) final.keras; best.keras' test figures are beside it.
     metrics = _json(model_dir, "metrics.json")
     assert metrics["model"] == "final.keras"
-    test = data.load_split(DATASET, "test", data_dir)
+    test = dataset.split("test")
     for name, key in (("final.keras", "test"), ("best.keras", "selected_model_test")):
         model = keras.models.load_model(str(model_dir / name))
         assert evaluate.summary(evaluate.evaluate_model(model, test))["recall@20"] == \
@@ -343,8 +342,7 @@ def test_warm_validation_after_a_refit_run_drops_its_validation_sessions_too(dat
     from narm_tf.data import dataset as data
     from narm_tf.training import warm_start
 
-    sessions = np.concatenate([data.load_split(DATASET, s, data_dir).session_ids
-                               for s in ("train", "validation")])
+    sessions = data.Dataset(DATASET, data_dir).split("train+validation").session_ids
     np.testing.assert_array_equal(warm_start.old_train_sessions(str(refit_run[0])),
                                   np.unique(sessions))
 
@@ -388,7 +386,7 @@ def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, tmp
 def _split_sizes(data_dir):
     from narm_tf.data import dataset as data
 
-    sizes = data.split_sizes(DATASET, data_dir)
+    sizes = data.Dataset(DATASET, data_dir).sizes
     return sizes["train"], sizes["validation"]
 
 

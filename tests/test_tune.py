@@ -60,17 +60,18 @@ def _rows(project):
 
 @pytest.fixture
 def recorded_splits(monkeypatch):
-    """Every split name passed to narm_tf.data.dataset.load_split while the test runs."""
+    """Every split name read into memory (narm_tf.data.dataset.Dataset.split) while the test
+    runs (tuning reads in memory)."""
     from narm_tf.data import dataset as data
 
     requested = []
-    real = data.load_split
+    real = data.Dataset.split
 
-    def recording(name, split, data_dir):
+    def recording(self, split):
         requested.append(split)
-        return real(name, split, data_dir)
+        return real(self, split)
 
-    monkeypatch.setattr(data, "load_split", recording)
+    monkeypatch.setattr(data.Dataset, "split", recording)
     return requested
 
 
@@ -78,9 +79,10 @@ def test_the_test_split_really_cannot_be_read_in_the_copy(data_dirs):
     from narm_tf.data import dataset as data
 
     _, without_test = data_dirs
-    assert len(data.load_split(DATASET, "validation", without_test)) > 0
+    dataset = data.Dataset(DATASET, without_test)
+    assert len(dataset.split("validation")) > 0
     with pytest.raises(Exception, match="test.tfrecord"):
-        data.load_split(DATASET, "test", without_test)
+        dataset.split("test")
 
 
 def test_interrupted_search_resumes_reads_no_test_and_writes_a_trainable_best_cfg(

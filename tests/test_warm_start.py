@@ -102,7 +102,7 @@ def test_known_rows_are_the_old_models_and_new_rows_start_at_their_mean(runs, tm
     config = config_lib.default_config(dataset=WINDOW_2, data_dir=runs["data_dir"],
                                        model_dir=str(tmp_path), warm_start_from=runs["old"],
                                        **SMALL)
-    vocabulary = data.load_vocabulary(WINDOW_2, runs["data_dir"])
+    vocabulary = data.Dataset(WINDOW_2, runs["data_dir"]).vocabulary
     model = trainer.build_and_compile(config, len(vocabulary), trainer.make_strategy())
     counts = warm_start.warm_start(model, config, vocabulary)  # the hook train() calls
     assert counts["new"] >= len(runs["fresh"]) and counts["kept"] + counts["dropped"] == \
@@ -149,7 +149,7 @@ def test_new_items_reach_top_k_lists_after_training(runs):
     from narm_tf.training import run_dir
 
     model = keras.models.load_model(run_dir.path(runs["warm"], run_dir.BEST_MODEL))
-    test = data.load_split(WINDOW_2, "test", runs["data_dir"])
+    test = data.Dataset(WINDOW_2, runs["data_dir"]).split("test")
     scores = model.predict(test.prefixes, batch_size=512, verbose=0)
     scores[:, 0] = -np.inf
     top = np.argsort(-scores, axis=1)[:, :20]
@@ -238,8 +238,10 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
     from narm_tf.data import dataset as data
     from narm_tf.training import run_dir, warm_start
 
-    old_sessions = set(data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids.tolist())
-    validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
+    window_1 = data.Dataset(WINDOW_1, runs["data_dir"])
+    old_sessions = set(window_1.split("train").session_ids.tolist())
+    window_2 = data.Dataset(WINDOW_2, runs["data_dir"], input="stream")
+    validation = window_2.split("validation")
     unseen = [s not in old_sessions for s in validation.session_ids.tolist()]
     expected_sessions = {s for s, u in zip(validation.session_ids.tolist(), unseen,
                                                    strict=True) if u}
@@ -247,8 +249,7 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
     assert expected_sessions and dropped_sessions  # the windows do overlap
 
     config = run_dir.read_json(runs["warm"], run_dir.CONFIG)
-    splits = {"train": None, "validation": validation, "test": None}
-    kept = warm_start.validation_split(config, splits, resuming=True)["validation"]
+    kept = warm_start.validation_split(config, window_2, resuming=True).split("validation")
     assert set(kept.session_ids.tolist()) == expected_sessions
     assert not set(kept.session_ids.tolist()) & old_sessions
     assert len(kept) == sum(unseen)
@@ -256,8 +257,8 @@ def test_the_warm_run_validated_on_sessions_the_old_run_never_trained_on(runs, c
     assert (f"dropped {len(dropped_sessions)} sessions ({len(unseen) - sum(unseen)} prefixes)"
             f" the old run trained on; kept {len(expected_sessions)} sessions ({sum(unseen)} "
             "prefixes)") in printed
-    assert warm_start.validation_split({**config, "warm_validation": "all"}, splits,
-                                       resuming=True) is splits
+    assert warm_start.validation_split({**config, "warm_validation": "all"}, window_2,
+                                       resuming=True) is window_2
 
     best = keras.models.load_model(run_dir.path(runs["warm"], run_dir.BEST_MODEL))
     recorded = run_dir.read_json(runs["warm"], run_dir.BEST_RECORD)[run_dir.MONITOR]
@@ -287,13 +288,15 @@ def test_no_unseen_validation_session_left_fails(runs, tmp_path):
     from narm_tf.data import dataset as data
     from narm_tf.training import run_dir, warm_start
 
-    old_sessions = data.load_split(WINDOW_1, "train", runs["data_dir"]).session_ids
-    validation = data.load_split(WINDOW_2, "validation", runs["data_dir"])
+    old_sessions = data.Dataset(WINDOW_1, runs["data_dir"]).split("train").session_ids
+    window_2 = data.Dataset(WINDOW_2, runs["data_dir"])
+    validation = window_2.split("validation")
     seen = validation.take(np.flatnonzero(np.isin(validation.session_ids, old_sessions)))
     config = {**run_dir.read_json(runs["warm"], run_dir.CONFIG), "model_dir": str(tmp_path)}
     with pytest.raises(warm_start.WarmStartError, match="none is left to stop on; pass "
                                                         "--warm_validation=all"):
-        warm_start.validation_split(config, {"validation": seen}, resuming=False)
+        warm_start.validation_split(config, window_2.with_split("validation", seen),
+                                    resuming=False)
 
 
 def test_remap_items_along_the_last_axis():

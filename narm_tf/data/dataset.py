@@ -1,19 +1,32 @@
-"""TFDS session-prefix splits -> padded tf.data batches; vocabulary access.
+"""Built TFDS session-prefix datasets -> numpy splits and tf.data batches, through one handle.
 
-The builders (`tfds_builders/`, schema in `narm_tf/data/examples.py`) write; this module
-reads what they wrote and feeds it to training:
-  read   load_split / load_vocabulary / load_statistics   (a built dataset -> numpy)
-  feed   make_dataset                                     (numpy -> tf.data batches)
-  stream make_stream_dataset / choose_input               (record files -> batches, no numpy)
-  build  build_dataset                                    (programmatic `tfds build`)
+The builders (`tfds_builders/`, schema in `narm_tf/data/examples.py`) write; this module reads
+what they wrote and feeds it to training and evaluation:
 
-Each example: `prefix` (item indices 1..N, oldest first, at most MAX_LEN), `label`, `length`
-(prefix length before truncation) and `session_id`; the vocabulary (raw item id of every index)
-and the statistics are in the dataset's metadata.
+  Dataset(name, data_dir, input)   the built dataset, its builder looked up once (a dataset
+                                   not built there: one line naming what data_dir holds)
+    vocabulary, num_items          raw item id of every index 1..N
+    statistics, version, sizes     the build's statistics, TFDS version, examples per split
+    split(split)                   a split in memory, read once ("train+validation": both)
+    batches(split, batch_size)     (item_ids [b, w] int32, label [b] int32) batches, held in
+                                   memory or streamed from the record files as `input` says
+                                   (auto: `choose_input`, streamed when it would not fit)
+    label_counts(split)            each item's occurrences as a label
+    with_split(split, prefixes)    the same dataset with one split replaced in memory
+  make_dataset(prefixes, ...)      the in-memory engine: any `Prefixes` -> batches
+  build_dataset                    programmatic `tfds build`
+
+The two engines (in memory: `make_dataset`; streamed: `_stream_batches`) batch alike: the
+same `bucket_widths`, length grouping in pools of `GROUP_POOL` batches, one width cut
+(`_cut_to_width`). Each example: `prefix` (item indices 1..N, oldest first, at most MAX_LEN),
+`label`, `length` (prefix length before truncation) and `session_id`; the vocabulary and the
+statistics are in the dataset's metadata.
 """
 
 from __future__ import annotations
 
+import copy
+import functools
 import glob
 import importlib
 import os
@@ -33,7 +46,14 @@ BUILDER_MODULES = (
     "tfds_builders.diginetica.diginetica_dataset_builder",
     "tfds_builders.click_log.click_log_dataset_builder",
 )
-READ_BATCH = 65_536  # Examples parsed per tf.io.parse_example call in load_split.
+READ_BATCH = 65_536  # Examples parsed per tf.io.parse_example call in Dataset.split.
+INPUTS = ("auto", "memory", "stream")  # --input
+# Estimated resident bytes per prefix when a split is read whole: the numpy arrays of
+# Dataset.split (19 int32 + 3 int64 = 100 B) and make_dataset's tf.constant copy (80 B), ~2x
+# headroom.
+BYTES_PER_PREFIX = 400
+MEMORY_SHARE = 0.5  # `auto` reads in memory while the estimate stays below this share.
+SHUFFLE_BUFFER = 262_144  # Serialized examples held by the streamed shuffle (~30 MB).
 
 
 # -------------------------------------------------------------------------------- read
@@ -92,19 +112,9 @@ def _parse_batch(serialized: tf.Tensor) -> dict:
     return features
 
 
-def load_split(name: str, split: str, data_dir: str) -> Prefixes:
-    """Reads a built split once into dense arrays, in the order it was written (date order).
-
-    Args:
-      name: 'yoochoose/yoochoose1_64', 'yoochoose/yoochoose1_4', 'yoochoose/yoochoose_full'
-        or 'diginetica'.
-      split: 'train', 'validation' or 'test'.
-      data_dir: the TFDS data dir the dataset was built into.
-    Returns:
-      Prefixes: prefixes [n, 19] int32 right-padded with 0, labels/lengths/session_ids [n] int64.
-    """
-    builder = _prepared_builder(name, data_dir)
-    files = [os.fspath(path) for path in builder.info.splits[split].filepaths]
+def _read_records(files: list[str]) -> Prefixes:
+    """Record files -> dense arrays, in the order written: prefixes `[n, MAX_LEN]` int32
+    right-padded with 0, labels/lengths/session_ids `[n]` int64."""
     # Batched parse_example over the raw TFRecords: ~50x faster than per-example decoding.
     dataset = (tf.data.TFRecordDataset(files).batch(READ_BATCH)
                .map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True))
@@ -117,28 +127,128 @@ def load_split(name: str, split: str, data_dir: str) -> Prefixes:
     return examples.from_columns({key: np.concatenate(value) for key, value in parts.items()})
 
 
-def load_vocabulary(name: str, data_dir: str) -> np.ndarray:
-    """Raw item id of every vocabulary index, index i (1..N) -> vocabulary[i - 1]: [N] int64
-    for an integer catalogue, else [N] object array of the log's own strings (SKUs,
-    zero-padded numbers kept as written; see `contract.vocabulary_array`).
+class Dataset:
+    """A built dataset, its TFDS builder looked up once (FileNotFoundError in one line if
+    `data_dir` does not hold it): what it holds, and batches of a split.
 
-    Index 0 is padding and has no raw id. Exports use this to speak raw item ids.
+    Args:
+      name: 'yoochoose/yoochoose1_64', 'diginetica', 'click_log/<config>', ... (`--dataset`).
+      data_dir: the TFDS data dir the dataset was built into.
+      input: where `batches` reads a split from (`--input`): 'memory' (the split read once,
+        then batched from memory), 'stream' (batch by batch from the record files) or 'auto'
+        (`choose_input`: stream when all splits would not fit in memory).
+    A split is 'train', 'validation' or 'test'; "train+validation" joins two, in that order.
     """
-    metadata = _prepared_builder(name, data_dir).info.metadata
-    return contract.vocabulary_array(metadata["vocabulary"])
 
+    def __init__(self, name: str, data_dir: str, input: str = "auto"):
+        if input not in INPUTS:
+            raise ValueError(f"--input must be auto, memory or stream, got {input!r}")
+        self.name, self.data_dir, self.setting = name, data_dir, input
+        self.info = _prepared_builder(name, data_dir).info
+        self._read = {}  # split -> Prefixes read from its files (shared by with_split copies)
+        self._given = {}  # split -> Prefixes that replace it (with_split)
 
-def dataset_version(name: str, data_dir: str) -> str:
-    """The built dataset's TFDS version, e.g. '2.0.0' (part of a training run's identity)."""
-    return str(_prepared_builder(name, data_dir).info.version)
+    @functools.cached_property
+    def vocabulary(self) -> np.ndarray:
+        """Raw item id of every vocabulary index, index i (1..N) -> vocabulary[i - 1]: [N]
+        int64 for an integer catalogue, else [N] object array of the log's own strings (SKUs,
+        zero-padded numbers kept as written; see `contract.vocabulary_array`). Index 0 is
+        padding and has no raw id. Exports use this to speak raw item ids."""
+        return contract.vocabulary_array(self.info.metadata["vocabulary"])
 
+    @property
+    def num_items(self) -> int:
+        """N, the vocabulary size (indices 1..N; 0 is padding)."""
+        return len(self.vocabulary)
 
-def load_statistics(name: str, data_dir: str) -> dict:
-    """The build's statistics: clicks, duplicate_clicks (exact duplicates, kept), train/test
-    sessions, kept_train_sessions (sessions of the fraction's prefixes), validation_sessions,
-    vocabulary_size, train_prefixes (before the validation hold-out), train_items (items in
-    the fraction), validation_prefixes, test_prefixes, average_length, split_date, fraction."""
-    return dict(_prepared_builder(name, data_dir).info.metadata["statistics"])
+    @property
+    def version(self) -> str:
+        """The built dataset's TFDS version, e.g. '2.1.0' (part of a training run's identity)."""
+        return str(self.info.version)
+
+    @property
+    def statistics(self) -> dict:
+        """The build's statistics (`narm_tf.data.rules.statistics`): clicks, duplicate_clicks,
+        train/test sessions, vocabulary_size, train_prefixes (before the validation hold-out),
+        train_items, kept_train_sessions, validation sessions and prefixes, test_prefixes,
+        average_length, split_date, fraction, first_click, last_click."""
+        return dict(self.info.metadata["statistics"])
+
+    @property
+    def sizes(self) -> dict:
+        """Examples per built split from the TFDS info, without reading the records."""
+        splits = self.info.splits
+        return {split: splits[split].num_examples for split in splits.keys()}
+
+    @functools.cached_property
+    def input(self) -> str:
+        """'memory' or 'stream': `input` resolved (auto: `choose_input` on all splits)."""
+        return choose_input(self.setting, sum(self.sizes.values()))
+
+    def files(self, split: str) -> list[str]:
+        """The record files of a split ("a+b": a's, then b's)."""
+        return [os.fspath(path) for part in split.split("+")
+                for path in self.info.splits[part].filepaths]
+
+    def split(self, split: str) -> Prefixes:
+        """A split in memory, in the order it was written (date order); each part read from
+        its files once and kept (or the prefixes `with_split` gave it)."""
+        parts = [self._given[part] if part in self._given else self._read_part(part)
+                 for part in split.split("+")]
+        return parts[0] if len(parts) == 1 else Prefixes.concatenate(*parts)
+
+    def _read_part(self, part: str) -> Prefixes:
+        if part not in self._read:
+            self._read[part] = _read_records(self.files(part))
+        return self._read[part]
+
+    def with_split(self, split: str, prefixes: Prefixes) -> Dataset:
+        """This dataset with `split` replaced by `prefixes`, held in memory whatever `input`
+        says (e.g. the validation a warm start keeps); the other splits are shared."""
+        other = copy.copy(self)
+        other._given = {**self._given, split: prefixes}
+        return other
+
+    def _streams(self, split: str) -> bool:
+        """Whether `split` is read from its files batch by batch (none of it given)."""
+        return self.input == "stream" and not any(part in self._given
+                                                  for part in split.split("+"))
+
+    def batches(self, split: str, batch_size: int, *, shuffle: bool = False, seed: int = 0,
+                repeat: bool = False, length_buckets=None, shuffle_buffer: int = SHUFFLE_BUFFER,
+                input_context: tf.distribute.InputContext | None = None) -> tf.data.Dataset:
+        """Batches of (item_ids [b, w] int32 right-padded, label [b] int32) of a split: from
+        memory (`make_dataset`) or streamed (`_stream_batches`) as `input` says; the same
+        batches either way, but for the order of a shuffle (the streamed one is bounded by
+        `shuffle_buffer`). A finite dataset has a new seeded order each time Keras iterates it;
+        `repeat` gives endless epochs seeded by (seed, epoch).
+
+        input_context: under a multi-worker strategy, this pipeline's shard (streamed only:
+        open the dataset with input='stream').
+        """
+        options = dict(shuffle=shuffle, seed=seed, repeat=repeat, length_buckets=length_buckets)
+        if self._streams(split):
+            return _stream_batches(self.files(split), sum(self.sizes[part] for part in
+                                                          split.split("+")),
+                                   batch_size, shuffle_buffer=shuffle_buffer,
+                                   input_context=input_context, **options)
+        if input_context is not None and input_context.num_input_pipelines > 1:
+            raise ValueError(f"{self.name}: multi-worker input is streamed; open the dataset "
+                             f"with input='stream', not {self.input!r}")
+        return make_dataset(self.split(split), batch_size, **options)
+
+    def label_counts(self, split: str) -> np.ndarray:
+        """Occurrences of each item 1..N as a label in a split: `[N]` int64, counted in memory
+        or over the streamed records as `input` says."""
+        counts = np.zeros(self.num_items + 1, np.int64)
+        if not self._streams(split):
+            counts += np.bincount(self.split(split).labels, minlength=self.num_items + 1)
+            return counts[1:]
+        for batch in (tf.data.TFRecordDataset(self.files(split)).batch(READ_BATCH)
+                      .map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
+                      .as_numpy_iterator()):
+            counts += np.bincount(batch["label"], minlength=self.num_items + 1)
+        return counts[1:]
 
 
 # -------------------------------------------------------------------------------- feed
@@ -152,7 +262,8 @@ DEFAULT_LENGTH_BUCKETS = (2, 3, 4, 6, 8, 11, 15)
 
 def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, seed: int = 0,
                  repeat: bool = False, length_buckets=None) -> tf.data.Dataset:
-    """In-memory prefixes -> batches of (item_ids [b, w] int32 right-padded, label [b] int32).
+    """In-memory prefixes -> batches of (item_ids [b, w] int32 right-padded, label [b] int32):
+    the memory engine of `Dataset.batches`, for any `Prefixes`.
 
     Batches row indices (a reshuffle each epoch when `shuffle`) and gathers whole batches, so the
     per-example tf.data overhead is avoided. The last partial batch is kept.
@@ -207,9 +318,7 @@ def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, see
     def gather(index):
         batch = tf.gather(items, index)
         if widths is not None:
-            longest = tf.reduce_max(tf.math.count_nonzero(batch, axis=1, dtype=tf.int32))
-            width = tf.gather(widths, tf.searchsorted(widths, longest[None])[0])
-            batch = batch[:, :width]
+            batch = _cut_to_width(batch, widths)
         return batch, tf.gather(labels, index)
 
     dataset = dataset.map(gather, num_parallel_calls=tf.data.AUTOTUNE, deterministic=True)
@@ -231,6 +340,14 @@ def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> tf.Tensor | None:
     if widths[-1] != max_len:
         widths.append(max_len)
     return tf.constant(widths, tf.int32)
+
+
+def _cut_to_width(batch: tf.Tensor, widths: tf.Tensor) -> tf.Tensor:
+    """A batch `[b, MAX_LEN]` cut to the smallest bucket width holding its longest prefix (both
+    engines cut here: their batches of the same examples are the same tensors)."""
+    longest = tf.reduce_max(tf.math.count_nonzero(batch, axis=1, dtype=tf.int32))
+    width = tf.gather(widths, tf.searchsorted(widths, longest[None])[0])
+    return batch[:, :width]
 
 
 def _grouped_batches(lengths: tf.Tensor, batch_size: int, shuffle: bool,
@@ -262,13 +379,6 @@ def _grouped_batches(lengths: tf.Tensor, batch_size: int, shuffle: bool,
 # ------------------------------------------------------------------------------ stream
 
 
-# Estimated resident bytes per prefix when a split is read whole: the numpy arrays of load_split
-# (19 int32 + 3 int64 = 100 B) and make_dataset's tf.constant copy (80 B), ~2x headroom.
-BYTES_PER_PREFIX = 400
-MEMORY_SHARE = 0.5  # `auto` reads in memory while the estimate stays below this share.
-SHUFFLE_BUFFER = 262_144  # Serialized examples held by the streamed shuffle (~30 MB).
-
-
 def available_memory() -> int:
     """Bytes of memory available now (Linux MemAvailable; else physical memory)."""
     try:
@@ -281,31 +391,26 @@ def available_memory() -> int:
     return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")
 
 
-def split_sizes(name: str, data_dir: str) -> dict:
-    """Examples per split from the TFDS info, without reading the records: {split: n}."""
-    splits = _prepared_builder(name, data_dir).info.splits
-    return {split: splits[split].num_examples for split in splits.keys()}
-
-
-def choose_input(setting: str, name: str, data_dir: str, memory: int | None = None) -> str:
-    """`--input`: 'memory', 'stream', or for 'auto' the rule: stream when all splits' examples
-    (TFDS info) x BYTES_PER_PREFIX exceed MEMORY_SHARE of the available memory."""
+def choose_input(setting: str, num_examples: int, memory: int | None = None) -> str:
+    """`--input`: 'memory', 'stream', or for 'auto' the rule: stream when `num_examples` (all the
+    splits', from the TFDS info) x BYTES_PER_PREFIX exceed MEMORY_SHARE of the available
+    memory (`memory` bytes; default: `available_memory()` now)."""
     if setting in ("memory", "stream"):
         return setting
     if setting != "auto":
         raise ValueError(f"--input must be auto, memory or stream, got {setting!r}")
-    needed = sum(split_sizes(name, data_dir).values()) * BYTES_PER_PREFIX
+    needed = num_examples * BYTES_PER_PREFIX
     return "stream" if needed > MEMORY_SHARE * (memory or available_memory()) else "memory"
 
 
-def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
-                        shuffle: bool = False, seed: int = 0, repeat: bool = False,
-                        length_buckets=None, shuffle_buffer: int = SHUFFLE_BUFFER,
-                        input_context: tf.distribute.InputContext | None = None
-                        ) -> tf.data.Dataset:
-    """The split's record files -> batches of (item_ids [b, w] int32, label [b] int32), as
-    make_dataset gives them, without holding the split in memory. `split` may join splits
-    with "+" ("train+validation": the files of both, read as one split).
+def _stream_batches(files: list[str], num_examples: int, batch_size: int,
+                    shuffle: bool = False, seed: int = 0, repeat: bool = False,
+                    length_buckets=None, shuffle_buffer: int = SHUFFLE_BUFFER,
+                    input_context: tf.distribute.InputContext | None = None
+                    ) -> tf.data.Dataset:
+    """Record files (`num_examples` in all) -> batches of (item_ids [b, w] int32, label [b]
+    int32), as make_dataset gives them, without holding the split in memory: the streamed
+    engine of `Dataset.batches`.
 
     Records are parsed a batch at a time (`tf.io.parse_example`). With `shuffle`, the file
     order is permuted and the records are permuted within blocks of `shuffle_buffer` (bounded
@@ -320,10 +425,6 @@ def make_stream_dataset(name: str, split: str, data_dir: str, batch_size: int,
     seeded alike on every worker, so the workers' batches of a step together hold what one
     reader's global batch would. Every worker reads all the files (parses only its share).
     """
-    builder = _prepared_builder(name, data_dir)
-    parts = [builder.info.splits[part] for part in split.split("+")]
-    files = [os.fspath(path) for part in parts for path in part.filepaths]
-    num_examples = sum(part.num_examples for part in parts)
     widths = bucket_widths(length_buckets)
     shards = input_context.num_input_pipelines if input_context else 1
 
@@ -382,24 +483,10 @@ def _pool_batches(features: dict, batch_size: int, shuffle: bool, widths: tf.Ten
     starts = tf.concat([starts, tf.fill([tf.minimum(n % batch_size, 1)], full * batch_size)], 0)
 
     def cut(start):
-        batch = items[start:start + batch_size]
-        longest = tf.reduce_max(tf.math.count_nonzero(batch, axis=1, dtype=tf.int32))
-        width = tf.gather(widths, tf.searchsorted(widths, longest[None])[0])
-        return batch[:, :width], labels[start:start + batch_size]
+        return (_cut_to_width(items[start:start + batch_size], widths),
+                labels[start:start + batch_size])
 
     return tf.data.Dataset.from_tensor_slices(starts).map(cut)
-
-
-def stream_label_counts(name: str, split: str, data_dir: str, num_items: int) -> np.ndarray:
-    """Occurrences of each index 0..N as a label in a split, read in batches: `[N + 1]` int64."""
-    files = [os.fspath(path) for path in _prepared_builder(name, data_dir)
-             .info.splits[split].filepaths]
-    counts = np.zeros(num_items + 1, np.int64)
-    for batch in (tf.data.TFRecordDataset(files).batch(READ_BATCH)
-                  .map(_parse_batch, num_parallel_calls=tf.data.AUTOTUNE)
-                  .as_numpy_iterator()):
-        counts += np.bincount(batch["label"], minlength=num_items + 1)
-    return counts
 
 
 # ------------------------------------------------------------------------------- build

@@ -54,8 +54,9 @@ def raw_test_split(dataset: str, data_dir: str) -> tuple[np.ndarray, np.ndarray]
     """The test split in raw ids (`raw_ids`): sessions `[n, 19]` and targets `[n]`."""
     from narm_tf.data import dataset as data
 
-    test = data.load_split(dataset, "test", data_dir)
-    return raw_ids(data.load_vocabulary(dataset, data_dir), test.prefixes, test.labels)
+    built = data.Dataset(dataset, data_dir)
+    test = built.split("test")
+    return raw_ids(built.vocabulary, test.prefixes, test.labels)
 
 
 def raw_ids(vocabulary: np.ndarray, prefixes: np.ndarray, labels: np.ndarray

@@ -12,10 +12,11 @@ A patch of Keras' epoch iterator would touch private internals that change betwe
 this loop uses only `train_step`, `test_step`, `get_metrics_result`, `reset_metrics` and
 `CallbackList`, public Keras API, plus the one attribute BackupAndRestore sets for `fit`.
 
-Input: each worker streams the split (`narm_tf.data.dataset.make_stream_dataset`) and keeps
-every k-th record of the shuffled stream (sharding by data, after a shuffle seeded alike on
-every worker): the union of the workers' batches at each step is the global batch one worker
-would read, at the cost of every worker reading all the bytes (it parses only its share).
+Input: each worker streams the split (`narm_tf.data.dataset.Dataset.batches` with its
+`input_context`, the dataset opened with input='stream') and keeps every k-th record of the
+shuffled stream (sharding by data, after a shuffle seeded alike on every worker): the union of
+the workers' batches at each step is the global batch one worker would read, at the cost of
+every worker reading all the bytes (it parses only its share).
 
 Outputs: the chief (task `chief`, else `worker` 0) writes the run folder; every other worker
 runs the same callbacks in a temporary folder, holding a copy of the chief's backup so that

@@ -8,7 +8,8 @@ owner: a lock held for the run's life, and an identity (the settings, the datase
 size) that a rerun must match to resume a killed run (`overwrite` starts afresh). A loss or
 validation score that turns NaN or infinite raises `Diverged`, before anything is saved from it.
 The steps (`load`, `build_and_compile`, `fit`, `calibrate`, `refit`, `report`) are what the
-tuner (`narm_tf.tune`) reuses for its trials.
+tuner (`narm_tf.tune`) reuses for its trials; they read the run's data through one handle
+(`narm_tf.data.dataset.Dataset`: splits, vocabulary, batches in memory or streamed).
 """
 
 from __future__ import annotations
@@ -222,8 +223,8 @@ def callbacks(model_dir: str, run_id: str, patience: int, resuming: bool,
 
 
 def input_mode(config: dict) -> str:
-    """`--input` resolved: 'memory' or 'stream' (multi-worker training always streams)."""
-    from narm_tf.data import dataset as data
+    """`--input` for the run's dataset (the dataset resolves auto): multi-worker training
+    always streams."""
     from narm_tf.training import distribute
 
     if distribute.is_multi_worker():
@@ -231,39 +232,34 @@ def input_mode(config: dict) -> str:
             raise ValueError("--input=memory: multi-worker training (TF_CONFIG names a "
                              "cluster) streams its input; use --input=auto or --input=stream")
         return "stream"
-    return data.choose_input(config["input"], config["dataset"], config["data_dir"])
+    return config["input"]
 
 
-def load(config: dict) -> tuple[dict, object]:
-    """The dataset's splits {train, validation, test} and vocabulary (raw ids `[N]`); with
-    streamed input, train and validation are None (read batch by batch by `fit`)."""
+def load(config: dict):
+    """The run's dataset (`narm_tf.data.dataset.Dataset`, reading as `input_mode` says), its
+    splits held in memory read now (the test split always; train and validation unless
+    streamed, then read batch by batch by `fit`)."""
     from narm_tf.data import dataset as data
 
     started = time.time()
-    vocabulary = data.load_vocabulary(config["dataset"], config["data_dir"])
-    streamed = ("train", "validation") if input_mode(config) == "stream" else ()
-    splits = {s: None if s in streamed else data.load_split(config["dataset"], s,
-                                                            config["data_dir"])
-              for s in ("train", "validation", "test")}
-    sizes = data.split_sizes(config["dataset"], config["data_dir"])
-    print(f"{config['dataset']}: {len(vocabulary)} items; "
+    dataset = data.Dataset(config["dataset"], config["data_dir"], input_mode(config))
+    streamed = ("train", "validation") if dataset.input == "stream" else ()
+    splits = ("train", "validation", "test")
+    for split in splits:
+        if split not in streamed:
+            dataset.split(split)
+    sizes = dataset.sizes
+    print(f"{config['dataset']}: {dataset.num_items} items; "
           + ", ".join(f"{s} {sizes[s]} prefixes" + (" (streamed)" if s in streamed else "")
                       for s in splits)
           + f" (loaded in {time.time() - started:.1f}s)", flush=True)
-    return splits, vocabulary
+    return dataset
 
 
-def label_counts(config: dict, splits: dict, num_items: int) -> tuple[np.ndarray, np.ndarray]:
+def label_counts(dataset) -> tuple[np.ndarray, np.ndarray]:
     """`(train, validation)` label counts `[N]`, in memory or streamed, each split read once:
     their sum is the popularity (vocabulary.tsv, POP); train's the `--loss=sampled` proposal."""
-    from narm_tf import evaluate
-    from narm_tf.data import dataset as data
-
-    if splits["train"] is not None:
-        return (evaluate.label_counts(num_items, splits["train"]),
-                evaluate.label_counts(num_items, splits["validation"]))
-    return tuple(data.stream_label_counts(config["dataset"], split, config["data_dir"],
-                                          num_items)[1:] for split in ("train", "validation"))
+    return dataset.label_counts("train"), dataset.label_counts("validation")
 
 
 def build_and_compile(config: dict, num_items: int, strategy, label_counts=None):
@@ -292,12 +288,11 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
     return model
 
 
-def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
+def fit(config: dict, model, dataset, resuming: bool, strategy=None,
         extra_callbacks: tuple = ()) -> None:
-    """`model.fit` on the train split, validated on the validation split, with `callbacks`
-    (then `extra_callbacks`, e.g. the tuner's wall clock); under a multi-worker strategy
-    `narm_tf.training.distribute.fit`, each worker on its shard."""
-    from narm_tf.data import dataset as data
+    """`model.fit` on the `dataset`'s train split, validated on its validation split, with
+    `callbacks` (then `extra_callbacks`, e.g. the tuner's wall clock); under a multi-worker
+    strategy `narm_tf.training.distribute.fit`, each worker on its shard."""
     from narm_tf.training import distribute
 
     buckets = config["length_buckets"]
@@ -305,43 +300,28 @@ def fit(config: dict, model, splits: dict, resuming: bool, strategy=None,
     callback_list = callbacks(config["model_dir"], config["run_id"], config["patience"],
                               resuming, learning_rate_schedule(config)) + list(extra_callbacks)
     if strategy is not None and distribute.is_multi_worker():
-        _fit_multi_worker(config, model, strategy, callback_list)
+        _fit_multi_worker(config, model, dataset, strategy, callback_list)
         return
-
-    def stream(split, batch_size, **options):
-        return data.make_stream_dataset(config["dataset"], split, config["data_dir"],
-                                        batch_size, length_buckets=buckets, **options)
-
-    if splits["train"] is None:  # --input=stream
-        train_ds = stream("train", config["batch_size"], shuffle=True, seed=config["seed"],
-                          repeat=steps is not None)
-    else:
-        train_ds = data.make_dataset(splits["train"], config["batch_size"], shuffle=True,
-                                     seed=config["seed"], repeat=steps is not None,
-                                     length_buckets=buckets)
-    if splits["validation"] is None:  # streamed (in memory when a warm start filtered it)
-        valid_ds = stream("validation", validation_batch_size(config, model))
-    else:
-        valid_ds = data.make_dataset(splits["validation"], validation_batch_size(config, model),
-                                     length_buckets=buckets)  # metrics do not depend on order
+    train_ds = dataset.batches("train", config["batch_size"], shuffle=True, seed=config["seed"],
+                               repeat=steps is not None, length_buckets=buckets)
+    valid_ds = dataset.batches("validation", validation_batch_size(config, model),
+                               length_buckets=buckets)  # metrics do not depend on order
     model.fit(train_ds, validation_data=valid_ds, epochs=config["epochs"],
               steps_per_epoch=steps, callbacks=callback_list, shuffle=False, verbose=0)
 
 
-def _fit_multi_worker(config: dict, model, strategy, callback_list) -> None:
+def _fit_multi_worker(config: dict, model, dataset, strategy, callback_list) -> None:
     """distribute.fit on streamed shards: an epoch = --steps_per_epoch, or the train split's
     examples // the global batch (every worker must take the same number of steps)."""
-    from narm_tf.data import dataset as data
     from narm_tf.training import distribute
 
-    name, data_dir = config["dataset"], config["data_dir"]
     steps = (config["steps_per_epoch"]
-             or max(1, data.split_sizes(name, data_dir)["train"] // config["batch_size"]))
+             or max(1, dataset.sizes["train"] // config["batch_size"]))
 
     def shard(split, global_batch, **options):
         def dataset_fn(context):
-            return data.make_stream_dataset(
-                name, split, data_dir, context.get_per_replica_batch_size(global_batch),
+            return dataset.batches(
+                split, context.get_per_replica_batch_size(global_batch),
                 length_buckets=config["length_buckets"], input_context=context, **options)
         return dataset_fn
 
@@ -362,20 +342,20 @@ def validation_batch_size(config: dict, model) -> int:
     return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
 
 
-def report(config: dict, model, splits: dict, counts: np.ndarray, replicas: int,
+def report(config: dict, model, dataset, counts: np.ndarray, replicas: int,
            seconds: float, calibration: dict | None = None, selected=None) -> dict:
-    """Evaluates the delivered `model` on the test split beside POP (`counts [N]`: train +
-    validation labels), and with --refit the `selected` model (best.keras) too, for
+    """Evaluates the delivered `model` on the `dataset`'s test split beside POP (`counts [N]`:
+    train + validation labels), and with --refit the `selected` model (best.keras) too, for
     comparison; writes and returns metrics.json."""
     import keras
     import tensorflow as tf
 
     from narm_tf import evaluate
 
-    model_dir = config["model_dir"]
-    results = evaluate.evaluate_model(model, splits["test"], k=config_lib.K,
+    model_dir, test = config["model_dir"], dataset.split("test")
+    results = evaluate.evaluate_model(model, test, k=config_lib.K,
                                       batch_size=config["eval_batch_size"], popularity=counts)
-    popularity = evaluate.evaluate_popularity(counts, splits["test"], k=config_lib.K)
+    popularity = evaluate.evaluate_popularity(counts, test, k=config_lib.K)
     metrics = {
         "run_id": config["run_id"],
         "dataset": config["dataset"],
@@ -391,7 +371,7 @@ def report(config: dict, model, splits: dict, counts: np.ndarray, replicas: int,
     if calibration:
         metrics["repeat_calibration"] = calibration
     if selected is not None:
-        chosen = evaluate.evaluate_model(selected, splits["test"], k=config_lib.K,
+        chosen = evaluate.evaluate_model(selected, test, k=config_lib.K,
                                          batch_size=config["eval_batch_size"], popularity=counts)
         metrics["selected_model_test"] = evaluate.summary(chosen)
         print(evaluate.format_summary("NARM " + run_dir.BEST_MODEL, chosen))
@@ -402,18 +382,16 @@ def report(config: dict, model, splits: dict, counts: np.ndarray, replicas: int,
     return metrics
 
 
-def calibrate(config: dict, best, splits: dict) -> dict | None:
-    """With `--repeat_calibrate`: fits best.keras' repeat temperatures on the validation split
-    (`narm_tf.model.narm.calibrate_repeat`) and saves them into it (atomically); returns the chosen
-    scales with their validation loss and metrics. Else None."""
+def calibrate(config: dict, best, dataset) -> dict | None:
+    """With `--repeat_calibrate`: fits best.keras' repeat temperatures on the `dataset`'s
+    validation split, in memory even when streamed (`narm_tf.model.narm.calibrate_repeat`) and
+    saves them into it (atomically); returns the chosen scales with their validation loss and
+    metrics. Else None."""
     if not config.get("repeat_calibrate"):
         return None
-    from narm_tf.data import dataset as data
     from narm_tf.model import narm as narm_model
 
-    validation = splits["validation"]
-    if validation is None:  # streamed input
-        validation = data.load_split(config["dataset"], "validation", config["data_dir"])
+    validation = dataset.split("validation")
     result = narm_model.calibrate_repeat(best, validation.prefixes, validation.labels,
                                          batch_size=validation_batch_size(config, best))
     print(f"Repeat calibration on validation: {result}", flush=True)
@@ -427,17 +405,16 @@ def refit_started(config: dict) -> bool:
     return bool(config.get("refit")) and record.get("run_id") == config["run_id"]
 
 
-def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
+def refit(config: dict, dataset, vocabulary, strategy, counts: np.ndarray,
           calibration: dict | None):
     """`--refit`: a fresh model of the run's settings and seed (warm-started alike), trained on
-    train + validation (`splits`: all of it, even when a warm run validated on part) for
+    train + validation (`dataset`: all of it, even when a warm run validated on part) for
     best.json's epochs, with no validation (none is left to score it), given `calibration`'s
     repeat temperatures; saved as final.keras and returned. `counts`: train + validation
     label counts `[N]` (the `--loss=sampled` proposal). Resumes from backup_refit/;
     final.json says how it was trained and, once final.keras is written, `finished`."""
     import keras
 
-    from narm_tf.data import dataset as data
     from narm_tf.model import narm as narm_model
 
     model_dir, final_model = config["model_dir"], run_dir.path(config["model_dir"],
@@ -447,7 +424,7 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
             and os.path.exists(final_model)):  # a resumed run whose refit had ended
         return keras.models.load_model(final_model)
     epochs = run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"]
-    sizes = data.split_sizes(config["dataset"], config["data_dir"])
+    sizes = dataset.sizes
     record = {"run_id": config["run_id"], "epochs": epochs, "splits": ["train", "validation"],
               "examples": sizes["train"] + sizes["validation"], "finished": False}
     run_dir.write_json(run_dir.path(model_dir, run_dir.FINAL_RECORD), record)
@@ -463,13 +440,8 @@ def refit(config: dict, splits: dict, vocabulary, strategy, counts: np.ndarray,
     steps = config["steps_per_epoch"] or None
     options = dict(shuffle=True, seed=config["seed"], repeat=steps is not None,
                    length_buckets=config["length_buckets"])
-    if splits["train"] is None:  # --input=stream
-        dataset = data.make_stream_dataset(config["dataset"], "train+validation",
-                                           config["data_dir"], config["batch_size"], **options)
-    else:
-        both = data.Prefixes.concatenate(splits["train"], splits["validation"])
-        dataset = data.make_dataset(both, config["batch_size"], **options)
-    model.fit(dataset, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
+    batches = dataset.batches("train+validation", config["batch_size"], **options)
+    model.fit(batches, epochs=epochs, steps_per_epoch=steps, shuffle=False, verbose=0,
               callbacks=[*learning_rate_schedule(config),
                          _make_divergence_guard(model_dir, history=False), _make_epoch_line(),
                          _whole_at_ctrl_c(keras.callbacks.BackupAndRestore,
@@ -489,7 +461,6 @@ def train(config: dict) -> dict:
     Diverged."""
     import keras
 
-    from narm_tf.data import dataset as data
     from narm_tf.training import distribute
 
     config_lib.check_config(config)
@@ -501,11 +472,10 @@ def train(config: dict) -> dict:
     with distribute.worker_dir(chief_dir, strategy) as model_dir, \
             run_dir.locked(model_dir):
         started = time.time()
-        data.register_builders()
-        splits, vocabulary = load(config)
-        identity = run_dir.new_identity(
-            {**config, "model_dir": model_dir},
-            data.dataset_version(config["dataset"], config["data_dir"]), len(vocabulary))
+        dataset = load(config)
+        vocabulary = dataset.vocabulary
+        identity = run_dir.new_identity({**config, "model_dir": model_dir}, dataset.version,
+                                        len(vocabulary))
         config, resuming = run_dir.start(model_dir, identity, config["overwrite"])
         if not chief:  # other workers restore the chief's backup and write to a temp folder
             resuming = distribute.copy_backup(chief_dir, model_dir, run_dir.BACKUP,
@@ -513,27 +483,27 @@ def train(config: dict) -> dict:
         print(("Resuming run " if resuming else "Starting run ") + config["run_id"], flush=True)
         run_dir.write_json(run_dir.path(model_dir, run_dir.CONFIG), config)
         num_items = len(vocabulary)
-        train_counts, validation_counts = label_counts(config, splits, num_items)
+        train_counts, validation_counts = label_counts(dataset)
         popularity = train_counts + validation_counts
         run_dir.write_vocabulary(model_dir, vocabulary, popularity)
         keras.utils.set_random_seed(config["seed"])
         model = build_and_compile(config, num_items, strategy, train_counts)
-        fit_splits = splits
+        fit_data = dataset
         if config["warm_start_from"]:
             from narm_tf.training import warm_start
 
-            fit_splits = warm_start.validation_split(config, splits, resuming)
+            fit_data = warm_start.validation_split(config, dataset, resuming)
             if not resuming:  # a resumed run restores its backup
                 warm_start.warm_start(model, config, vocabulary)
         if not (resuming and refit_started(config)):  # else the selection is done
-            fit(config, model, fit_splits, resuming, strategy)
+            fit(config, model, fit_data, resuming, strategy)
         metrics = {}
         if chief:
             best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
-            calibration = calibrate(config, best, fit_splits)
-            final = (refit(config, splits, vocabulary, strategy, popularity, calibration)
+            calibration = calibrate(config, best, fit_data)
+            final = (refit(config, dataset, vocabulary, strategy, popularity, calibration)
                      if config["refit"] else None)
-            metrics = report(config, best if final is None else final, fit_splits, popularity,
+            metrics = report(config, best if final is None else final, fit_data, popularity,
                              strategy.num_replicas_in_sync, time.time() - started, calibration,
                              selected=None if final is None else best)
             if config["export_base"]:

@@ -201,10 +201,10 @@ def old_train_sessions(old_dir: str) -> np.ndarray:
     remedy = ("build it there again, or pass --warm_validation=all to validate on every "
               "session")
     try:
-        version = data.dataset_version(name, data_dir)
+        old_data = data.Dataset(name, data_dir)
+        version = old_data.version
         splits = ("train", "validation") if old_config.get("refit") else ("train",)
-        sessions = np.concatenate([data.load_split(name, split, data_dir).session_ids
-                                   for split in splits])
+        sessions = np.concatenate([old_data.split(split).session_ids for split in splits])
     except (OSError, ValueError, TypeError, tf.errors.OpError) as error:
         raise WarmStartError(f"{where}, whose training splits cannot be read ({error}): "
                              f"{remedy}") from error
@@ -225,24 +225,22 @@ def unseen_validation(validation, old_sessions: np.ndarray):
     return kept, counts
 
 
-def validation_split(config: dict, splits: dict, resuming: bool) -> dict:
-    """The train hook before fit, in a warm-started run: `splits` with the validation that
-    early stopping sees (`--warm_validation`, see the module docstring; read into memory when
-    streamed). Prints the counts. WarmStartError when the old data is gone or no session is
-    left; a run not yet trained (not `resuming`) then has its folder cleared."""
-    from narm_tf.data import dataset as data
+def validation_split(config: dict, dataset, resuming: bool):
+    """The train hook before fit, in a warm-started run: the run's `dataset`
+    (`narm_tf.data.dataset.Dataset`) with the validation that early stopping sees
+    (`--warm_validation`, see the module docstring; held in memory even when streamed). Prints
+    the counts. WarmStartError when the old data is gone or no session is left; a run not yet
+    trained (not `resuming`) then has its folder cleared."""
     from narm_tf.training import distribute
 
     if config["warm_validation"] == "all":
-        return splits
+        return dataset
     old_dir = config["warm_start_from"]
     try:
         if distribute.is_multi_worker():
             raise WarmStartError("--warm_validation=unseen: multi-worker training streams "
                                  "unfiltered validation shards; pass --warm_validation=all")
-        validation = splits["validation"]
-        if validation is None:  # --input=stream: the validation split alone, in memory
-            validation = data.load_split(config["dataset"], "validation", config["data_dir"])
+        validation = dataset.split("validation")  # streamed input too: this split, in memory
         kept, counts = unseen_validation(validation, old_train_sessions(old_dir))
         print(f"Warm validation (--warm_validation=unseen): dropped "
               f"{counts['dropped_sessions']} sessions ({counts['dropped_prefixes']} prefixes) "
@@ -257,4 +255,4 @@ def validation_split(config: dict, splits: dict, resuming: bool) -> dict:
         if not resuming:
             run_dir.clear(config["model_dir"])
         raise
-    return {**splits, "validation": kept}
+    return dataset.with_split("validation", kept)
