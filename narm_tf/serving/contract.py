@@ -30,8 +30,10 @@ STRING_SIGNATURES = (SIGNATURE_STRING, SIGNATURE_STRING_OPTIONS)
 
 
 def is_string_vocabulary(vocabulary) -> bool:
-    """True for a catalogue of the log's own string ids (an object array of str)."""
-    return getattr(vocabulary, "dtype", None) == np.dtype(object)
+    """True for raw ids that are strings (an object array of str, or str/bytes arrays, as a
+    string signature returns them), False for integer ids."""
+    array = np.asarray(vocabulary)
+    return array.dtype == np.dtype(object) or array.dtype.kind in "SU"
 
 
 def vocabulary_array(ids) -> np.ndarray:

@@ -416,8 +416,7 @@ ID_KIND_WORDS = {"int64": "integer", "string": "string"}  # `id_kind` in message
 
 def id_kind(vocabulary) -> str:
     """"string" for a catalogue of string ids (an array of str or bytes), else "int64"."""
-    array = np.asarray(vocabulary)
-    return "string" if array.dtype == object or array.dtype.kind in "SU" else "int64"
+    return "string" if contract.is_string_vocabulary(vocabulary) else "int64"
 
 
 def matching_keys(first, second, first_name: str, second_name: str) -> tuple[list, list]:
