@@ -501,7 +501,7 @@ def encode_ids(array, source: str = "ids") -> tuple[np.ndarray, dict]:
     would merge two ids: refused.
     """
     if pa.types.is_integer(array.type):
-        return array.to_numpy().astype(np.int64), ItemNames()
+        return array.to_numpy().astype(np.int64, copy=False), ItemNames()
     if isinstance(array, pa.ChunkedArray):  # one dictionary for all chunks
         array = array.combine_chunks() if array.num_chunks != 1 else array.chunk(0)
     encoded = pc.dictionary_encode(array)
