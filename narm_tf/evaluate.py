@@ -6,13 +6,16 @@ Reads the run's config.json for the dataset, loads the model the run delivers (b
 final.keras of a `--refit` run), ranks every target among all items (ties
 against the target, NaN/infinite scores a miss, by `narm_tf.model.metrics.target_ranks`) and prints
 Recall@20 / MRR@20 / NDCG@20, item coverage@20 and popularity bias@20 (from the run's
-vocabulary.tsv counts) with the per-length table.
+vocabulary.tsv counts), the same figures by kind of target and the per-length table.
 
 Beyond accuracy (as the session-rec framework reports them; docs/results.md):
   NDCG@20            one relevant item: mean of 1/log2(1 + rank), 0 when rank > 20.
   coverage@20        share of the N items in at least one top-20 list (padding excluded).
   popularity_bias@20 mean, over every item of every top-20 list, of its training-label count
                      min-max normalized over the catalogue, (count - min) / (max - min).
+  by kind of target  Recall / MRR / NDCG @20 over all targets, repeat targets (the label is
+                     among the prefix's clicks) and new ones, and head / torso / tail by the
+                     label's training popularity (`narm_tf.model.metrics.metrics_by_kind`).
 """
 
 from __future__ import annotations
@@ -35,14 +38,16 @@ BLOCK_SCORES = 2**25  # Scores of one item block (128 MiB): a few such temporari
 
 @dataclasses.dataclass
 class Results:
-    """Rank of every evaluated target with the untruncated prefix length, and how many top-k
-    lists held each item (for coverage and popularity bias; None when not collected)."""
+    """Rank of every evaluated target with the untruncated prefix length, how many top-k
+    lists held each item (for coverage and popularity bias) and the figures by kind of
+    target (None when not collected)."""
 
     ranks: np.ndarray  # [n] float64, 1 = best, metrics.MISS (inf) = NaN/infinite scores
     lengths: np.ndarray  # [n] int64
     k: int = 20
     recommended: np.ndarray | None = None  # [N + 1] int64, top-k lists holding each item
     popularity: np.ndarray | None = None  # [N] training-label counts of items 1..N
+    by_kind: dict | None = None  # metrics.metrics_by_kind's figures (fractions)
 
     def __post_init__(self):
         self.ranks = np.asarray(self.ranks, np.float64)
@@ -143,8 +148,16 @@ def evaluate_model(model, prefixes, k: int = 20, batch_size: int = 1024,
                                              tf.constant(prefixes.labels[i:i + batch_size]))
         ranks.append(batch_ranks.numpy())
         recommended = lists.numpy() if recommended is None else recommended + lists.numpy()
-    return Results(np.concatenate(ranks), np.asarray(prefixes.lengths), k, recommended,
-                   popularity)
+    return with_kinds(Results(np.concatenate(ranks), np.asarray(prefixes.lengths), k,
+                              recommended, popularity), prefixes)
+
+
+def with_kinds(results: Results, prefixes) -> Results:
+    """`results` with its figures by kind of target (`metrics.metrics_by_kind`) over the
+    `prefixes` it ranked; head / torso / tail only when it holds the popularity."""
+    results.by_kind = metrics.metrics_by_kind(results.ranks, prefixes.prefixes, prefixes.labels,
+                                              results.popularity, results.k)
+    return results
 
 
 def _bilinear_query_model(model):
@@ -173,13 +186,14 @@ def evaluate_popularity(counts: np.ndarray, prefixes, k: int = 20,
         for chunk in (items[i:i + batch_size] for i in range(0, len(items), batch_size))]
     recommended = np.zeros(len(counts) + 1, np.int64)
     recommended[metrics.top_k_numpy(scores, k)[0]] = len(prefixes)
-    return Results(np.concatenate(item_ranks)[inverse], np.asarray(prefixes.lengths), k,
-                   recommended, counts)
+    return with_kinds(Results(np.concatenate(item_ranks)[inverse],
+                              np.asarray(prefixes.lengths), k, recommended, counts), prefixes)
 
 
 def summary(results: Results) -> dict:
     """Recall, MRR, NDCG and coverage @k in percent with two decimals, popularity bias @k as a
-    fraction in [0, 1] with four decimals (when known), and the number of prefixes."""
+    fraction in [0, 1] with four decimals (when known), the number of prefixes and, when
+    collected, "by_kind" (`summary_by_kind`)."""
     k = results.k
     out = {f"recall@{k}": round(100 * results.recall, 2), f"mrr@{k}": round(100 * results.mrr, 2),
            f"ndcg@{k}": round(100 * results.ndcg, 2)}
@@ -188,7 +202,21 @@ def summary(results: Results) -> dict:
     if results.popularity_bias is not None:
         out[f"popularity_bias@{k}"] = round(results.popularity_bias, 4)
     out["count"] = int(len(results.ranks))
+    if results.by_kind is not None:
+        out["by_kind"] = summary_by_kind(results.by_kind, k)
     return out
+
+
+def summary_by_kind(by_kind: dict, k: int = 20) -> dict:
+    """`metrics.metrics_by_kind`'s figures as `summary` writes them: per kind its count, and
+    share, Recall, MRR and NDCG @k in percent with two decimals (None for an empty group)."""
+    def percent(value):
+        return None if value is None else round(100 * value, 2)
+
+    return {kind: {"count": row["count"], "share": percent(row["share"]),
+                   f"recall@{k}": percent(row["recall"]), f"mrr@{k}": percent(row["mrr"]),
+                   f"ndcg@{k}": percent(row["ndcg"])}
+            for kind, row in by_kind.items()}
 
 
 def format_summary(name: str, results: Results) -> str:
@@ -269,6 +297,7 @@ def main(argv):
     except run_dir.RunFolderError as error:
         raise SystemExit(f"narm_tf.evaluate: {error}") from None
     print(format_summary("NARM", results))
+    print(metrics.format_by_kind(results.by_kind, results.k))
     print(format_by_length(rows, results.k))
 
 

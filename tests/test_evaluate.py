@@ -12,11 +12,17 @@ NUM_ITEMS = 25
 NAN, INF = float("nan"), float("inf")
 
 
-def _prefixes(labels, lengths, first_items=None):
+def _prefixes(labels, lengths, first_items=None, clicks=None):
+    """Prefixes of 19 clicks: all item 1 (with `first_items` first), or the given `clicks`
+    right-padded with 0."""
     n = len(labels)
     prefixes = np.ones((n, 19), np.int32)
     if first_items is not None:
         prefixes[:, 0] = first_items
+    if clicks is not None:
+        prefixes[:] = 0
+        for row, items in enumerate(clicks):
+            prefixes[row, :len(items)] = items
     return Prefixes(prefixes, np.asarray(labels, np.int64), np.asarray(lengths, np.int64),
                     np.arange(n, dtype=np.int64))
 
@@ -75,7 +81,10 @@ def test_evaluate_model_top_k_lists_coverage_and_popularity_bias():
     assert results.coverage == 7 / 25
     # Normalized popularity: item 2 -> 1, item 25 -> 0.5, others 0; 15 recommendations.
     assert results.popularity_bias == pytest.approx((4 * 1.0 + 1 * 0.5) / 15)
-    assert evaluate.summary(results) == {
+    summary = evaluate.summary(results)
+    assert summary.pop("by_kind")["all"] == {"count": 5, "share": 100.0, "recall@3": 100.0,
+                                             "mrr@3": 50.0, "ndcg@3": 62.62}
+    assert summary == {
         "recall@3": 100.0, "mrr@3": 50.0,  # (3 * 1/3 + 1/2 + 1) / 5
         "ndcg@3": 62.62,  # (3 * 1/log2(4) + 1/log2(3) + 1) / 5 = 0.626186
         "coverage@3": 28.0, "popularity_bias@3": 0.3, "count": 5}
@@ -84,6 +93,7 @@ def test_evaluate_model_top_k_lists_coverage_and_popularity_bias():
 def test_without_popularity_the_bias_is_omitted_and_a_wrong_length_is_an_error():
     summary = evaluate.summary(_finite_results())
     assert "popularity_bias@3" not in summary and summary["coverage@3"] == 28.0
+    assert list(summary["by_kind"]) == ["all", "repeat", "new"]  # no popularity groups
     with pytest.raises(ValueError, match="popularity holds 24 counts but the scores rank 25"):
         _finite_results(np.ones(NUM_ITEMS - 1))
 
@@ -96,6 +106,58 @@ def test_popularity_ranks_count_ties_against_the_target():
     np.testing.assert_array_equal(results.ranks, [4, 2, 4, 5, 2, 6])
     assert results.recall == 2 / 6
     assert np.isclose(results.mrr, (1 / 2 + 1 / 2) / 6)
+
+
+def _kind_test():
+    """Six prefixes (clicks, label) whose first click picks the lookup model's score row:
+    row 1 ranks item i at i; row 6 ties items 2, 4, 9 at rank 3; row 7 ranks 25, 24, 1 first."""
+    clicks = [[1, 2], [1, 5], [1], [7, 3], [6, 4], [7]]  # items < 8: rows of the table
+    labels = [2, 5, 3, 25, 4, 1]  # repeat, repeat, new, new, repeat, new
+    return _prefixes(labels, [len(c) for c in clicks], clicks=clicks)
+
+
+def _kind_popularity():
+    """Items 1..25: item 2 (6 labels) is head, item 4 (3) torso, item 25 (3) and all others
+    tail (cuts at 4 and 8 of 12 labels; ties: lower id first)."""
+    counts = np.zeros(NUM_ITEMS, np.int64)
+    counts[2 - 1], counts[4 - 1], counts[25 - 1] = 6, 3, 3
+    return counts
+
+
+def test_evaluate_model_figures_by_kind_of_target_by_hand():
+    results = evaluate.evaluate_model(_lookup_model(), _kind_test(), k=3, batch_size=4,
+                                      popularity=_kind_popularity())
+    np.testing.assert_array_equal(results.ranks, [2, 5, 3, 1, 3, 3])
+    by_kind = evaluate.summary(results)["by_kind"]
+    assert list(by_kind) == ["all", "repeat", "new", "head", "torso", "tail"]
+    # repeat: ranks 2, 5, 3 (5 > k a miss); new: 3, 1, 3.
+    assert by_kind["repeat"] == {"count": 3, "share": 50.0, "recall@3": 66.67,
+                                 "mrr@3": 27.78,   # (1/2 + 0 + 1/3) / 3
+                                 "ndcg@3": 37.7}   # (1/log2(3) + 0 + 1/log2(4)) / 3
+    assert by_kind["new"] == {"count": 3, "share": 50.0, "recall@3": 100.0,
+                              "mrr@3": 55.56, "ndcg@3": 66.67}  # (1/3 + 1 + 1/3) / 3, (.5+1+.5)/3
+    # head: label 2 (rank 2); torso: label 4 (rank 3); tail: labels 5, 3, 25, 1.
+    assert by_kind["head"] == {"count": 1, "share": 16.67, "recall@3": 100.0, "mrr@3": 50.0,
+                               "ndcg@3": 63.09}
+    assert by_kind["torso"]["count"] == 1 and by_kind["torso"]["mrr@3"] == 33.33
+    assert by_kind["tail"] == {"count": 4, "share": 66.67, "recall@3": 75.0, "mrr@3": 41.67,
+                               "ndcg@3": 50.0}
+    assert by_kind["all"]["count"] == 6 and by_kind["all"]["recall@3"] == 83.33
+    assert results.by_kind["repeat"]["mrr"] == pytest.approx((1 / 2 + 1 / 3) / 3)  # fractions
+
+
+def test_popularity_figures_by_kind_and_an_empty_group_is_none():
+    counts = np.array([5, 9, 5, 1, 9, 0])  # 29 labels: head 2, 5; torso 1; tail 3, 4, 6
+    results = evaluate.evaluate_popularity(counts, _prefixes([1, 2, 3, 4, 5, 6], [1] * 6), k=2)
+    by_kind = results.by_kind  # ranks 4, 2, 4, 5, 2, 6; every prefix's clicks are item 1
+    assert (by_kind["repeat"]["count"], by_kind["repeat"]["recall"]) == (1, 0.0)
+    assert (by_kind["new"]["count"], by_kind["new"]["recall"]) == (5, 2 / 5)
+    assert [by_kind[kind]["count"] for kind in ("head", "torso", "tail")] == [2, 1, 3]
+    assert by_kind["head"]["recall"] == 1.0 and by_kind["tail"]["recall"] == 0.0
+    no_repeat = evaluate.summary(evaluate.evaluate_popularity(counts, _prefixes([2, 3], [1, 1])))
+    assert no_repeat["by_kind"]["repeat"] == {"count": 0, "share": 0.0, "recall@20": None,
+                                              "mrr@20": None, "ndcg@20": None}
+    assert no_repeat["by_kind"]["new"]["share"] == 100.0
 
 
 def test_popularity_top_k_coverage_and_bias_by_hand():
