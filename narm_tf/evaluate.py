@@ -259,6 +259,15 @@ def format_by_length(rows: list[dict], k: int = 20) -> str:
     return "\n".join(lines)
 
 
+def format_report(results: Results, rows: list[dict], name: str = "NARM") -> str:
+    """What the evaluate command prints: the overall line, the figures by kind of target (when
+    collected) and the per-length table (`by_length` rows)."""
+    parts = [format_summary(name, results)]
+    if results.by_kind is not None:
+        parts.append(metrics.format_by_kind(results.by_kind, results.k))
+    return "\n\n".join(parts + [format_by_length(rows, results.k)])
+
+
 def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None = None,
                        batch_size: int = 1024) -> tuple[Results, list[dict]]:
     """Loads the model a training run delivers (`run_dir.delivered_model`) and evaluates it on
@@ -296,9 +305,7 @@ def main(argv):
         results, rows = evaluate_model_dir(FLAGS.model_dir, FLAGS.split, FLAGS.data_dir or None)
     except run_dir.RunFolderError as error:
         raise SystemExit(f"narm_tf.evaluate: {error}") from None
-    print(format_summary("NARM", results))
-    print(metrics.format_by_kind(results.by_kind, results.k))
-    print(format_by_length(rows, results.k))
+    print(format_report(results, rows))
 
 
 def run() -> None:

@@ -160,6 +160,42 @@ def test_popularity_figures_by_kind_and_an_empty_group_is_none():
     assert no_repeat["by_kind"]["new"]["share"] == 100.0
 
 
+def test_a_trainings_metrics_json_and_the_command_report_the_test_split_by_kind(
+        warm_start_runs):
+    """A real (tiny) run's metrics.json: every test prefix is a repeat or a new target (as
+    counted from the split itself) and head, torso or tail, for NARM and POP; the evaluate
+    command prints the same groups between the overall line and the per-length table."""
+    from narm_tf.data import dataset as data
+    from narm_tf.model.metrics import repeat_targets
+    from narm_tf.training import run_dir
+
+    model_dir = warm_start_runs["warm"]
+    metrics = run_dir.read_json(model_dir, run_dir.METRICS)
+    config = run_dir.read_json(model_dir, run_dir.CONFIG)
+    test = data.Dataset(config["dataset"], config["data_dir"]).split("test")
+    repeats = int(repeat_targets(test.prefixes, test.labels).sum())
+    assert 0 < repeats < len(test)
+    for key in ("test", "popularity_baseline"):
+        figures = metrics[key]
+        kinds = figures["by_kind"]
+        assert (kinds["repeat"]["count"], kinds["new"]["count"]) == (repeats, len(test) - repeats)
+        assert kinds["repeat"]["count"] + kinds["new"]["count"] == figures["count"] == len(test)
+        assert sum(kinds[kind]["count"] for kind in ("head", "torso", "tail")) == len(test)
+        assert kinds["repeat"]["share"] + kinds["new"]["share"] == pytest.approx(100, abs=0.01)
+        assert {key: kinds["all"][key] for key in ("recall@20", "mrr@20", "ndcg@20")} == {
+            key: figures[key] for key in ("recall@20", "mrr@20", "ndcg@20")}
+
+    results, rows = evaluate.evaluate_model_dir(model_dir)
+    lines = evaluate.format_report(results, rows).splitlines()
+    assert lines[0].startswith("NARM ") and lines[-1].startswith("   19+")
+    repeat_row = next(line.split() for line in lines if line.startswith("repeat "))
+    assert repeat_row[1] == str(repeats)
+    assert float(repeat_row[3]) == pytest.approx(
+        metrics["test"]["by_kind"]["repeat"]["recall@20"], abs=0.02)
+    assert lines.index(next(line for line in lines if line.startswith("target "))) < \
+        lines.index(next(line for line in lines if line.split()[:1] == ["length"]))
+
+
 def test_popularity_top_k_coverage_and_bias_by_hand():
     counts = np.array([5, 9, 5, 1, 9, 0])
     results = evaluate.evaluate_popularity(counts, _prefixes([1, 2, 4], [1] * 3), k=3)
