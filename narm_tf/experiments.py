@@ -5,7 +5,8 @@
 
   Table 2  bilinear vs dense decoder (NARM)
   Table 3  POP, S-POP, Item-KNN, SR, SKNN, a GRU-only model (GRU-Rec stand-in) and NARM, with
-           NDCG@20, item coverage@20 and popularity bias@20 beside Recall@20 / MRR@20
+           NDCG@20, item coverage@20 and popularity bias@20 beside Recall@20 / MRR@20, and
+           the same methods' Recall@20 / MRR@20 on repeat and on new targets
   Table 4  global / local / hybrid session features at H = 50 and 100
   Table 5  correct predictions by session length, NARM vs the GRU-only model
   Figure 6 attention weights of sampled test sessions (heatmap), and training curves
@@ -183,7 +184,8 @@ def train_model(run: ModelRun, out: str) -> dict:
     best_epoch = run_dir.read_json(model_dir, run_dir.METRICS)["best_epoch"]
     measured = {"recall": results.recall, "mrr": results.mrr, "ndcg": results.ndcg,
                 "coverage": results.coverage, "popularity_bias": results.popularity_bias}
-    return {**table_values(measured), "count": len(results.ranks), "best_epoch": best_epoch}
+    return {**table_values(measured), "count": len(results.ranks), "best_epoch": best_epoch,
+            "by_kind": kind_values(results.by_kind)}
 
 
 def train_command(run: ModelRun, model_dir: str) -> list[str]:
@@ -206,7 +208,8 @@ def run_baseline(name: str, splits: dict, num_items: int) -> dict:
     model, params = BASELINE_SETTINGS.get(name, (name, {}))
     result = baselines.fit_and_evaluate(model, splits["train"], splits["validation"],
                                         splits["test"], num_items, k=K, **params)
-    return {**table_values(result), "count": result["count"]}
+    return {**table_values(result), "count": result["count"],
+            "by_kind": kind_values(result["by_kind"])}
 
 
 def table_values(measured: dict) -> dict:
@@ -216,6 +219,14 @@ def table_values(measured: dict) -> dict:
     return {key: 100 * measured[key] if key in percent else measured[key]
             for key in ("recall", "mrr", "ndcg", "coverage", "popularity_bias")
             if measured.get(key) is not None}
+
+
+def kind_values(by_kind: dict) -> dict:
+    """`metrics.metrics_by_kind`'s figures (fractions) -> the report's units: per kind its
+    count, and share, Recall, MRR and NDCG in %; an empty group's figures (None) left out."""
+    return {kind: {key: value if key == "count" else 100 * value
+                   for key, value in row.items() if value is not None}
+            for kind, row in by_kind.items()}
 
 
 # ------------------------------------------------------------------------------ figures
@@ -343,13 +354,8 @@ def _cell(rows: list[dict], key: str, digits: int = 2, seeded: bool = False) -> 
     return f"{values.mean():.{digits}f} ± {spread:.{digits}f}"
 
 
-def table3_lines(results: dict, seeds: int, column: int | None, reference: dict) -> list[str]:
-    """Table 3: every method's Recall, MRR, NDCG, coverage (%) and popularity bias @20, the
-    paper's Recall / MRR and, if given, the reference figures on the same clicks."""
-    header = ("| method | Recall@20 | MRR@20 | NDCG@20 | Coverage@20 | Pop. bias@20 "
-              "| paper Recall@20 / MRR@20 |")
-    lines = [header + (" same clicks, other split tool |" if reference else ""),
-             "|---" * (7 + bool(reference)) + "|"]
+def table3_methods(results: dict, seeds: int) -> list[tuple[str, list[dict], bool]]:
+    """Table 3's rows: (label, the cached result of each of its runs, whether seeded)."""
     methods = [(label, [results[f"baseline_{key}"]], False)
                for key, label in BASELINE_NAMES.items()]
     methods.append(("GRU-only (global, dense)", [results[f"gru_seed{s}"] for s in range(seeds)],
@@ -361,6 +367,17 @@ def table3_lines(results: dict, seeds: int, column: int | None, reference: dict)
     if "repeat_seed0" in results:
         methods.append(("NARM (repeat-aware, beyond the paper)",
                         [results[f"repeat_seed{s}"] for s in range(seeds)], True))
+    return methods
+
+
+def table3_lines(results: dict, seeds: int, column: int | None, reference: dict) -> list[str]:
+    """Table 3: every method's Recall, MRR, NDCG, coverage (%) and popularity bias @20, the
+    paper's Recall / MRR and, if given, the reference figures on the same clicks."""
+    header = ("| method | Recall@20 | MRR@20 | NDCG@20 | Coverage@20 | Pop. bias@20 "
+              "| paper Recall@20 / MRR@20 |")
+    lines = [header + (" same clicks, other split tool |" if reference else ""),
+             "|---" * (7 + bool(reference)) + "|"]
+    methods = table3_methods(results, seeds)
     paper_names = {"GRU-only (global, dense)": "GRU-Rec (improved)"}
     for label, rows, seeded in methods:
         paper = PAPER_TABLE3.get(paper_names.get(label, label))
@@ -372,6 +389,28 @@ def table3_lines(results: dict, seeds: int, column: int | None, reference: dict)
             cells.append(f"{ref[0]:.1f} / {ref[1]:.1f}" if ref else "-")
         lines.append(f"| {label} | " + " | ".join(cells) + " |")
     return lines + ["", BEYOND_ACCURACY_NOTE]
+
+
+KIND_NOTE = (
+    "Repeat: the target is among the prefix's clicks (the last 19 the models see); new: it "
+    "is not. Share: the test prefixes' share of that kind. Every experiment's cache entry "
+    "(cache/NAME.json, \"by_kind\") also holds NDCG@20 and the head / torso / tail targets "
+    "by training popularity.")
+
+
+def kind_table_lines(results: dict, seeds: int) -> list[str]:
+    """Table 3 by kind of target: every method's Recall@20 / MRR@20 (%) on repeat targets and
+    on new ones, with each kind's share of the test prefixes; '-' for an old cache entry."""
+    lines = ["| method | repeat share | repeat Recall@20 | repeat MRR@20 | new share "
+             "| new Recall@20 | new MRR@20 |", "|---" * 7 + "|"]
+    for label, rows, seeded in table3_methods(results, seeds):
+        cells = []
+        for kind in ("repeat", "new"):
+            figures = [row.get("by_kind", {}).get(kind, {}) for row in rows]
+            cells += [_cell(figures[:1], "share"),  # the same test prefixes for every run
+                      _cell(figures, "recall", 2, seeded), _cell(figures, "mrr", 2, seeded)]
+        lines.append(f"| {label} | " + " | ".join(cells) + " |")
+    return lines + ["", KIND_NOTE]
 
 
 def command_line(argv: list[str]) -> str:
@@ -417,6 +456,8 @@ def write_report(out: str, results: dict, statistics: dict, plots: dict, wall: f
     if column is None:
         lines += ["", "Paper figures (YOOCHOOSE 1/64 · 1/4 · DIGINETICA) are shown for context in "
                   "every table: this dataset is not one of the paper's."]
+    lines += ["", "## Table 3 by kind of target: repeat and new targets", ""]
+    lines += kind_table_lines(results, seeds)
 
     lines += ["", "## Table 2: decoders (NARM, seed 0)", "",
               "| decoder | Recall@20 | MRR@20 | paper Recall@20 / MRR@20 |", "|---|---|---|---|"]

@@ -66,6 +66,39 @@ def test_table3_shows_beyond_accuracy_columns_and_dashes_for_old_cache_entries()
     assert with_reference[2].endswith("| 6.71 / 1.65 | 8.9 / 2.6 |")
 
 
+def test_kind_values_are_percent_and_empty_groups_lose_their_figures():
+    by_kind = {"all": {"count": 4, "share": 1.0, "recall": 0.5, "mrr": 0.25, "ndcg": 0.375},
+               "repeat": {"count": 0, "share": 0.0, "recall": None, "mrr": None, "ndcg": None}}
+    assert experiments.kind_values(by_kind) == {
+        "all": {"count": 4, "share": 100.0, "recall": 50.0, "mrr": 25.0, "ndcg": 37.5},
+        "repeat": {"count": 0, "share": 0.0}}
+
+
+def test_kind_table_has_repeat_and_new_columns_per_method_and_dashes_when_unknown():
+    def kinds(repeat_recall, repeat_mrr, new_recall, new_mrr):
+        return {"by_kind": {
+            "repeat": {"count": 1, "share": 25.0, "recall": repeat_recall, "mrr": repeat_mrr},
+            "new": {"count": 3, "share": 75.0, "recall": new_recall, "mrr": new_mrr}}}
+
+    results = {f"baseline_{key}": kinds(80.0, 60.0, 10.0, 5.0)
+               for key in experiments.BASELINE_NAMES}
+    results["baseline_pop"] = {"recall": 9.0, "mrr": 2.5}  # cached before the kinds
+    results["baseline_spop"]["by_kind"]["new"] = {"count": 0, "share": 0.0}  # no new target
+    results["gru_seed0"] = results["gru_seed1"] = kinds(70.0, 40.0, 50.0, 20.0)
+    results["narm_seed0"], results["narm_seed1"] = (kinds(90.0, 50.0, 60.0, 30.0),
+                                                    kinds(92.0, 52.0, 62.0, 34.0))
+    lines = experiments.kind_table_lines(results, seeds=2)
+    assert lines[0] == ("| method | repeat share | repeat Recall@20 | repeat MRR@20 | new share "
+                        "| new Recall@20 | new MRR@20 |") and lines[1].count("|") == 8
+    rows = {line.split(" | ")[0][2:]: line.split(" | ")[1:] for line in lines[2:] if "|" in line}
+    assert rows["POP"] == ["-"] * 5 + ["- |"]
+    assert rows["S-POP"] == ["25.00", "80.00", "60.00", "0.00", "-", "- |"]
+    assert rows["SR"] == ["25.00", "80.00", "60.00", "75.00", "10.00", "5.00 |"]
+    assert rows["NARM"] == ["25.00", "91.00 ± 1.41", "51.00 ± 1.41", "75.00", "61.00 ± 1.41",
+                            "32.00 ± 2.83 |"]
+    assert "Repeat: the target is among the prefix's clicks" in lines[-1]
+
+
 def test_tuned_runs_train_with_the_flagfile_and_only_seed_and_folders_on_top(tmp_path):
     from absl import flags
     from absl.testing import flagsaver
@@ -142,6 +175,9 @@ def test_the_div_score_row_runs_v_sknn_with_its_score_decay(synthetic_data_dir):
                                         splits["test"], num_items, score_decay=True)
     assert row["mrr"] == pytest.approx(100 * direct["mrr"])
     assert row["recall"] == pytest.approx(100 * direct["recall"])
+    kinds = row["by_kind"]  # in %, every test prefix a repeat or a new target
+    assert kinds["repeat"]["count"] + kinds["new"]["count"] == row["count"] == len(splits["test"])
+    assert kinds["repeat"]["recall"] == pytest.approx(100 * direct["by_kind"]["repeat"]["recall"])
     assert row != experiments.run_baseline("vsknn", splits, num_items)
 
 
