@@ -266,6 +266,12 @@ class TrainingConfig:
         "repeat attention) on the validation split by cross-entropy "
         "(narm_tf.model.narm.calibrate_repeat) and save them into best.keras before the test.",
         role=ARCHITECTURE, needs="repeat", search=choice(False, True), older_runs=False)
+    covisit: int = setting(
+        0,
+        "After training, add a co-visitation prior from the training sessions to the scores "
+        "(narm_tf.model.covisit), keeping this many neighbours per item, its weight chosen on "
+        "the validation split (0 when it does not help there); 0 = off, the paper's model.",
+        role=RUN, check=NON_NEGATIVE, older_runs=0)
 
 
 @dataclasses.dataclass(frozen=True)

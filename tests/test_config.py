@@ -54,7 +54,7 @@ def test_a_setting_cannot_be_declared_without_a_role():
 
 
 def test_every_setting_has_a_role_help_and_a_default_and_older_value_it_accepts():
-    assert len(config_lib.SETTINGS) == 36
+    assert len(config_lib.SETTINGS) == 37
     for name, spec in config_lib.SETTINGS.items():
         assert spec.role in config_lib.ROLES, name
         assert spec.help.strip() and spec.group in config_lib.GROUPS, name

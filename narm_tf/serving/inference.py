@@ -14,8 +14,8 @@ The export test checks it against the Keras model for every variant, decoder and
 
 It finds the model's parts by declaration: the settings `build_narm` records in the model
 (`NarmModel.narm`) and the layer names of `narm_tf.model.narm`. A model without them, or with a
-setting this pass does not reproduce (such as `repeat`), raises `UnsupportedModel` (serving then
-runs the Keras graph).
+setting this pass does not reproduce (such as `repeat` or `covisit`), raises `UnsupportedModel`
+(serving then runs the Keras graph).
 """
 
 from __future__ import annotations
@@ -134,6 +134,9 @@ def declared_settings(model: keras.Model) -> dict:
         raise UnsupportedModel(f"decoder {settings['decoder']!r} not in {narm_model.DECODERS}")
     if settings.get("repeat"):
         raise UnsupportedModel("the repeat/explore decoder (build_narm(repeat=True)) is served "
+                               "through the Keras graph")
+    if settings.get("covisit"):
+        raise UnsupportedModel("the co-visitation prior (narm_tf.model.covisit) is served "
                                "through the Keras graph")
     return settings
 

@@ -343,7 +343,8 @@ def validation_batch_size(config: dict, model) -> int:
 
 
 def report(config: dict, model, dataset, counts: np.ndarray, replicas: int,
-           seconds: float, calibration: dict | None = None, selected=None) -> dict:
+           seconds: float, calibration: dict | None = None, selected=None,
+           covisit_choice: dict | None = None) -> dict:
     """Evaluates the delivered `model` on the `dataset`'s test split beside POP (`counts [N]`:
     train + validation labels), and with --refit the `selected` model (best.keras) too, for
     comparison; writes and returns metrics.json."""
@@ -370,6 +371,8 @@ def report(config: dict, model, dataset, counts: np.ndarray, replicas: int,
     }
     if calibration:
         metrics["repeat_calibration"] = calibration
+    if covisit_choice:
+        metrics["covisit"] = covisit_choice
     if selected is not None:
         chosen = evaluate.evaluate_model(selected, test, k=config_lib.K,
                                          batch_size=config["eval_batch_size"], popularity=counts)
@@ -399,6 +402,39 @@ def calibrate(config: dict, best, dataset) -> dict | None:
     return result
 
 
+def covisit_prior(config: dict, model, dataset, split: str = "train", chosen: dict | None = None):
+    """With `--covisit`: `model` with the co-visitation prior (`narm_tf.model.covisit`) over the
+    `dataset`'s `split` sessions (train; train + validation for the refit model), its weight
+    chosen on the validation split, or `chosen`'s (the selected model's choice, for the refit
+    model, which has no validation left). Returns `(model, choice)`: unchanged and None when
+    off."""
+    if not config.get("covisit"):
+        return model, None
+    from narm_tf.model import covisit
+    from narm_tf.model import narm as narm_model
+
+    started = time.time()
+    ids, strengths = covisit.build_table(covisit.sessions_of(dataset.split(split)),
+                                         len(dataset.vocabulary), config["covisit"])
+    model = covisit.attach(model, ids, strengths)
+    narm_model.compile_narm(model, learning_rate=config["learning_rate"], jit_compile=False)
+    if chosen is None:
+        validation = dataset.split("validation")
+        chosen = covisit.choose_weight(model, validation,
+                                       batch_size=validation_batch_size(config, model))
+        print(f"Co-visitation prior ({config['covisit']} neighbours per item, from {split}): "
+              f"weight {chosen['weight']}, session items "
+              f"{'left to the model' if chosen['outside'] else 'scored too'}; validation "
+              f"Recall@{config_lib.K} {100 * chosen['recall']:.2f}%, "
+              f"MRR@{config_lib.K} {100 * chosen['mrr']:.2f}% "
+              f"(without: {100 * chosen['grid'][0]['recall']:.2f}%, "
+              f"{100 * chosen['grid'][0]['mrr']:.2f}%; {time.time() - started:.0f}s)",
+              flush=True)
+    else:
+        covisit.set_weight(model, chosen["weight"], chosen["outside"])
+    return model, chosen
+
+
 def refit_started(config: dict) -> bool:
     """Whether this run's --refit has begun (final.json of its run_id): its selection is done."""
     record = run_dir.read_json(config["model_dir"], run_dir.FINAL_RECORD) or {}
@@ -406,11 +442,12 @@ def refit_started(config: dict) -> bool:
 
 
 def refit(config: dict, dataset, vocabulary, strategy, counts: np.ndarray,
-          calibration: dict | None):
+          calibration: dict | None, covisit_choice: dict | None = None):
     """`--refit`: a fresh model of the run's settings and seed (warm-started alike), trained on
     train + validation (`dataset`: all of it, even when a warm run validated on part) for
     best.json's epochs, with no validation (none is left to score it), given `calibration`'s
-    repeat temperatures; saved as final.keras and returned. `counts`: train + validation
+    repeat temperatures and `covisit_choice`'s prior weight (its table from train +
+    validation); saved as final.keras and returned. `counts`: train + validation
     label counts `[N]` (the `--loss=sampled` proposal). Resumes from backup_refit/;
     final.json says how it was trained and, once final.keras is written, `finished`."""
     import keras
@@ -449,6 +486,8 @@ def refit(config: dict, dataset, vocabulary, strategy, counts: np.ndarray,
     if calibration:
         narm_model.set_repeat_scales(model, calibration["explore_scale"],
                                      calibration["repeat_scale"])
+    if covisit_choice:
+        model, _ = covisit_prior(config, model, dataset, "train+validation", covisit_choice)
     run_dir.save_model(model_dir, model, run_dir.FINAL_MODEL)
     run_dir.write_json(run_dir.path(model_dir, run_dir.FINAL_RECORD),
                        {**record, "finished": True})
@@ -501,11 +540,15 @@ def train(config: dict) -> dict:
         if chief:
             best = keras.models.load_model(run_dir.path(model_dir, run_dir.BEST_MODEL))
             calibration = calibrate(config, best, fit_data)
-            final = (refit(config, dataset, vocabulary, strategy, popularity, calibration)
-                     if config["refit"] else None)
+            best, covisit_choice = covisit_prior(config, best, fit_data)
+            if covisit_choice:
+                run_dir.save_model(model_dir, best)
+            final = (refit(config, dataset, vocabulary, strategy, popularity, calibration,
+                           covisit_choice) if config["refit"] else None)
             metrics = report(config, best if final is None else final, fit_data, popularity,
                              strategy.num_replicas_in_sync, time.time() - started, calibration,
-                             selected=None if final is None else best)
+                             selected=None if final is None else best,
+                             covisit_choice=covisit_choice)
             if config["export_base"]:
                 from narm_tf.serving import export_lib
 
