@@ -23,7 +23,7 @@ ARCHITECTURE = {"embedding_dim", "hidden_units", "variant", "decoder", "attentio
 OLDER_RUNS = {"warm_start_from": "", "input": "auto", "mixed_precision": "off", "repeat": False,
               "loss": "full", "num_negatives": 1024, "warm_validation": "unseen",
               "repeat_explore": "all", "repeat_calibrate": False, "refit": False,
-              "learning_rate_decay": 1.0}
+              "learning_rate_decay": 1.0, "covisit": 0}
 
 
 def _parsed(*argv) -> flags.FlagValues:
