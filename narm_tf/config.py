@@ -198,7 +198,7 @@ class ModelConfig:
         False,
         "Beyond the paper: RepeatNet's repeat/explore gate over the session's own items "
         "(narm_tf.model.layers.RepeatExplore). Off = the paper.",
-        role=ARCHITECTURE, search=choice(False, True, optional=True), older_runs=False)
+        role=ARCHITECTURE, search=choice(False, True, position=9), older_runs=False)
     repeat_explore: str = setting(
         "all",
         "With --repeat: what its explore mode recommends, the whole catalogue (all) or only "
@@ -271,7 +271,7 @@ class TrainingConfig:
         "After training, add a co-visitation prior from the training sessions to the scores "
         "(narm_tf.model.covisit), keeping this many neighbours per item, its weight chosen on "
         "the validation split (0 when it does not help there); 0 = off, the paper's model.",
-        role=RUN, check=NON_NEGATIVE, older_runs=0)
+        role=RUN, check=NON_NEGATIVE, search=choice(0, 100, position=10), older_runs=0)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -190,7 +190,8 @@ def run_training(config: dict, dataset, num_items: int, strategy,
                  deadline: float = float("inf")) -> dict:
     """The trainer's model and fit for `config`, stopped after the epoch that passes
     `deadline`; the selected epoch's validation scores (%; with --repeat_calibrate, after
-    the trainer's calibration on validation), the epochs run and the seconds taken."""
+    the trainer's calibration on validation; with --covisit, with the prior the trainer adds),
+    the epochs run and the seconds taken."""
     import keras
 
     from narm_tf.training import run_dir
@@ -210,6 +211,10 @@ def run_training(config: dict, dataset, num_items: int, strategy,
         selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
         calibration = trainer.calibrate(config, selected, dataset)
         recall, mrr = 100 * calibration[config_lib.RECALL], 100 * calibration[config_lib.MRR]
+    if config.get("covisit"):  # and with its prior, weighted on validation as train does
+        selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
+        _, chosen = trainer.covisit_prior(config, selected, dataset)
+        recall, mrr = 100 * chosen["recall"], 100 * chosen["mrr"]
     return {OBJECTIVE: recall + mrr, VAL_RECALL: recall, VAL_MRR: mrr,
             "best_epoch": int(best["epoch"]) + 1, "epochs_run": len(history),
             "seconds": round(time.time() - started, 1)}

@@ -158,14 +158,15 @@ def test_an_older_config_json_resumes_or_names_the_setting_it_does_not_record(tm
 def test_the_tuners_table_and_run_local_flags_come_from_the_settings():
     from narm_tf import tune
 
-    # The order the shipped searches ran in (KerasTuner's draws follow it).
+    # The order the shipped searches ran in (KerasTuner's draws follow it), then the rows added
+    # since (the repeat mechanism and the co-visitation prior).
     assert list(tune.SEARCH_SPACE) == ["learning_rate", "embedding_dropout",
                                        "representation_dropout", "embedding_dim", "hidden_units",
-                                       "batch_size", "attention", "epochs", "patience"]
+                                       "batch_size", "attention", "epochs", "patience",
+                                       "repeat", "covisit"]
     assert tune.SEARCH_SPACE["learning_rate"] == ("log", 5e-4, 1e-2)
     assert tune.SEARCH_SPACE["embedding_dropout"] == ("range", 0.0, 0.5, 0.05)
-    assert tune.OPTIONAL_SPACE == {"repeat": ("choice", [False, True]),
-                                   "learning_rate_decay": ("choice", [1.0, 0.9, 0.85, 0.8])}
+    assert tune.OPTIONAL_SPACE == {"learning_rate_decay": ("choice", [1.0, 0.9, 0.85, 0.8])}
     assert tune.CONDITIONAL_SPACE == {
         "repeat_explore": ("repeat", [True], ("choice", ["all", "new"])),
         "repeat_calibrate": ("repeat", [True], ("choice", [False, True]))}

@@ -217,13 +217,15 @@ def test_search_rows_are_train_flags_and_optional_rows_need_the_flag():
     assert set(tune.SEARCH_SPACE) <= set(config)
     with pytest.raises(ValueError, match="--search=dropout: not an optional row"):
         tune.search_space(["dropout"], config)
-    if "repeat" in config:
-        assert tune.search_space(["repeat"], config)["repeat"] == ("choice", [False, True])
-    else:
-        with pytest.raises(ValueError, match="narm_tf.train has no --repeat flag"):
-            tune.search_space(["repeat"], config)
-    with pytest.raises(ValueError, match="--search=repeat: narm_tf.train has no --repeat"):
-        tune.search_space(["repeat"], {k: v for k, v in config.items() if k != "repeat"})
+    # The default search holds the repeat mechanism and the co-visitation prior.
+    assert tune.SEARCH_SPACE["repeat"] == ("choice", [False, True])
+    assert tune.SEARCH_SPACE["covisit"] == ("choice", [0, 100])
+    with pytest.raises(ValueError, match="--search=repeat: not an optional row"):
+        tune.search_space(["repeat"], config)
+    assert tune.search_space(["learning_rate_decay"], config)["learning_rate_decay"][0] == "choice"
+    with pytest.raises(ValueError, match="--search=learning_rate_decay: narm_tf.train has no"):
+        tune.search_space(["learning_rate_decay"],
+                          {k: v for k, v in config.items() if k != "learning_rate_decay"})
     # Every value of every row passes train's own flag checks.
     for name, (kind, *spec) in {**tune.SEARCH_SPACE, **tune.OPTIONAL_SPACE}.items():
         for value in (spec[0] if kind == "choice" else spec[:2]):
@@ -237,9 +239,8 @@ def test_repeat_modes_are_declared_under_repeat_and_idle_without_it():
     from narm_tf import tune
 
     base = config_lib.default_config(repeat=True, repeat_explore="new", repeat_calibrate=True)
-    space = tune.search_space(["repeat"], base)
-    assert {"repeat_explore", "repeat_calibrate"} <= set(space)
-    assert "repeat_explore" not in tune.search_space([], base)  # only under --search=repeat
+    space = tune.search_space([], base)
+    assert {"repeat_explore", "repeat_calibrate"} <= set(space)  # under repeat, searched too
     hp = kt.HyperParameters()
     tune.define_hyperparameters(hp, space, base)
     assert tune.active_values(hp, space, base)["repeat_explore"] == "new"  # trial 0: the base
@@ -257,28 +258,43 @@ def test_repeat_search_scores_calibrated_trials_as_train_delivers_them(data_dirs
     from narm_tf import tune
     from narm_tf.training import trainer
 
-    monkeypatch.setattr(tune, "SEARCH_SPACE", {"epochs": ("choice", [1])})
-    calibrations = []
-    real_calibrate = trainer.calibrate
+    monkeypatch.setattr(tune, "SEARCH_SPACE", {"epochs": ("choice", [1]),
+                                               "repeat": ("choice", [False, True])})
+    calibrations, priors = [], []
+    real_calibrate, real_prior = trainer.calibrate, trainer.covisit_prior
 
     def recording(config, model, splits):
         calibrations.append(real_calibrate(config, model, splits))
         return calibrations[-1]
 
+    def recording_prior(config, model, dataset):
+        model, chosen = real_prior(config, model, dataset)
+        priors.append(chosen)
+        return model, chosen
+
     monkeypatch.setattr(trainer, "calibrate", recording)
+    monkeypatch.setattr(trainer, "covisit_prior", recording_prior)
     project = str(tmp_path / "project")
-    base = _base(data_dirs[1], repeat=True, repeat_explore="new", repeat_calibrate=True)
-    tune.tune(base, project, max_trials=5, max_minutes=30, search=["repeat"])
+    base = _base(data_dirs[1], repeat=True, repeat_explore="new", repeat_calibrate=True,
+                 covisit=10)
+    tune.tune(base, project, max_trials=5, max_minutes=30)
     rows = [row for row in _rows(project) if row["status"] == "COMPLETED"]
     assert (rows[0]["repeat"], rows[0]["repeat_explore"], rows[0]["repeat_calibrate"]) == (
         "True", "new", "True")  # trial 0: the base
     assert {row["repeat"] for row in rows} == {"True", "False"}
     calibrated = [row for row in rows if row["repeat_calibrate"] == "True"]
     assert len(calibrated) == len(calibrations) >= 1
-    for row, calibration in zip(calibrated, calibrations, strict=True):
-        assert float(row["val_recall@20"]) == pytest.approx(100 * calibration["recall@20"],
-                                                            abs=1e-3)
-        assert float(row["val_mrr@20"]) == pytest.approx(100 * calibration["mrr@20"], abs=1e-3)
+    # Every trial is scored with the prior train adds (after the calibration, when on), the
+    # prior's weight 0 being the calibrated model's figures.
+    assert len(priors) == len(rows)
+    for row, chosen in zip(rows, priors, strict=True):
+        assert float(row["val_recall@20"]) == pytest.approx(100 * chosen["recall"], abs=1e-3)
+        assert float(row["val_mrr@20"]) == pytest.approx(100 * chosen["mrr"], abs=1e-3)
+    calibrated_priors = [chosen for row, chosen in zip(rows, priors, strict=True)
+                         if row["repeat_calibrate"] == "True"]
+    for chosen, calibration in zip(calibrated_priors, calibrations, strict=True):
+        assert chosen["grid"][0]["recall"] == pytest.approx(calibration["recall@20"], abs=1e-5)
+        assert chosen["grid"][0]["mrr"] == pytest.approx(calibration["mrr@20"], abs=1e-5)
     for row in rows:
         if row["repeat"] == "False":  # inactive rows: empty cells
             assert row["repeat_explore"] == row["repeat_calibrate"] == ""
