@@ -61,9 +61,8 @@ def train_run(data_dir, model_dir, dataset, **overrides) -> dict:
     return trainer.train(config)
 
 
-def make_runs(tmp_path_factory) -> dict:
-    """data_dir, fresh ids, the window-1 run and a warm-started window-2 run."""
-    root = tmp_path_factory.mktemp("windows")
+def make_runs(root) -> dict:
+    """data_dir, fresh ids, the window-1 run and a warm-started window-2 run, in folder `root`."""
     data_dir, fresh = build_windows(root)
     old, warm = root / "old", root / "warm"
     train_run(data_dir, old, WINDOW_1, epochs=4)
