@@ -163,7 +163,9 @@ def test_calibrate_repeat_sets_the_least_loss_grid_point_and_saves_it(tmp_path):
     from narm_tf.model.narm import calibrate_repeat
 
     keras.utils.set_random_seed(6)
-    model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new"))
+    # Without XLA (a compile per function here): the calibration's choice is the same.
+    model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new"),
+                         jit_compile=False)
     rng = np.random.default_rng(6)
     x = rng.integers(1, 31, (512, 6)).astype(np.int32)
     model.fit(x, x[:, 0], batch_size=64, epochs=2, verbose=0)
@@ -211,7 +213,7 @@ def test_gate_is_a_probability_for_any_session(mode):
 
 def test_repeat_model_trains_saves_and_reloads(tmp_path):
     keras.utils.set_random_seed(3)
-    model = compile_narm(build_narm(30, 8, 12, repeat=True))
+    model = compile_narm(build_narm(30, 8, 12, repeat=True), jit_compile=False)  # no XLA compile
     assert model.narm["repeat"] is True and model.get_layer(REPEAT_EXPLORE)
     assert "repeat" not in build_narm(30, 8, 12).narm  # off by default: the paper's model
     rng = np.random.default_rng(0)
@@ -261,34 +263,39 @@ def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
                        "repeat_calibrate": False})
 
 
-@pytest.mark.parametrize("mode", ["all", "new"])
-def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path, mode):
+def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
     """Exported and run in a fresh process by the TF1 loader (as TF Serving): the top-k equals
-    the Keras model's, for known, unknown, empty, padded and over-long sessions."""
+    the Keras model's, for known, unknown, empty, padded and over-long sessions; both explore
+    modes, served by one fresh process."""
     from test_export import MAX_LEN, encode, reference, serve_in_fresh_process, session_rows
 
     from narm_tf.serving import contract, export_lib
     from narm_tf.serving.signatures import ServingModule
 
-    keras.utils.set_random_seed(7)
-    num_items = 60
-    model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True,
-                                    repeat_explore=mode))
-    assert model.get_layer(REPEAT_EXPLORE).explore == mode
-    rng = np.random.default_rng(0)
-    x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
-    model.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)
-    vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), num_items, replace=False)
-    popularity = rng.permutation(num_items) * 3 + 1
-    path = export_lib.export_model(model, vocabulary, popularity, str(tmp_path / "e"), k=20)
-    serving = ServingModule(model, vocabulary, popularity, path + "/assets/vocabulary.txt", 20,
-                            False, MAX_LEN)
-    assert serving.inference is None  # the lean pass does not reproduce it: the Keras graph
-    rows = session_rows(vocabulary)
-    results = serve_in_fresh_process(
-        {path: {"int64": (contract.SIGNATURE_INT64, {"item_ids": encode(rows, "int64")})}},
-        tmp_path)
-    ids, scores, _, _, _ = reference((model, vocabulary, popularity), rows,
-                                     np.zeros(len(rows), bool))
-    np.testing.assert_array_equal(results["int64"]["top_k_item_ids"], ids)
-    np.testing.assert_allclose(results["int64"]["top_k_scores"], scores, atol=1e-5, rtol=0)
+    exported, jobs = {}, {}
+    for mode in ("all", "new"):
+        keras.utils.set_random_seed(7)
+        num_items = 60
+        model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True,
+                                        repeat_explore=mode), jit_compile=False)  # no XLA
+        assert model.get_layer(REPEAT_EXPLORE).explore == mode
+        rng = np.random.default_rng(0)
+        x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
+        model.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)
+        vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), num_items, replace=False)
+        popularity = rng.permutation(num_items) * 3 + 1
+        path = export_lib.export_model(model, vocabulary, popularity, str(tmp_path / mode),
+                                       k=20)
+        serving = ServingModule(model, vocabulary, popularity,
+                                path + "/assets/vocabulary.txt", 20, False, MAX_LEN)
+        assert serving.inference is None  # the lean pass does not reproduce it: the Keras graph
+        rows = session_rows(vocabulary)
+        exported[mode] = (model, vocabulary, popularity, rows)
+        jobs[path] = {mode: (contract.SIGNATURE_INT64, {"item_ids": encode(rows, "int64")})}
+    results = serve_in_fresh_process(jobs, tmp_path)
+    for mode, (model, vocabulary, popularity, rows) in exported.items():
+        ids, scores, _, _, _ = reference((model, vocabulary, popularity), rows,
+                                         np.zeros(len(rows), bool))
+        np.testing.assert_array_equal(results[mode]["top_k_item_ids"], ids, err_msg=mode)
+        np.testing.assert_allclose(results[mode]["top_k_scores"], scores, atol=1e-5, rtol=0,
+                                   err_msg=mode)
