@@ -7,9 +7,10 @@ The run folder (`config["model_dir"]`, its files listed in `narm_tf.training.run
 owner: a lock held for the run's life, and an identity (the settings, the dataset's version and
 size) that a rerun must match to resume a killed run (`overwrite` starts afresh). A loss or
 validation score that turns NaN or infinite raises `Diverged`, before anything is saved from it.
-The steps (`load`, `build_and_compile`, `fit`, `calibrate`, `refit`, `report`) are what the
-tuner (`narm_tf.tune`) reuses for its trials; they read the run's data through one handle
-(`narm_tf.data.dataset.Dataset`: splits, vocabulary, batches in memory or streamed).
+The steps (`load`, `build_and_compile`, `fit`, `calibrate`, `covisit_prior`, `refit`,
+`report`) are what the tuner (`narm_tf.tune`) reuses for its trials; they read the run's data
+through one handle (`narm_tf.data.dataset.Dataset`: splits, vocabulary, batches in memory or
+streamed).
 """
 
 from __future__ import annotations
