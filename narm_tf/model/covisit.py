@@ -174,6 +174,7 @@ def attach(model: keras.Model, ids: np.ndarray, strengths: np.ndarray, weight: f
 
 
 def has_prior(model: keras.Model) -> bool:
+    """Whether `model` already carries a `CoVisitPrior` (`attach` made it)."""
     return any(layer.name == LAYER for layer in model.layers)
 
 
