@@ -23,6 +23,7 @@ import numpy as np
 import tensorflow as tf
 
 from narm_tf.data.examples import Prefixes
+from narm_tf.model.layers import session_items
 
 WINDOW = 3  # clicks after a click that count as co-visited with it
 DECAY = 0.7  # weight of a prefix's click per click of recency (the last click weighs 1)
@@ -104,11 +105,7 @@ def prior_scores(item_ids, ids, strengths, weight, outside):
     prior = tf.scatter_nd(indices, tf.reshape(contribution, [-1]),
                           tf.stack([batch, num_scores]))                         # [b, N + 1]
     prior = prior / tf.maximum(tf.reduce_max(prior, axis=1, keepdims=True), 1e-12)
-    clicked_rows = tf.broadcast_to(tf.range(batch)[:, None], tf.shape(item_ids))
-    clicked = tf.scatter_nd(
-        tf.reshape(tf.stack([clicked_rows, item_ids], axis=-1), [-1, 2]),
-        tf.reshape(tf.cast(valid, tf.float32), [-1]), tf.stack([batch, num_scores])) > 0
-    prior = tf.where(tf.logical_and(outside, clicked), 1.0, prior)
+    prior = tf.where(tf.logical_and(outside, session_items(item_ids, prior)), 1.0, prior)
     return weight * tf.math.log(EPS + prior)
 
 

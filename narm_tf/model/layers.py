@@ -404,8 +404,18 @@ def _repeat_distribution(explore_scores, item_ids, hidden_states, session, weigh
     repeat = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(attention, [-1]))
     if not with_items:
         return repeat, None
-    clicks = tf.tensor_scatter_nd_add(zeros, indices, tf.reshape(tf.cast(mask, zeros.dtype), [-1]))
-    return repeat, clicks > 0
+    return repeat, session_items(item_ids, explore_scores)
+
+
+def session_items(item_ids, like):
+    """Which items each session holds: bool `[batch, N + 1]` shaped as `like` (scores), from
+    `item_ids [batch, T]` (0 = padding; the padding column stays False)."""
+    item_ids = tf.cast(item_ids, tf.int32)
+    rows = tf.broadcast_to(tf.range(tf.shape(item_ids)[0])[:, None], tf.shape(item_ids))
+    indices = tf.reshape(tf.stack([rows, item_ids], axis=-1), [-1, 2])
+    clicks = tf.tensor_scatter_nd_add(tf.zeros_like(like, tf.float32), indices,
+                                      tf.reshape(tf.cast(item_ids > 0, tf.float32), [-1]))
+    return clicks > 0
 
 
 @keras.saving.register_keras_serializable(package="narm_tf")
