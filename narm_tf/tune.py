@@ -207,12 +207,12 @@ def run_training(config: dict, dataset, num_items: int, strategy,
         history = list(csv.DictReader(f))
     best = max(history, key=lambda row: float(row[VAL_RECALL]))  # train's selection
     recall, mrr = 100 * float(best[VAL_RECALL]), 100 * float(best[VAL_MRR])
-    if config.get("repeat_calibrate"):  # scored as train delivers it: calibrated on validation
+    if config.get("repeat_calibrate") or config.get("covisit"):  # scored as train delivers it
         selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
+    if config.get("repeat_calibrate"):  # calibrated on validation
         calibration = trainer.calibrate(config, selected, dataset)
         recall, mrr = 100 * calibration[config_lib.RECALL], 100 * calibration[config_lib.MRR]
     if config.get("covisit"):  # and with its prior, weighted on validation as train does
-        selected = keras.models.load_model(run_dir.path(config["model_dir"], run_dir.BEST_MODEL))
         _, chosen = trainer.covisit_prior(config, selected, dataset)
         recall, mrr = 100 * chosen["recall"], 100 * chosen["mrr"]
     return {OBJECTIVE: recall + mrr, VAL_RECALL: recall, VAL_MRR: mrr,
