@@ -59,8 +59,11 @@ def _json(model_dir, name):
 
 
 def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir, tmp_path):
+    import keras
+
     from narm_tf import evaluate
     from narm_tf.data import dataset as data
+    from narm_tf.model import gru, narm
 
     model_dir = tmp_path / "run"
     out = _run(_train_command(data_dir, model_dir, "--epochs=4", "--jit_compile=auto"))  # XLA
@@ -82,6 +85,9 @@ def test_train_writes_results_that_belong_together_and_beat_popularity(data_dir,
 
     results, table = evaluate.evaluate_model_dir(str(model_dir))
     assert f"{metrics['test']['recall@20']:6.2f}%" in evaluate.format_summary("NARM", results)
+    # 64-row batches are stepped as one row set; the default 512 in four.
+    layer = keras.models.load_model(str(model_dir / "best.keras")).get_layer(narm.GRU)
+    assert layer.phases == gru.phases_for(64) == 1 and gru.phases_for(512) == 4
     assert "19+" in evaluate.format_by_length(table)
 
     # The same command again: a finished run is never silently replaced.

@@ -62,6 +62,7 @@ def build_narm(
     representation_dropout: float = _MODEL.representation_dropout,
     repeat: bool = _MODEL.repeat,
     repeat_explore: str = _MODEL.repeat_explore,
+    gru_phases: int = 4,
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
@@ -81,6 +82,8 @@ def build_narm(
             also reach the session's own items through attention over its clicks.
         repeat_explore: with `repeat`, what the explore mode recommends: `all` (the catalogue)
             or `new` (only items not in the session, RepeatNet's).
+        gru_phases: the row sets `NarmGRU` steps a batch in (speed only: the outputs and
+            weights are the same; `narm_tf.model.gru.phases_for` picks it for a batch size).
     """
     _check_choice("variant", variant, VARIANTS)
     _check_choice("decoder", decoder, DECODERS)
@@ -95,7 +98,8 @@ def build_narm(
     # the 19 steps measured no faster under XLA on CPU.) On CPU, NarmGRU skips most padded
     # steps and writes its gradient out (narm_tf.model.gru).
     hidden_states, final_state = NarmGRU(
-        hidden_units, return_sequences=True, return_state=True, name=GRU)(embedded)
+        hidden_units, phases=gru_phases, return_sequences=True, return_state=True,
+        name=GRU)(embedded)
     normalize = "softmax" if attention == "softmax" else None
     session, _ = session_representation(
         variant, final_state, join=_session_layer,

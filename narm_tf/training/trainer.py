@@ -268,13 +268,16 @@ def build_and_compile(config: dict, num_items: int, strategy, label_counts=None)
     label_counts: training-label counts `[N]`, the negatives' proposal of `--loss=sampled`."""
     import keras
 
+    from narm_tf.model import gru
     from narm_tf.model import narm as narm_model
 
     policy = config["mixed_precision"]
     keras.mixed_precision.set_global_policy("float32" if policy == "off" else policy)
     with strategy.scope():
         model_config = config_lib.Config.from_dict(config).model
-        model = narm_model.build_narm(num_items, **dataclasses.asdict(model_config))
+        per_replica = max(1, config["batch_size"] // strategy.num_replicas_in_sync)
+        model = narm_model.build_narm(num_items, **dataclasses.asdict(model_config),
+                                      gru_phases=gru.phases_for(per_replica))
         narm_model.compile_narm(model, learning_rate=config["learning_rate"], k=config_lib.K,
                                 jit_compile=use_xla(config["jit_compile"], strategy),
                                 train_metrics=config["train_metrics"],
