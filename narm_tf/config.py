@@ -108,10 +108,10 @@ RATE = Check(lambda value: value is not None and 0 <= value < 1, "a rate in [0, 
 
 
 def _length_buckets(value) -> bool:
-    from narm_tf.data import dataset as data
+    from narm_tf.data import examples  # numpy only: flags are checked before TensorFlow loads
 
     try:
-        data.bucket_widths(value)
+        examples.bucket_widths(value)
     except ValueError:
         return False
     return True

@@ -326,20 +326,9 @@ def make_dataset(prefixes: Prefixes, batch_size: int, shuffle: bool = False, see
 
 
 def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> tf.Tensor | None:
-    """`length_buckets` (ascending widths in 1..max_len; None or empty: no grouping) -> int32
-    widths with `max_len` last, or ValueError naming the bad value."""
-    if not length_buckets:
-        return None
-    try:
-        widths = [int(width) for width in length_buckets]
-    except ValueError:
-        widths = []
-    if not widths or widths != sorted(set(widths)) or widths[0] < 1 or widths[-1] > max_len:
-        raise ValueError(f"length buckets must be ascending distinct widths in 1..{max_len}, "
-                         f"got {list(length_buckets)}")
-    if widths[-1] != max_len:
-        widths.append(max_len)
-    return tf.constant(widths, tf.int32)
+    """`examples.bucket_widths` (the checked widths, `max_len` last) as an int32 tensor."""
+    widths = examples.bucket_widths(length_buckets, max_len)
+    return None if widths is None else tf.constant(widths, tf.int32)
 
 
 def _cut_to_width(batch: tf.Tensor, widths: tf.Tensor) -> tf.Tensor:

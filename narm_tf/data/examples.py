@@ -19,6 +19,24 @@ import numpy as np
 MAX_LEN = 19  # BPTT truncation of the paper: a prefix keeps its most recent 19 clicks.
 
 
+def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> list[int] | None:
+    """`length_buckets` (ascending widths in 1..max_len; None or empty: no grouping) -> the
+    widths with `max_len` last, or ValueError naming the bad value. Without TensorFlow: the
+    `--length_buckets` flag is checked before it loads."""
+    if not length_buckets:
+        return None
+    try:
+        widths = [int(width) for width in length_buckets]
+    except ValueError:
+        widths = []
+    if not widths or widths != sorted(set(widths)) or widths[0] < 1 or widths[-1] > max_len:
+        raise ValueError(f"length buckets must be ascending distinct widths in 1..{max_len}, "
+                         f"got {list(length_buckets)}")
+    if widths[-1] != max_len:
+        widths.append(max_len)
+    return widths
+
+
 @dataclasses.dataclass(frozen=True)
 class Feature:
     """One feature of an example record: an int64, or a list of int64 (`sequence`)."""
