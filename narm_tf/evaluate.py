@@ -280,7 +280,8 @@ def evaluate_model_dir(model_dir: str, split: str = "test", data_dir: str | None
 
     config = run_dir.check_complete(model_dir)
     prefixes = data.Dataset(config["dataset"], data_dir or config["data_dir"]).split(split)
-    model = keras.models.load_model(run_dir.delivered_model(model_dir, config))
+    # Scores only: the optimizer's state is not read (nor warned about).
+    model = keras.models.load_model(run_dir.delivered_model(model_dir, config), compile=False)
     _, popularity = run_dir.read_vocabulary(model_dir)
     results = evaluate_model(model, prefixes, batch_size=batch_size, popularity=popularity)
     return results, by_length(results)

@@ -2,6 +2,8 @@
 weight chosen on held-out data, a training run with --covisit and its export."""
 
 import json
+import subprocess
+import sys
 
 import keras
 import numpy as np
@@ -133,6 +135,15 @@ def test_train_with_covisit_chooses_the_weight_on_validation(tmp_path, synthetic
         assert layer.ids.shape[1] == 20
         tables[name] = np.count_nonzero(layer.ids.numpy())
     assert 0 < tables["best.keras"] < tables["final.keras"]  # more sessions, more co-visits
+
+    # The evaluate command, a fresh process that never imported the prior's module itself,
+    # loads the delivered model with its prior and reports the run's test figures.
+    evaluated = subprocess.run([sys.executable, "-m", "narm_tf.evaluate",
+                                f"--model_dir={tmp_path / 'run'}"], capture_output=True,
+                               text=True, timeout=300)
+    assert evaluated.returncode == 0, evaluated.stdout[-2000:] + evaluated.stderr[-2000:]
+    assert f"{metrics['test']['recall@20']:6.2f}%" in evaluated.stdout
+    assert "Warning" not in evaluated.stderr, evaluated.stderr  # no optimizer state read
 
 
 def test_export_serves_the_prior_through_the_keras_graph(tmp_path):

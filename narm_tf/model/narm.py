@@ -20,6 +20,7 @@ import tensorflow as tf
 from keras import ops
 
 from narm_tf import config as config_lib
+from narm_tf.model import covisit as _registers_covisit  # noqa: F401  (registers CoVisitPrior)
 from narm_tf.model.layers import (
     ItemEmbedding,
     NarmAttention,
