@@ -108,7 +108,7 @@ RATE = Check(lambda value: value is not None and 0 <= value < 1, "a rate in [0, 
 
 
 def _length_buckets(value) -> bool:
-    from narm_tf.data import examples  # numpy only: flags are checked before TensorFlow loads
+    from narm_tf.data import examples  # numpy only: a config is checked without TensorFlow
 
     try:
         examples.bucket_widths(value)

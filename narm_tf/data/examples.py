@@ -21,8 +21,8 @@ MAX_LEN = 19  # BPTT truncation of the paper: a prefix keeps its most recent 19 
 
 def bucket_widths(length_buckets, max_len: int = MAX_LEN) -> list[int] | None:
     """`length_buckets` (ascending widths in 1..max_len; None or empty: no grouping) -> the
-    widths with `max_len` last, or ValueError naming the bad value. Without TensorFlow: the
-    `--length_buckets` flag is checked before it loads."""
+    widths with `max_len` last, or ValueError naming the bad value. Numpy only, as this module
+    is: `narm_tf.config` checks the `--length_buckets` setting without TensorFlow."""
     if not length_buckets:
         return None
     try:
