@@ -24,17 +24,18 @@ from typing import NamedTuple
 
 import tensorflow as tf
 
+PHASES = 4  # row sets a batch is stepped in by default
 # Below this many rows per replica a batch is stepped as one set (`phases_for`).
 PHASED_BATCH = 128
 
 
 def phases_for(batch_size: int) -> int:
-    """The row sets a batch of `batch_size` rows (per replica) is stepped in: 4, or 1 below
-    PHASED_BATCH rows. Each phase adds a forward and a backward loop to the traced step (about
+    """The row sets a batch of `batch_size` rows (per replica) is stepped in: PHASES, or 1
+    below PHASED_BATCH rows. Each phase adds a forward and a backward loop to the traced step (about
     3 s of tracing a model here); in batches of 64 rows the padded steps they skip saved no
     measurable step time (9.4-9.7 ms a step either way, 120 items, 16 units; 25-35 ms at 2,808
     items, 100 units, under XLA)."""
-    return 4 if batch_size >= PHASED_BATCH else 1
+    return PHASES if batch_size >= PHASED_BATCH else 1
 
 
 def gru_step(x_zr, x_h, state, recurrent_kernel, recurrent_bias):
@@ -86,7 +87,7 @@ def phase_plan(mask, batch, steps, phases: int) -> PhasePlan:
 
 
 def gru_sequence(inputs, mask, initial_state, kernel, recurrent_kernel, bias,
-                 phases: int = 4, row_blocks: int = 1):
+                 phases: int = PHASES, row_blocks: int = 1):
     """Keras' GRU outputs `(sequence [b, t, units], final_state [b, units])`.
 
     Args:

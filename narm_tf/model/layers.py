@@ -19,6 +19,8 @@ import tensorflow as tf
 from keras import ops
 from keras.backend import standardize_dtype
 
+from narm_tf.model.gru import PHASES, gru_sequence
+
 # Finite, so softmax and cross-entropy stay finite; far below any real logit.
 PADDING_SCORE = -1e9
 _PADDING_SCORE_FLOAT16 = -3e4
@@ -280,11 +282,11 @@ class NarmGRU(keras.layers.GRU):
     `keras.layers.GRU`.
 
     Args:
-        phases: row sets per batch (default 4; 1 = every row at every step).
+        phases: row sets per batch (default `gru.PHASES`, 4; 1 = every row at every step).
         row_blocks: independent blocks of rows per step (default 1).
     """
 
-    def __init__(self, units, phases: int = 4, row_blocks: int = 1, **kwargs):
+    def __init__(self, units, phases: int = PHASES, row_blocks: int = 1, **kwargs):
         super().__init__(units, **kwargs)
         if phases < 1:
             raise ValueError(f"phases must be >= 1, got {phases}")
@@ -296,8 +298,6 @@ class NarmGRU(keras.layers.GRU):
     def inner_loop(self, sequences, initial_state, mask, training=False):
         if not self._runs_own_loop(sequences):
             return super().inner_loop(sequences, initial_state, mask, training=training)
-        from narm_tf.model.gru import gru_sequence
-
         if isinstance(initial_state, (list, tuple)):
             initial_state = initial_state[0]
         if isinstance(mask, (list, tuple)):

@@ -21,6 +21,7 @@ from keras import ops
 
 from narm_tf import config as config_lib
 from narm_tf.model import covisit as _registers_covisit  # noqa: F401  (registers CoVisitPrior)
+from narm_tf.model.gru import PHASES
 from narm_tf.model.layers import (
     ItemEmbedding,
     NarmAttention,
@@ -63,7 +64,7 @@ def build_narm(
     representation_dropout: float = _MODEL.representation_dropout,
     repeat: bool = _MODEL.repeat,
     repeat_explore: str = _MODEL.repeat_explore,
-    gru_phases: int = 4,
+    gru_phases: int = PHASES,
 ) -> keras.Model:
     """NARM (eq. 1-10): item ids `[batch, max_len]` -> scores `[batch, num_items + 1]` (logits).
 
