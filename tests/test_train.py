@@ -228,16 +228,59 @@ def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tm
     assert _json(model_dir, "metrics.json")["run_id"] == best["run_id"]
 
 
-def test_mirrored_two_cpu_replicas_train_to_the_same_loss_as_one(data_dir, tmp_path):
-    losses = {}
-    for devices in (1, 2):
-        model_dir = str(tmp_path / f"run{devices}")
-        out = _run(_train_command(data_dir, model_dir, "--epochs=2",
-                                  f"--num_cpu_devices={devices}", "--embedding_dropout=0",
-                                  "--representation_dropout=0"))
-        assert f"over {devices} replica(s)" in out
-        losses[devices] = [float(row["loss"]) for row in _history(model_dir)]
-    np.testing.assert_allclose(losses[2], losses[1], rtol=2e-3)
+def test_mirrored_two_cpu_replicas_train_and_validate_as_one(data_dir, tmp_path):
+    """Two logical CPU replicas (a fresh process: devices are set before TensorFlow starts)
+    train to the same losses as one replica (trained here); their validation metrics, summed
+    over replicas that hold unequal shares of the last batch, equal best.keras' ranks
+    computed on one device; an odd `--eval_batch_size` is cut to an even one (Keras fails on
+    a first batch the replicas cannot share evenly); `--jit_compile=auto` leaves XLA off on
+    them (it cannot reach logical CPU devices) and on for one device."""
+    import keras
+    import tensorflow as tf
+
+    from narm_tf import evaluate
+    from narm_tf.data import dataset as data
+    from narm_tf.training import trainer
+
+    validation = data.Dataset(DATASET, data_dir).split("validation")
+    eval_batch = 255  # cut to 254 for two replicas
+    assert len(validation) % 254 % 2 == 1, "the last batch must split unevenly"
+    two = tmp_path / "run2"
+    out = _run(_train_command(data_dir, two, "--epochs=2", "--num_cpu_devices=2",
+                              "--embedding_dropout=0", "--representation_dropout=0",
+                              "--jit_compile=auto", f"--eval_batch_size={eval_batch}"))
+    assert "over 2 replica(s)" in out
+    metrics = _json(two, "metrics.json")
+    assert metrics["replicas"] == 2 and metrics["xla"] is False
+    single = trainer.train(_config(data_dir, tmp_path / "run1", epochs=2, embedding_dropout=0.0,
+                                   representation_dropout=0.0, eval_batch_size=eval_batch))
+    assert single["replicas"] == 1
+    assert trainer.use_xla("auto", tf.distribute.MirroredStrategy(["/cpu:0"]))
+    losses = {name: [float(row["loss"]) for row in _history(tmp_path / name)]
+              for name in ("run1", "run2")}
+    np.testing.assert_allclose(losses["run2"], losses["run1"], rtol=1e-4)
+    assert losses["run2"][-1] < losses["run2"][0] - 1e-3
+
+    best = _json(two, "best.json")
+    row = _history(two)[best["epoch"] - 1]
+    results = evaluate.evaluate_model(keras.models.load_model(str(two / "best.keras")),
+                                      validation, batch_size=eval_batch)
+    np.testing.assert_allclose([float(row["val_recall@20"]), float(row["val_mrr@20"])],
+                               [results.recall, results.mrr], rtol=1e-5)
+    assert float(row["val_recall@20"]) == pytest.approx(best["val_recall@20"])
+
+
+def test_a_batch_the_replicas_cannot_share_evenly_is_refused_naming_sizes_that_work():
+    from narm_tf.training import trainer
+
+    with pytest.raises(ValueError, match=re.escape(
+            "--batch_size=63: must be a multiple of the 2 replicas (each batch is split "
+            "evenly over them), e.g. 62 or 64")):
+        trainer.check_batch_split(63, 2)
+    with pytest.raises(ValueError, match=r"--batch_size=2: .* 3 replicas .* e\.g\. 3$"):
+        trainer.check_batch_split(2, 3)
+    trainer.check_batch_split(64, 2)
+    trainer.check_batch_split(7, 1)
 
 
 def test_label_counts_read_once_agree_streamed_and_in_memory(data_dir):

@@ -340,18 +340,35 @@ def _fit_multi_worker(config: dict, model, dataset, strategy, callback_list) -> 
 
 def validation_batch_size(config: dict, model) -> int:
     """`--eval_batch_size`, cut so a validation batch's scores `[batch, N + 1]` stay under
-    `evaluate.MAX_SCORES` floats (512 MiB): bounds validation memory at large catalogues."""
+    `evaluate.MAX_SCORES` floats (512 MiB): bounds validation memory at large catalogues; and
+    down to a multiple of the model's replicas (Keras builds a distributed model from its
+    first batch averaged over the replicas, which fails when their shares differ in size;
+    the figures do not depend on the batch size)."""
     from narm_tf import evaluate
 
-    return max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
+    replicas = model.distribute_strategy.num_replicas_in_sync
+    size = max(1, min(config["eval_batch_size"], evaluate.MAX_SCORES // model.output.shape[-1]))
+    return max(replicas, size - size % replicas)
 
 
-def report(config: dict, model, dataset, counts: np.ndarray, replicas: int,
-           seconds: float, calibration: dict | None = None, selected=None,
+def check_batch_split(batch_size: int, replicas: int) -> None:
+    """Refuses a `--batch_size` the replicas cannot share evenly (Keras and
+    MultiWorkerMirroredStrategy split each batch into equal shares), naming the nearest
+    sizes that work."""
+    if batch_size % replicas:
+        lower = batch_size - batch_size % replicas
+        sizes = " or ".join(str(s) for s in (lower, lower + replicas) if s > 0)
+        raise ValueError(f"--batch_size={batch_size}: must be a multiple of the {replicas} "
+                         f"replicas (each batch is split evenly over them), e.g. {sizes}")
+
+
+def report(config: dict, model, dataset, counts: np.ndarray, strategy, seconds: float,
+           calibration: dict | None = None, selected=None,
            covisit_choice: dict | None = None) -> dict:
     """Evaluates the delivered `model` on the `dataset`'s test split beside POP (`counts [N]`:
     train + validation labels), and with --refit the `selected` model (best.keras) too, for
-    comparison; writes and returns metrics.json."""
+    comparison; writes and returns metrics.json (with how it was trained: the replicas and
+    whether the train step ran under XLA)."""
     import keras
     import tensorflow as tf
 
@@ -368,7 +385,8 @@ def report(config: dict, model, dataset, counts: np.ndarray, replicas: int,
         "test": evaluate.summary(results),
         "popularity_baseline": evaluate.summary(popularity),
         "best_epoch": run_dir.read_json(model_dir, run_dir.BEST_RECORD)["epoch"],
-        "replicas": replicas,
+        "replicas": strategy.num_replicas_in_sync,
+        "xla": use_xla(config["jit_compile"], strategy),
         "train_seconds": round(seconds, 1),
         "tensorflow": tf.__version__,
         "keras": keras.__version__,
@@ -511,6 +529,7 @@ def train(config: dict) -> dict:
         raise ValueError("--refit: not available in multi-worker training yet; refit on one "
                          "machine (its streamed input reads train + validation as one split)")
     strategy = make_strategy()  # first: MultiWorkerMirroredStrategy must precede other TF ops
+    check_batch_split(config["batch_size"], strategy.num_replicas_in_sync)
     chief, chief_dir = distribute.is_chief(strategy), config["model_dir"]
     with distribute.worker_dir(chief_dir, strategy) as model_dir, \
             run_dir.locked(model_dir):
@@ -550,7 +569,7 @@ def train(config: dict) -> dict:
             final = (refit(config, dataset, vocabulary, strategy, popularity, calibration,
                            covisit_choice) if config["refit"] else None)
             metrics = report(config, best if final is None else final, fit_data, popularity,
-                             strategy.num_replicas_in_sync, time.time() - started, calibration,
+                             strategy, time.time() - started, calibration,
                              selected=None if final is None else best,
                              covisit_choice=covisit_choice)
             if config["export_base"]:
