@@ -183,50 +183,21 @@ def _backed_up(metadata) -> bool:
         return False
 
 
-def _kill_after_first_backup(command, backup) -> int:
-    """Starts `command`, SIGKILLs it once BackupAndRestore has written into `backup` (a
-    folder); returns the epochs that backup holds."""
+def _kill_after_first_backup(command, backup, output=None) -> int:
+    """Starts `command` (its unbuffered output into the file `output`, if given), SIGKILLs it
+    once BackupAndRestore has written into `backup` (a folder); returns the epochs that
+    backup holds."""
     metadata = backup / "training_metadata.json"
-    process = subprocess.Popen(command, cwd=ROOT, stdout=subprocess.DEVNULL,
-                               stderr=subprocess.DEVNULL)
-    deadline = time.time() + 240
-    while not _backed_up(metadata) and process.poll() is None and time.time() < deadline:
-        time.sleep(0.05)
-    process.send_signal(signal.SIGKILL)
-    process.wait()
+    with open(output or os.devnull, "w") as out:
+        process = subprocess.Popen(command, cwd=ROOT, stdout=out, stderr=subprocess.STDOUT,
+                                   env={**os.environ, "PYTHONUNBUFFERED": "1"})
+        deadline = time.time() + 240
+        while not _backed_up(metadata) and process.poll() is None and time.time() < deadline:
+            time.sleep(0.05)
+        process.send_signal(signal.SIGKILL)
+        process.wait()
     assert _backed_up(metadata), f"the run ended before writing its first backup in {backup}"
     return json.loads(metadata.read_text())["epoch"]
-
-
-def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, tmp_path):
-    from narm_tf.training import run_dir, trainer
-
-    model_dir = tmp_path / "run"
-    command = _train_command(data_dir, str(model_dir), "--epochs=4", "--steps_per_epoch=60",
-                             "--batch_size=16")
-    done = _kill_after_first_backup(command, model_dir / "backup")
-    assert done < 4
-    best_before = _json(model_dir, "best.json")["val_recall@20"]
-
-    # Resuming with a changed learning rate would silently keep the old optimizer: refused.
-    config = _config(data_dir, model_dir, epochs=4, steps_per_epoch=60, batch_size=16,
-                     learning_rate=0.01)
-    with pytest.raises(run_dir.RunFolderError, match="--learning_rate: 0.001 there, 0.01 now"):
-        trainer.train(config)
-
-    out = _run(command)
-    epochs_run = [int(line.split()[1].split("/")[0]) for line in out.splitlines()
-                  if line.startswith("Epoch ") and "/4" in line]
-    assert epochs_run and epochs_run[0] == done + 1, out[-2000:]
-    assert "Resuming run" in out
-    assert not (model_dir / "backup").exists()  # removed once training completes
-    history = _history(model_dir)
-    assert [row["epoch"] for row in history] == ["0", "1", "2", "3"]
-    best = _json(model_dir, "best.json")
-    assert best["val_recall@20"] >= best_before
-    assert best["val_recall@20"] == pytest.approx(
-        max(float(row["val_recall@20"]) for row in history))
-    assert _json(model_dir, "metrics.json")["run_id"] == best["run_id"]
 
 
 def test_mirrored_two_cpu_replicas_train_and_validate_as_one(data_dir, tmp_path):
@@ -310,14 +281,73 @@ def _steps_per_epoch_run(out: str) -> list[int]:
                                                  re.MULTILINE)]
 
 
+SELECTION_EPOCHS, REFIT_BATCH = 3, 16
+
+
 @pytest.fixture(scope="module")
 def refit_run(synthetic_data_dir, tmp_path_factory):
-    """One --refit run (in memory, 3 epochs at most, the learning rate halved each epoch): its
-    folder and printed output."""
+    """One streamed --refit run (3 selection epochs at most, the learning rate halved each
+    epoch, 16-row batches) killed twice and resumed each time by the same command: SIGKILL
+    once the selection's first backup is written, then once the refit's is, then run to the
+    end. Between the first kill and the first resume, a resume with another learning rate
+    is tried in-process. Returns the folder and what happened, for the tests below."""
+    from narm_tf.training import run_dir, trainer
+
     model_dir = tmp_path_factory.mktemp("refit") / "run"
-    out = _run(_train_command(synthetic_data_dir, model_dir, "--epochs=3", "--refit",
-                              "--learning_rate=0.004", "--learning_rate_decay=0.5"))
-    return model_dir, out
+    flags = ("--epochs=3", "--refit", "--input=stream", f"--batch_size={REFIT_BATCH}",
+             "--learning_rate=0.004", "--learning_rate_decay=0.5")
+    command = _train_command(synthetic_data_dir, model_dir, *flags)
+    run = {"model_dir": model_dir}
+    run["selection_done"] = _kill_after_first_backup(command, model_dir / "backup")
+    run["best_before"] = _json(model_dir, "best.json")["val_recall@20"]
+    # Resuming with a changed learning rate would silently keep the old optimizer: refused.
+    try:
+        trainer.train(_config(synthetic_data_dir, model_dir, epochs=3, refit=True,
+                              input="stream", batch_size=REFIT_BATCH, learning_rate=0.01,
+                              learning_rate_decay=0.5))
+        run["changed_rate"] = None
+    except run_dir.RunFolderError as error:
+        run["changed_rate"] = str(error)
+    output = model_dir.parent / "resumed_selection.txt"
+    run["refit_done"] = _kill_after_first_backup(command, model_dir / "backup_refit", output)
+    run["resumed_selection"] = output.read_text()
+    run["selection_backup_left"] = (model_dir / "backup").exists()
+    run["resumed_refit"] = _run(command)
+    return run
+
+
+def test_killed_run_resumes_once_per_epoch_and_never_loses_its_best(data_dir, refit_run):
+    """The selection killed after its first backup resumes at the next epoch, keeps its best
+    model and removes its backup once done; a resume with another learning rate is refused."""
+    model_dir, done = refit_run["model_dir"], refit_run["selection_done"]
+    assert done < SELECTION_EPOCHS
+    assert "--learning_rate: 0.004 there, 0.01 now" in (refit_run["changed_rate"] or "")
+    out = refit_run["resumed_selection"]
+    epochs_run = [int(line.split()[1].split("/")[0]) for line in out.splitlines()
+                  if line.startswith("Epoch ") and f"/{SELECTION_EPOCHS} " in line]
+    assert "Resuming run" in out and epochs_run[:1] == [done + 1], out[-2000:]
+    train_steps = -(-_split_sizes(data_dir)[0] // REFIT_BATCH)
+    assert _steps_per_epoch_run(out)[:SELECTION_EPOCHS - done] == \
+        [train_steps] * (SELECTION_EPOCHS - done), out[-2000:]
+    assert not refit_run["selection_backup_left"]  # removed once the selection completes
+    history = _history(model_dir)
+    assert [row["epoch"] for row in history] == ["0", "1", "2"]
+    best = _json(model_dir, "best.json")
+    assert best["val_recall@20"] >= refit_run["best_before"]
+    assert best["val_recall@20"] == pytest.approx(
+        max(float(row["val_recall@20"]) for row in history))
+    assert _json(model_dir, "metrics.json")["run_id"] == best["run_id"]
+
+
+def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, refit_run):
+    """Streamed input too: the refit reads train + validation as one split."""
+    model_dir, out = refit_run["model_dir"], refit_run["resumed_refit"]
+    assert "Resuming run" in out and "val_recall@20 improved" not in out  # no selection rerun
+    epochs = _json(model_dir, "final.json")["epochs"]
+    assert _steps_per_epoch_run(out) == [-(-sum(_split_sizes(data_dir)) // REFIT_BATCH)] * (
+        epochs - refit_run["refit_done"])
+    assert _json(model_dir, "final.json")["finished"]
+    assert _json(model_dir, "metrics.json")["model"] == "final.keras"
 
 
 def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epochs(
@@ -329,7 +359,7 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
     from narm_tf.model import narm as _registers_layers  # noqa: F401
     from narm_tf.training import run_dir
 
-    model_dir, out = refit_run
+    model_dir = refit_run["model_dir"]
     dataset = data.Dataset(DATASET, data_dir)
     train_split, validation = dataset.split("train"), dataset.split("validation")
     best, final = _json(model_dir, "best.json"), _json(model_dir, "final.json")
@@ -337,9 +367,14 @@ def test_refit_trains_a_fresh_model_on_train_and_validation_for_the_chosen_epoch
                      "splits": ["train", "validation"],
                      "examples": len(train_split) + len(validation)}
     # The selection's epochs stepped over train; the refit's, best.json's many, over both.
-    steps = _steps_per_epoch_run(out)
-    assert steps == ([-(-len(train_split) // 64)] * len(_history(model_dir))
-                     + [-(-(len(train_split) + len(validation)) // 64)] * best["epoch"]), out
+    train_steps = -(-len(train_split) // REFIT_BATCH)
+    both_steps = -(-(len(train_split) + len(validation)) // REFIT_BATCH)
+    steps = _steps_per_epoch_run(refit_run["resumed_selection"])
+    selection = SELECTION_EPOCHS - refit_run["selection_done"]
+    assert steps[:selection] == [train_steps] * selection
+    assert set(steps[selection:]) <= {both_steps}  # the refit's epochs before the kill
+    assert _steps_per_epoch_run(refit_run["resumed_refit"]) == \
+        [both_steps] * (best["epoch"] - refit_run["refit_done"])
     assert not (model_dir / "backup_refit").exists()
     # The run tests (and delivers) final.keras; best.keras' test figures are beside it.
     metrics = _json(model_dir, "metrics.json")
@@ -363,7 +398,7 @@ def test_learning_rate_decays_per_epoch_in_the_selection_and_the_refit_alike(ref
 
     from narm_tf.model import narm as _registers_layers  # noqa: F401
 
-    model_dir, _ = refit_run
+    model_dir = refit_run["model_dir"]
     rates = [float(row["learning_rate"]) for row in _history(model_dir)]
     np.testing.assert_allclose(rates, [0.004 * 0.5 ** e for e in range(len(rates))], rtol=1e-6)
     # The refit's last epoch (best.json's count, from 1) ran at the same epoch's rate.
@@ -379,7 +414,7 @@ def test_refit_run_without_a_finished_final_model_is_refused(refit_run, tmp_path
     from narm_tf.training import run_dir
 
     copy = tmp_path / "run"
-    shutil.copytree(refit_run[0], copy)
+    shutil.copytree(refit_run["model_dir"], copy)
     record = _json(copy, "final.json")
     (copy / "final.json").write_text(json.dumps({**record, "finished": False}))
     with pytest.raises(run_dir.RunFolderError, match="no finished final.keras"):
@@ -393,7 +428,7 @@ def test_warm_validation_after_a_refit_run_drops_its_validation_sessions_too(dat
     from narm_tf.training import warm_start
 
     sessions = data.Dataset(DATASET, data_dir).split("train+validation").session_ids
-    np.testing.assert_array_equal(warm_start.old_train_sessions(str(refit_run[0])),
+    np.testing.assert_array_equal(warm_start.old_train_sessions(str(refit_run["model_dir"])),
                                   np.unique(sessions))
 
 
@@ -416,21 +451,6 @@ def test_refit_carries_the_repeat_calibration_into_the_final_model(data_dir, tmp
             narm_model.REPEAT_EXPLORE)
         assert (float(layer.explore_scale.numpy()), float(layer.repeat_scale.numpy())) == \
             (0.5, 0.25), name
-
-
-def test_killed_streamed_refit_resumes_the_refit_not_the_selection(data_dir, tmp_path):
-    """Streamed input too: the refit reads train + validation as one split."""
-    model_dir = tmp_path / "run"
-    command = _train_command(data_dir, str(model_dir), "--epochs=2", "--refit",
-                             "--batch_size=16", "--input=stream")
-    done = _kill_after_first_backup(command, model_dir / "backup_refit")
-    out = _run(command)
-    assert "Resuming run" in out and "val_recall@20 improved" not in out  # no selection rerun
-    epochs = _json(model_dir, "final.json")["epochs"]
-    assert _steps_per_epoch_run(out) == [-(-sum(_split_sizes(data_dir)) // 16)] * (
-        epochs - done)
-    assert _json(model_dir, "final.json")["finished"]
-    assert _json(model_dir, "metrics.json")["model"] == "final.keras"
 
 
 def _split_sizes(data_dir):
