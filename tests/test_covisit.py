@@ -147,9 +147,9 @@ def test_train_with_covisit_chooses_the_weight_on_validation(tmp_path, synthetic
 
 
 def test_export_serves_the_prior_through_the_keras_graph(tmp_path):
-    """Exported and run in a fresh process by the TF1 loader (as TF Serving): the top-k equals
+    """Exported and run in an isolated process by the TF1 loader (as TF Serving): the top-k equals
     the Keras model's with its prior."""
-    from test_export import MAX_LEN, encode, reference, serve_in_fresh_process, session_rows
+    from test_export import MAX_LEN, encode, reference, serve_isolated, session_rows
 
     from narm_tf.serving import contract, export_lib
     from narm_tf.serving.signatures import ServingModule
@@ -168,7 +168,7 @@ def test_export_serves_the_prior_through_the_keras_graph(tmp_path):
                             False, MAX_LEN)
     assert serving.inference is None  # the lean pass does not reproduce it: the Keras graph
     rows = session_rows(vocabulary)
-    results = serve_in_fresh_process(
+    results = serve_isolated(
         {path: {"int64": (contract.SIGNATURE_INT64, {"item_ids": encode(rows, "int64")})}},
         tmp_path)
     ids, scores, _, _, _ = reference((model, vocabulary, popularity), rows,

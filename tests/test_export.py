@@ -2,16 +2,19 @@
 export/: the TF Serving export, checked the way TF Serving loads it.
 
 A small NARM is trained for a few steps and exported twice, under umask 022: from memory with
-exclusion off, and from a saved model_dir with exclusion on. A fresh Python process that cannot
-import this project loads each export with the TF1 loader TF Serving uses and runs every signature
-on the signature_def's tensor names only; its top-k must match the Keras model's (ids exactly,
-scores within 1e-5) for known, unknown, empty, padded and over-long sessions.
+exclusion off, and from a saved model_dir with exclusion on. A Python process that cannot
+import this project (`python -I`, one per test process) loads each export with the TF1 loader
+TF Serving uses and runs every signature on the signature_def's tensor names only; its top-k
+must match the Keras model's (ids exactly, scores within 1e-5) for known, unknown, empty,
+padded and over-long sessions.
 """
 
+import atexit
 import os
 import pathlib
 import pickle
 import re
+import select
 import shutil
 import signal
 import subprocess
@@ -166,58 +169,96 @@ def reference(trained, rows, exclude):
 
 
 SERVE_SCRIPT = textwrap.dedent('''
-    """Runs in a fresh, isolated interpreter: TF only, as TF Serving would."""
-    import importlib.util, os, pickle, sys
+    """An isolated interpreter with TF only, as TF Serving would: for each line `jobs results`
+    on stdin, runs the pickled jobs (each export loaded into a new graph and session) and
+    answers `done` on stdout."""
+    import importlib.util, os, pickle, sys, traceback
     # `python -I` drops the script's folder and PYTHONPATH; an editable install of the
     # project (a .pth entry) is dropped here: nothing under the repository stays on sys.path.
-    repo = os.path.realpath(sys.argv[3])
+    repo = os.path.realpath(sys.argv[1])
     sys.path[:] = [p for p in sys.path
                    if os.path.commonpath([os.path.realpath(p or "."), repo]) != repo]
-    for name in ("narm_tf", "export"):
-        assert importlib.util.find_spec(name) is None, f"{name} is importable in the subprocess"
     import tensorflow as tf
     from tensorflow_serving.apis import prediction_log_pb2
 
-    jobs = pickle.load(open(sys.argv[1], "rb"))
-    results = {}
-    for export_dir, calls in jobs.items():
-        with tf.compat.v1.Session(graph=tf.Graph()) as sess:
-            meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
-            for key, (signature, inputs) in calls.items():
-                sig = meta.signature_def[signature]
-                feed = {sig.inputs[name].name: value for name, value in inputs.items()}
-                fetch = {name: info.name for name, info in sig.outputs.items()}
-                try:
-                    results[key] = sess.run(fetch, feed)
-                except tf.errors.InvalidArgumentError as error:
-                    results[key] = {"error": error.message}
-            warmup = export_dir + "/assets.extra/tf_serving_warmup_requests"
-            signatures = []
-            for record in tf.compat.v1.io.tf_record_iterator(warmup):
-                request = prediction_log_pb2.PredictionLog.FromString(record).predict_log.request
-                sig = meta.signature_def[request.model_spec.signature_name]
-                feed = {sig.inputs[name].name: tf.make_ndarray(proto)
-                        for name, proto in request.inputs.items()}
-                out = sess.run({n: i.name for n, i in sig.outputs.items()}, feed)
-                assert out["top_k_scores"].shape[0] == len(next(iter(feed.values())))
-                signatures.append(request.model_spec.signature_name)
-            results[("warmup", export_dir)] = signatures
-    pickle.dump(results, open(sys.argv[2], "wb"))
+
+    def serve(jobs):
+        for name in ("narm_tf", "export"):
+            assert importlib.util.find_spec(name) is None, f"{name} is importable in the server"
+        results = {}
+        for export_dir, calls in jobs.items():
+            with tf.compat.v1.Session(graph=tf.Graph()) as sess:
+                meta = tf.compat.v1.saved_model.loader.load(sess, ["serve"], export_dir)
+                for key, (signature, inputs) in calls.items():
+                    sig = meta.signature_def[signature]
+                    feed = {sig.inputs[name].name: value for name, value in inputs.items()}
+                    fetch = {name: info.name for name, info in sig.outputs.items()}
+                    try:
+                        results[key] = sess.run(fetch, feed)
+                    except tf.errors.InvalidArgumentError as error:
+                        results[key] = {"error": error.message}
+                warmup = export_dir + "/assets.extra/tf_serving_warmup_requests"
+                signatures = []
+                for record in tf.compat.v1.io.tf_record_iterator(warmup):
+                    request = prediction_log_pb2.PredictionLog.FromString(
+                        record).predict_log.request
+                    sig = meta.signature_def[request.model_spec.signature_name]
+                    feed = {sig.inputs[name].name: tf.make_ndarray(proto)
+                            for name, proto in request.inputs.items()}
+                    out = sess.run({n: i.name for n, i in sig.outputs.items()}, feed)
+                    assert out["top_k_scores"].shape[0] == len(next(iter(feed.values())))
+                    signatures.append(request.model_spec.signature_name)
+                results[("warmup", export_dir)] = signatures
+        return results
+
+
+    for line in sys.stdin:
+        jobs_path, results_path = line.rstrip("\\n").split("\\t")
+        try:
+            results = serve(pickle.load(open(jobs_path, "rb")))
+        except BaseException:
+            results = {"server error": traceback.format_exc()}
+        pickle.dump(results, open(results_path, "wb"))
+        print("done", flush=True)
 ''')
+_SERVER = {}  # this test process's serving interpreter, started on first use
 
 
-def serve_in_fresh_process(jobs, tmp_path):
-    """Runs `{export_dir: {key: (signature, inputs)}}` in `python -I` away from the repo."""
-    (tmp_path / "serve.py").write_text(SERVE_SCRIPT)
+def _server():
+    """The serving interpreter (`python -I`, away from the repository, TF only), started once
+    per test process and stopped when it exits: its TensorFlow start is paid once."""
+    if _SERVER.get("process") is None or _SERVER["process"].poll() is not None:
+        folder = pathlib.Path(tempfile.mkdtemp(prefix="narm-serve-"))
+        (folder / "serve.py").write_text(SERVE_SCRIPT)
+        log = open(folder / "stderr.log", "w+")
+        env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
+        process = subprocess.Popen([sys.executable, "-I", "serve.py", str(ROOT)], cwd=folder,
+                                   env=env, stdin=subprocess.PIPE, stdout=subprocess.PIPE,
+                                   stderr=log, text=True)
+        atexit.register(process.kill)
+        _SERVER.update(process=process, log=log)
+    return _SERVER["process"], _SERVER["log"]
+
+
+def serve_isolated(jobs, tmp_path, timeout=240):
+    """Runs `{export_dir: {key: (signature, inputs)}}` in the serving interpreter, which
+    cannot import this project; returns `{key: outputs}`."""
     with open(tmp_path / "jobs.pkl", "wb") as f:
         pickle.dump(jobs, f)
-    env = {k: v for k, v in os.environ.items() if k != "PYTHONPATH"}
-    proc = subprocess.run([sys.executable, "-I", "serve.py", "jobs.pkl", "results.pkl",
-                           str(ROOT)],
-                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=240)
-    assert proc.returncode == 0, proc.stderr[-3000:]
+    process, log = _server()
+    process.stdin.write(f"{tmp_path / 'jobs.pkl'}\t{tmp_path / 'results.pkl'}\n")
+    process.stdin.flush()
+    ready, _, _ = select.select([process.stdout], [], [], timeout)
+    answer = process.stdout.readline() if ready else ""
+    log.seek(0)
+    assert answer == "done\n", f"the serving interpreter did not answer: {log.read()[-3000:]}"
     with open(tmp_path / "results.pkl", "rb") as f:
-        return pickle.load(f)
+        results = pickle.load(f)
+    assert "server error" not in results, results.get("server error")
+    return results
+
+
+serve_in_fresh_process = serve_isolated  # the name test_repeat still imports
 
 
 def long_rows(vocabulary):
@@ -258,7 +299,7 @@ def served(exports, trained, tmp_path_factory):
         for size in (1, 3):
             jobs[exports["plain"]][("mismatch", dtype, size)] = (
                 options, {"item_ids": long_ids, "exclude_seen": np.ones(size, bool)})
-    return cases, serve_in_fresh_process(jobs, tmp_path_factory.mktemp("serve"))
+    return cases, serve_isolated(jobs, tmp_path_factory.mktemp("serve"))
 
 
 @pytest.mark.parametrize("dtype", ["string", "int64"])

@@ -1,5 +1,5 @@
 """narm_tf.serving.reduced_precision: the bfloat16 and two-stage exports of a trained model,
-loaded by a fresh process through the TF1 loader (as TF Serving loads them, signature tensors
+loaded by an isolated process through the TF1 loader (as TF Serving loads them, signature tensors
 only), against the float32 export of the same model."""
 
 import os
@@ -8,7 +8,7 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
-from test_export import serve_in_fresh_process
+from test_export import serve_isolated
 
 from narm_tf import synthetic_scale
 from narm_tf.data import dataset as data
@@ -37,7 +37,7 @@ def trained():
 
 @pytest.fixture(scope="module")
 def served(trained, tmp_path_factory):
-    """{scoring name: {"plain": outputs, "exclude": outputs}} from the fresh process, for the
+    """{scoring name: {"plain": outputs, "exclude": outputs}} from the isolated process, for the
     exact, bfloat16 and two-stage exports and a two-stage export whose candidates are the whole
     catalogue; and the export folders."""
     model, vocabulary, popularity, sessions = trained
@@ -54,7 +54,7 @@ def served(trained, tmp_path_factory):
                      (name, "exclude"): (contract.SIGNATURE_INT64_OPTIONS,
                                          {"item_ids": sessions, "exclude_seen": flags})}
             for name, folder in folders.items()}
-    results = serve_in_fresh_process(jobs, tmp_path_factory.mktemp("serve"))
+    results = serve_isolated(jobs, tmp_path_factory.mktemp("serve"))
     outputs = {name: {how: results[(name, how)] for how in ("plain", "exclude")}
                for name in folders}
     return outputs, folders

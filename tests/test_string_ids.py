@@ -9,7 +9,7 @@ import numpy as np
 import pandas as pd
 import pytest
 import tensorflow_datasets as tfds
-from test_export import serve_in_fresh_process
+from test_export import serve_isolated
 
 from conftest import ROOT
 
@@ -84,7 +84,7 @@ def test_the_export_answers_with_the_logs_own_strings(sku_run, tmp_path):
     rows = [[vocabulary[i - 1] for i in row if i > 0] for row in test.prefixes[:8]]
     width = max(map(len, rows))
     batch = np.array([row + [""] * (width - len(row)) for row in rows], dtype=object)
-    results = serve_in_fresh_process(
+    results = serve_isolated(
         {export_dir: {"top": ("serving_default", {"item_ids": batch.astype(bytes)})}}, tmp_path)
     top = np.vectorize(bytes.decode)(results["top"]["top_k_item_ids"])
     assert set(top.ravel()) <= set(vocabulary)
