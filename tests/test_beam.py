@@ -14,6 +14,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 import pytest
+import tensorflow as tf
 import tensorflow_datasets as tfds
 from apache_beam.options.pipeline_options import PipelineOptions
 
@@ -30,6 +31,7 @@ from conftest import ROOT, shared_file
 # worker processes (each its own TensorFlow start) are the tfds CLI test's.
 TWO_WORKERS = ["--direct_num_workers=2", "--direct_running_mode=multi_threading"]
 IN_PROCESS = ["--direct_num_workers=1", "--direct_running_mode=in_memory"]
+READ_BATCH = 65_536  # examples per batch when a split is read back (`load`)
 
 
 def build(builder_class, manual, data_dir, beam_args=None, **kwargs) -> dict:
@@ -43,14 +45,24 @@ def build(builder_class, manual, data_dir, beam_args=None, **kwargs) -> dict:
 
 
 def load(directory) -> dict:
+    """What TFDS reads back from `directory`: each split's examples in order as (prefix,
+    label, length, session_id) tuples of Python ints, plus vocabulary and statistics. The
+    split is read in batches (ragged: a prefix keeps its own length, no padding added), a
+    few times cheaper than one example at a time through tfds.as_numpy."""
     loaded = tfds.builder_from_directory(str(directory))
     result = {"vocabulary": list(loaded.info.metadata["vocabulary"]),
               "statistics": dict(loaded.info.metadata["statistics"])}
     for split in ("train", "validation", "test"):
-        examples = list(tfds.as_numpy(loaded.as_dataset(split=split, shuffle_files=False)))
-        result[split] = [(e["prefix"].tolist(), int(e["label"]), int(e["length"]),
-                          int(e["session_id"])) for e in examples]
+        dataset = loaded.as_dataset(split=split, shuffle_files=False).ragged_batch(READ_BATCH)
+        result[split] = [row for batch in dataset for row in zip(
+            *(as_lists(batch[key]) for key in ("prefix", "label", "length", "session_id")),
+            strict=True)]
     return result
+
+
+def as_lists(column: tf.Tensor | tf.RaggedTensor) -> list:
+    """A batch's column as Python lists: one value (or list, for a ragged prefix) per example."""
+    return column.to_list() if isinstance(column, tf.RaggedTensor) else column.numpy().tolist()
 
 
 def assert_same(beam: dict, memory: dict) -> None:
@@ -254,22 +266,33 @@ def test_time_ordered_validation_and_string_ids_are_identical_on_beam(tmp_path):
     assert not validation & train
 
 
+WINDOW = click_log.ClickLogConfig(name="to_0405", base="yoochoose_full", end_date="2014-04-05")
+
+
+@pytest.fixture(scope="module")
+def window_in_memory(tmp_path_factory) -> tuple[pathlib.Path, list[str], dict]:
+    """A 7-day synthetic log (from 2014-04-01) in a manual dir, its lines, and its WINDOW
+    built in memory and loaded back: the reference of both read modes below (the in-memory
+    path reads whole files whatever CSV_CHUNK_BYTES says)."""
+    manual = tmp_path_factory.mktemp("window") / "manual"
+    manual.mkdir()
+    path = synthetic.write_synthetic_clicks(str(manual), num_sessions=1200, num_items=150)
+    lines = open(path).read().splitlines()
+    memory = build(yoochoose.Builder, manual, manual.parent / "memory", config=WINDOW)
+    return manual, lines, memory
+
+
 @pytest.mark.parametrize("chunk_bytes", [None, 4096], ids=["whole_file", "byte_ranges"])
-def test_end_date_window_is_identical_on_beam(tmp_path, monkeypatch, chunk_bytes):
+def test_end_date_window_is_identical_on_beam(tmp_path, monkeypatch, chunk_bytes,
+                                              window_in_memory):
     """A window ending 2014-04-05 of a 7-day synthetic log (from 2014-04-01): the same
     dataset in memory and on Beam, whether the cut falls in whole files or byte ranges; its
     clicks are those dated before 2014-04-06T00:00Z."""
     if chunk_bytes:
         monkeypatch.setattr(beam_path, "CSV_CHUNK_BYTES", chunk_bytes)
-    manual = tmp_path / "manual"
-    manual.mkdir()
-    path = synthetic.write_synthetic_clicks(str(manual), num_sessions=1200, num_items=150)
-    lines = open(path).read().splitlines()
+    manual, lines, memory = window_in_memory
     kept = sum(line.split(",")[1] < "2014-04-06" for line in lines)
-    config = click_log.ClickLogConfig(name="to_0405", base="yoochoose_full",
-                                      end_date="2014-04-05")
-    memory = build(yoochoose.Builder, manual, tmp_path / "memory", config=config)
-    beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS, config=config)
+    beam = build(yoochoose.Builder, manual, tmp_path / "beam", IN_PROCESS, config=WINDOW)
     assert_same(beam, memory)
     assert memory["statistics"]["clicks"] == kept < len(lines)
     assert memory["statistics"]["split_date"] < 1396742400  # 2014-04-06T00:00Z
