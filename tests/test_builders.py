@@ -5,6 +5,7 @@ import os
 import pathlib
 import shutil
 import subprocess
+import types
 
 import numpy as np
 import pandas as pd
@@ -132,17 +133,36 @@ def shop_log(clicks: pd.DataFrame, folder: pathlib.Path) -> None:
                        folder / f"clicks-{part}.parquet", row_group_size=500)
 
 
-def test_tfds_build_cli_with_a_json_config(tiny_manual, tmp_path):
-    """A shop's own config through the real `tfds build`: its rules reach the dataset."""
-    manual = tmp_path / "manual"
-    manual.mkdir()
+# `tfds build` of a click_log config from another folder, paths under HOME (`~` after `=` is
+# expanded by no shell: the builder does it).
+CLICK_LOG_BUILDER = str(ROOT / "tfds_builders" / "click_log")
+HOME_PATHS = ("--data_dir=~/tensorflow_datasets", "--manual_dir=~/shop_logs")
+
+
+@pytest.fixture(scope="module")
+def shop_cli_build(tiny_manual, tmp_path_factory) -> types.SimpleNamespace:
+    """tiny_manual's clicks as a shop's Parquet log in ~/shop_logs, built with SHOP_JSON by one
+    real `tfds build` run from an empty folder elsewhere (HOME set, HOME_PATHS): `run`, the
+    `clicks`, `home`, the working folder `cwd` and the data dir `out`. The two CLI tests of
+    this build share the run (a `tfds build` costs ~8 s of CPU, mostly TensorFlow's start)."""
+    root = tmp_path_factory.mktemp("shop_cli")
+    home, cwd = root / "home", root / "elsewhere"
+    (home / "shop_logs").mkdir(parents=True)
+    cwd.mkdir()
     clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
-    shop_log(clicks, manual)
-    run = tfds_cli("tfds_builders/click_log", f"--config={json.dumps(SHOP_JSON)}",
-                   f"--manual_dir={manual}", f"--data_dir={tmp_path / 'out'}")
+    shop_log(clicks, home / "shop_logs")
+    run = tfds_cli(CLICK_LOG_BUILDER, f"--config={json.dumps(SHOP_JSON)}", *HOME_PATHS,
+                   cwd=cwd, HOME=str(home))
+    return types.SimpleNamespace(run=run, clicks=clicks, home=home, cwd=cwd,
+                                 out=home / "tensorflow_datasets")
+
+
+def test_tfds_build_cli_with_a_json_config(shop_cli_build):
+    """A shop's own config through the real `tfds build`: its rules reach the dataset."""
+    run, clicks = shop_cli_build.run, shop_cli_build.clicks
     assert run.returncode == 0, run.stderr[-3000:]
     assert "Statistics of click_log/my_shop" in run.stdout
-    name, out = "click_log/my_shop", str(tmp_path / "out")
+    name, out = "click_log/my_shop", str(shop_cli_build.out)
     statistics = data.Dataset(name, out).statistics
     expected = preprocess(
         clicks, 2, 1, seed=7, min_item_support=3, max_len=5, validation_share=0.2)
@@ -541,33 +561,26 @@ def test_nightly_end_date_recipe_builds_one_dataset_a_day(tiny_manual, tmp_path)
                         end_date="2014-04-06")
 
 
-def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(tiny_manual, tmp_path):
+def test_tfds_build_cli_expands_home_and_stops_a_stale_name_in_one_line(shop_cli_build):
     """`tfds build ... --data_dir=~/tensorflow_datasets --manual_dir=~/shop_logs` from another
     folder (no shell expands `~` after `=`): the dataset lands under HOME, nothing named `~`
     in the working folder. The same name with other rules then exits 1 on one line."""
-    home, cwd = tmp_path / "home", tmp_path / "elsewhere"
-    (home / "shop_logs").mkdir(parents=True)
-    cwd.mkdir()
-    clicks = read_yoochoose_clicks(str(tiny_manual / "yoochoose-clicks.dat"))
-    shop_csv(clicks, home / "shop_logs" / "clicks.csv")
-    shop = {"name": "shop", "files": "clicks.csv"}
-    paths = ("--data_dir=~/tensorflow_datasets", "--manual_dir=~/shop_logs")
-    builder = str(ROOT / "tfds_builders" / "click_log")
-    run = tfds_cli(builder, f"--config={json.dumps(shop)}", *paths, cwd=cwd, HOME=str(home))
+    run, home, cwd, out = (shop_cli_build.run, shop_cli_build.home, shop_cli_build.cwd,
+                           shop_cli_build.out)
     assert run.returncode == 0, run.stderr[-3000:]
-    out = home / "tensorflow_datasets"
-    first = data.Dataset("click_log/shop", str(out)).statistics
+    first = data.Dataset("click_log/my_shop", str(out)).statistics
     assert list(cwd.iterdir()) == []
-    changed = {**shop, "test_days": 2, "min_item_support": 10}
-    run = tfds_cli(builder, f"--config={json.dumps(changed)}", *paths, cwd=cwd, HOME=str(home))
+    changed = {**SHOP_JSON, "test_days": 1, "min_item_support": 10}
+    run = tfds_cli(CLICK_LOG_BUILDER, f"--config={json.dumps(changed)}", *HOME_PATHS, cwd=cwd,
+                   HOME=str(home))
     assert run.returncode == 1
-    folder = out / "click_log" / "shop" / "1.0.0"
+    folder = out / "click_log" / "my_shop" / "1.0.0"
     assert run.stderr.strip().splitlines()[-1] == (
-        f"tfds build: click_log/shop in {folder} was built with other rules or raw files than "
-        f"this build's: min_item_support: 5 -> 10; test_days: 1 -> 2. Pick another config "
-        f"name, or delete {folder} (tfds build --overwrite does) to rebuild it.")
+        f"tfds build: click_log/my_shop in {folder} was built with other rules or raw files "
+        f"than this build's: min_item_support: 3 -> 10; test_days: 2 -> 1. Pick another "
+        f"config name, or delete {folder} (tfds build --overwrite does) to rebuild it.")
     assert "Traceback" not in run.stderr and "Statistics of" not in run.stdout
-    assert data.Dataset("click_log/shop", str(out)).statistics == first
+    assert data.Dataset("click_log/my_shop", str(out)).statistics == first
 
 
 def test_tfds_build_cli_bad_json_config_in_one_line(tmp_path):
