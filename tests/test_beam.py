@@ -29,7 +29,7 @@ from conftest import ROOT, shared_file
 
 # The in-process builds name the runner Beam's DirectRunner hands a batch pipeline to when it
 # has no Prism binary (Prism is downloaded on first use, which fails offline): each build skips
-# the failed Prism attempt (~1.5 s CPU: a pipeline proto, a worker pool, the download), and
+# the failed Prism attempt (~2-3 s CPU: a pipeline proto, a worker pool, the download), and
 # runs on the runner the worker settings configure whether or not Prism could be fetched. The
 # tfds CLI test keeps the DirectRunner's own choice.
 FN_API_RUNNER = "--runner=apache_beam.runners.portability.fn_api_runner.FnApiRunner"
