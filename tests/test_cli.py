@@ -149,3 +149,26 @@ def test_every_path_flag_expands_tilde_and_variables(module, names, monkeypatch)
                 + [f"--{names[-1]}=$NARM_TEST_ROOT/x"])
     assert [flag_values[name].value for name in names] == (
         [f"/home/someone/{name}" for name in names[:-1]] + ["/data/x"])
+
+
+def test_keras_extras_are_kept_out_of_the_import_and_stay_importable(tmp_path, monkeypatch,
+                                                                     capfd):
+    """A module imported as the commands import TensorFlow finds the hidden packages missing
+    (as Keras finds scikit-learn, matplotlib and IPython, about 2 s of a command's start);
+    afterwards they import; what the module writes to stderr still reaches it."""
+    from narm_tf import cli
+
+    (tmp_path / "narm_probe_extra.py").write_text("VALUE = 1\n")
+    (tmp_path / "narm_probe_lib.py").write_text(
+        "import sys\n"
+        "try:\n    import narm_probe_extra\nexcept ImportError:\n    narm_probe_extra = None\n"
+        "print('from the library', file=sys.stderr)\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    for name in ("narm_probe_lib", "narm_probe_extra"):
+        monkeypatch.delitem(sys.modules, name, raising=False)
+    cli._import_quietly("narm_probe_lib", hidden=("narm_probe_extra",))
+    assert sys.modules["narm_probe_lib"].narm_probe_extra is None
+    import narm_probe_extra
+
+    assert narm_probe_extra.VALUE == 1
+    assert "from the library" in capfd.readouterr().err
