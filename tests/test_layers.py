@@ -257,16 +257,34 @@ def _assert_same_gru_outputs(found, expected):
         np.testing.assert_allclose(a, b, rtol=1e-5, atol=1e-5, err_msg=name)
 
 
+_KERAS_REFERENCES = {}  # (rows, phases, row_blocks, layout) -> a case and Keras' outputs
+
+
+def _keras_reference(rows, phases, row_blocks, layout):
+    """(mask, inputs, NarmGRU weights, Keras' GRU outputs on them without XLA): one case,
+    made and run once for both jit_compile cases (one Keras trace less each)."""
+    key = (rows, phases, row_blocks, layout)
+    if key not in _KERAS_REFERENCES:
+        rng = np.random.default_rng(rows + 10 * phases + row_blocks)
+        mask = tf.constant(_padding_mask(rng, rows, 5, layout))
+        inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
+        keras_gru, narm_gru = _paired_grus(rng, phases=phases, row_blocks=row_blocks)
+        _KERAS_REFERENCES[key] = (mask, inputs, narm_gru.get_weights(),
+                                  _gru_outputs(keras_gru, inputs, mask, False))
+    return _KERAS_REFERENCES[key]
+
+
 @pytest.mark.parametrize("jit_compile", [False, True])
 @pytest.mark.parametrize("rows,phases,row_blocks,layout", [
     (7, 4, 1, "right"), (7, 3, 2, "right"), (7, 1, 1, "right"), (1, 4, 1, "right"),
     (9, 8, 1, "left"), (9, 4, 2, "holes"), (9, 4, 1, "empty rows")])
 def test_narm_gru_equals_keras_gru(rows, phases, row_blocks, layout, jit_compile):
-    rng = np.random.default_rng(rows + 10 * phases + row_blocks)
-    mask = tf.constant(_padding_mask(rng, rows, 5, layout))
-    inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
-    keras_gru, narm_gru = _paired_grus(rng, phases=phases, row_blocks=row_blocks)
-    expected = _gru_outputs(keras_gru, inputs, mask, False)  # the reference: Keras' own, no XLA
+    # The reference: Keras' own GRU, no XLA, on the same weights and inputs in both cases.
+    mask, inputs, weights, expected = _keras_reference(rows, phases, row_blocks, layout)
+    narm_gru = NarmGRU(4, return_sequences=True, return_state=True, phases=phases,
+                       row_blocks=row_blocks)
+    narm_gru(np.zeros((1, 5, 3), "float32"))
+    narm_gru.set_weights(weights)
     found = _gru_outputs(narm_gru, inputs, mask, jit_compile)
     _assert_same_gru_outputs(found, expected)
     if layout == "right":
@@ -279,22 +297,25 @@ def test_narm_gru_with_unknown_batch_and_length():
     """Shapes unknown when traced (a last partial batch, length-bucketed widths) still work."""
     rng = np.random.default_rng(3)
     keras_gru, narm_gru = _paired_grus(rng)
-    for rows, steps in [(6, 5), (3, 2)]:
+    signature = [tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None], tf.bool)]
+    functions = {}
+    for name, layer in [("keras", keras_gru), ("narm", narm_gru)]:
+        @tf.function(input_signature=signature)
+        def run(x, m, layer=layer):
+            with tf.GradientTape() as tape:
+                tape.watch(x)
+                sequence, final = layer(x, mask=m)
+                total = tf.reduce_sum(sequence * 0.5) + tf.reduce_sum(final)
+            return [sequence, final, *tape.gradient(total, [x, *layer.trainable_variables])]
+
+        functions[name] = run
+    for rows, steps in [(6, 5), (3, 2)]:  # both shapes through the one trace of each function
         mask = tf.constant(_padding_mask(rng, rows, steps, "right"))
         inputs = rng.normal(size=(rows, steps, 3)).astype("float32")
-        signature = [tf.TensorSpec([None, None, 3]), tf.TensorSpec([None, None], tf.bool)]
-        outputs = {}
-        for name, layer in [("keras", keras_gru), ("narm", narm_gru)]:
-            @tf.function(input_signature=signature)
-            def run(x, m, layer=layer):
-                with tf.GradientTape() as tape:
-                    tape.watch(x)
-                    sequence, final = layer(x, mask=m)
-                    total = tf.reduce_sum(sequence * 0.5) + tf.reduce_sum(final)
-                return [sequence, final, *tape.gradient(total, [x, *layer.trainable_variables])]
-
-            outputs[name] = [t.numpy() for t in run(tf.constant(inputs), mask)]
+        outputs = {name: [t.numpy() for t in run(tf.constant(inputs), mask)]
+                   for name, run in functions.items()}
         _assert_same_gru_outputs(outputs["narm"], outputs["keras"])
+    assert all(run.experimental_get_tracing_count() == 1 for run in functions.values())
 
 
 def test_narm_gru_skips_padded_steps():
