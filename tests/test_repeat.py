@@ -8,6 +8,7 @@ import keras
 import numpy as np
 import pytest
 
+from narm_tf.model.gru import phases_for
 from narm_tf.model.layers import PADDING_SCORE, RepeatExplore
 from narm_tf.model.narm import (
     EXPLORE_SCALES,
@@ -19,6 +20,9 @@ from narm_tf.model.narm import (
 
 ITEM_IDS = np.array([[2, 4, 2, 0], [5, 0, 0, 0], [1, 3, 5, 3]], np.int32)  # right-padded
 NUM_ITEMS, HIDDEN, CONTEXT, UNITS = 5, 3, 4, 2
+# The GRU's row sets of the models fitted here in 64-row batches, as narm_tf.train builds them
+# (one: fewer loops to trace); test_layers compares the phases, test_export exports them.
+PHASES_64 = phases_for(64)
 
 
 def layer_with(weights, explore="all", scales=(1.0, 1.0)):
@@ -164,8 +168,8 @@ def test_calibrate_repeat_sets_the_least_loss_grid_point_and_saves_it(tmp_path):
 
     keras.utils.set_random_seed(6)
     # Without XLA (a compile per function here): the calibration's choice is the same.
-    model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new"),
-                         jit_compile=False)
+    model = compile_narm(build_narm(30, 8, 12, repeat=True, repeat_explore="new",
+                                    gru_phases=PHASES_64), jit_compile=False)
     rng = np.random.default_rng(6)
     x = rng.integers(1, 31, (512, 6)).astype(np.int32)
     model.fit(x, x[:, 0], batch_size=64, epochs=2, verbose=0)
@@ -213,7 +217,8 @@ def test_gate_is_a_probability_for_any_session(mode):
 
 def test_repeat_model_trains_saves_and_reloads(tmp_path):
     keras.utils.set_random_seed(3)
-    model = compile_narm(build_narm(30, 8, 12, repeat=True), jit_compile=False)  # no XLA compile
+    model = compile_narm(build_narm(30, 8, 12, repeat=True, gru_phases=PHASES_64),
+                         jit_compile=False)  # no XLA compile
     assert model.narm["repeat"] is True and model.get_layer(REPEAT_EXPLORE)
     assert "repeat" not in build_narm(30, 8, 12).narm  # off by default: the paper's model
     rng = np.random.default_rng(0)
@@ -272,18 +277,26 @@ def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
     from narm_tf.serving import contract, export_lib
     from narm_tf.serving.signatures import ServingModule
 
+    def repeat_model(mode):
+        return build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True, repeat_explore=mode,
+                          gru_phases=PHASES_64)
+
+    keras.utils.set_random_seed(7)
+    num_items = 60
+    trained = compile_narm(repeat_model("all"), jit_compile=False)  # no XLA
+    rng = np.random.default_rng(0)
+    x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
+    trained.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)
+    vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), num_items, replace=False)
+    popularity = rng.permutation(num_items) * 3 + 1
     exported, jobs = {}, {}
     for mode in ("all", "new"):
-        keras.utils.set_random_seed(7)
-        num_items = 60
-        model = compile_narm(build_narm(num_items, 8, 12, max_len=MAX_LEN, repeat=True,
-                                        repeat_explore=mode), jit_compile=False)  # no XLA
+        # One fit for both modes: the "new" model takes the trained weights (the same
+        # variables; what is served depends on the weights and the mode, not on how the
+        # weights were reached). Training in mode "new": test_train_with_repeat_flag.
+        model = trained if mode == "all" else repeat_model(mode)
+        model.set_weights(trained.get_weights())
         assert model.get_layer(REPEAT_EXPLORE).explore == mode
-        rng = np.random.default_rng(0)
-        x = rng.integers(1, num_items + 1, (256, MAX_LEN)).astype(np.int32)
-        model.fit(x, x[:, 3], batch_size=64, epochs=2, verbose=0)
-        vocabulary = rng.choice(np.arange(10**10, 10**10 + 10**6), num_items, replace=False)
-        popularity = rng.permutation(num_items) * 3 + 1
         path = export_lib.export_model(model, vocabulary, popularity, str(tmp_path / mode),
                                        k=20)
         serving = ServingModule(model, vocabulary, popularity,
