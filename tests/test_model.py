@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 
+from narm_tf.model.gru import phases_for
 from narm_tf.model.layers import PADDING_SCORE
 from narm_tf.model.narm import attention_model, build_narm, compile_narm, cross_entropy
 
@@ -182,10 +183,11 @@ def test_fit_reports_training_batch_metrics_only_when_asked():
     histories, models = {}, {}
     for train_metrics in (False, True):
         keras.utils.set_random_seed(0)
-        # Without XLA (a compile per model costs ~20 s here): the property is the same. One
-        # row set (gru_phases=1), as train builds the model for batches under 128 rows
-        # (gru.phases_for): each phase adds loops to trace; test_layers compares the phases.
-        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, gru_phases=1, **SMALL),
+        # Without XLA (a compile per model costs ~20 s here): the property is the same. The
+        # GRU's row sets train builds for these batches (one: fewer loops to trace; each phase
+        # adds a forward and a backward loop); test_layers compares the phases.
+        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, gru_phases=phases_for(32),
+                                        **SMALL),
                              train_metrics=train_metrics, jit_compile=False)
         histories[train_metrics] = model.fit(ids, targets, validation_data=(ids, targets),
                                              epochs=2, verbose=0).history
@@ -219,9 +221,9 @@ def test_steps_per_execution_changes_nothing_but_speed():
     histories = {}
     for steps in (1, 3, 16):  # 10 batches an epoch: 16 > 10, and 3 does not divide it
         keras.utils.set_random_seed(0)
-        # No XLA compile per model, one row set (as train builds it for small batches): the
+        # No XLA compile per model, the GRU's row sets train builds for 4-row batches: the
         # same property, fewer loops to trace (see test_fit_reports_training_batch_metrics_*).
-        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, gru_phases=1, **SMALL),
+        model = compile_narm(build_narm(NUM_ITEMS, max_len=5, gru_phases=phases_for(4), **SMALL),
                              steps_per_execution=steps, jit_compile=False)
         histories[steps] = model.fit(ids, targets, batch_size=4, epochs=2, shuffle=False,
                                      validation_data=(ids, targets), verbose=0).history
