@@ -33,7 +33,23 @@ def shuffled_copy(model_dir, target) -> str:
     return str(target)
 
 
-def test_publishes_a_better_model_and_refuses_a_worse_one(runs, tmp_path):  # noqa: F811
+@pytest.fixture(scope="module")
+def shuffled(warm_start_runs, tmp_path_factory):
+    """`shuffled_copy` of the warm run, made once for the tests that only read it."""
+    return shuffled_copy(warm_start_runs["warm"], tmp_path_factory.mktemp("worse") / "shuffled")
+
+
+@pytest.fixture(scope="module")
+def warm_export(warm_start_runs, tmp_path_factory):
+    """(export base, its version 1): the warm run exported once for the tests that only read
+    it or copy it."""
+    from narm_tf.serving import export_lib
+
+    base = tmp_path_factory.mktemp("warm_export") / "exports"
+    return base, export_lib.export_from_model_dir(warm_start_runs["warm"], str(base))
+
+
+def test_publishes_a_better_model_and_refuses_a_worse_one(runs, shuffled, tmp_path):  # noqa: F811
     from narm_tf.serving import publish
 
     base = str(tmp_path / "exports")
@@ -44,19 +60,19 @@ def test_publishes_a_better_model_and_refuses_a_worse_one(runs, tmp_path):  # no
     assert better.published and better.version == 2 and better.current_version == 1
     assert better.candidate["recall@20"] > better.current["recall@20"]
     assert better.current["count"] == better.candidate["count"] == first.candidate["count"]
-    worse = publish.publish_if_better(shuffled_copy(runs["warm"], tmp_path / "shuffled"), base)
+    worse = publish.publish_if_better(shuffled, base)
     assert not worse.published and worse.current_version == 2 and worse.path is None
     assert worse.candidate["recall@20"] < better.candidate["recall@20"] - 10
     assert sorted(os.listdir(base)) == ["1", "2"]  # no version 3, no staging folder left
 
 
-def test_export_scores_match_the_training_runs_test_metrics(runs, tmp_path):  # noqa: F811
+def test_export_scores_match_the_training_runs_test_metrics(runs, warm_export):  # noqa: F811
     """Top-k raw ids from the SavedModel give metrics.json's Recall@20 and MRR@20 (the model's
     own vocabulary: every target known; continuous scores: no ties)."""
-    from narm_tf.serving import export_lib, publish
+    from narm_tf.serving import publish
     from narm_tf.training import run_dir
 
-    exported = export_lib.export_from_model_dir(runs["warm"], str(tmp_path / "base"))
+    _, exported = warm_export
     sessions, targets = publish.raw_test_split(WINDOW_2, runs["data_dir"])
     scores = publish.evaluate_export(exported, sessions, targets, batch_size=300)
     test = run_dir.read_json(runs["warm"], run_dir.METRICS)["test"]
@@ -65,12 +81,10 @@ def test_export_scores_match_the_training_runs_test_metrics(runs, tmp_path):  # 
     assert scores["mrr@20"] == pytest.approx(test["mrr@20"], abs=0.01)
 
 
-def test_cli_refuses_a_worse_model_with_exit_code_4(runs, tmp_path):  # noqa: F811
-    from narm_tf.serving import export_lib
-
+def test_cli_refuses_a_worse_model_with_exit_code_4(warm_export, shuffled, tmp_path):
     base = tmp_path / "exports"
-    export_lib.export_from_model_dir(runs["warm"], str(base))
-    worse = shuffled_copy(runs["warm"], tmp_path / "shuffled")
+    shutil.copytree(warm_export[0], base)  # version 1: the warm run's export
+    worse = shuffled
     result = subprocess.run(
         [sys.executable, "-m", "export.export_saved_model", f"--model_dir={worse}",
          f"--export_base={base}", "--only_if_better", "--margin=0.5"],
