@@ -75,11 +75,11 @@ def synthetic_data_dir(tmp_path_factory):
 # order (--dist loadfile --no-loadscope-reorder): these start first, and the short modules
 # fill the gaps at the end, so both workers finish about together.
 SLOWEST_MODULES = ("test_train.py", "test_beam.py", "test_tune.py", "test_builders.py",
-                   "test_repeat.py", "test_model.py", "test_distribute.py", "test_export.py",
-                   "test_publish.py", "test_packaging.py", "test_layers.py", "test_metrics.py",
-                   "test_cli.py", "test_string_ids.py", "test_covisit.py",
-                   "test_reduced_precision.py", "test_data.py", "test_warm_start.py",
-                   "test_sampled.py")
+                   "test_distribute.py", "test_model.py", "test_publish.py", "test_layers.py",
+                   "test_export.py", "test_repeat.py", "test_cli.py", "test_covisit.py",
+                   "test_sampled.py", "test_reduced_precision.py", "test_data.py",
+                   "test_string_ids.py", "test_predict.py", "test_packaging.py",
+                   "test_inference.py", "test_evaluate.py")
 
 
 def pytest_collection_modifyitems(items):
