@@ -309,12 +309,13 @@ def calibrate_repeat(model: keras.Model, prefixes, labels, batch_size: int = 102
     """
     if not model.compiled:
         raise ValueError("calibrate_repeat needs a compiled model (compile_narm)")
+    # Batched once for the whole grid (evaluating arrays would convert them at every point).
+    examples = tf.data.Dataset.from_tensor_slices((prefixes, labels)).batch(batch_size).cache()
     best = None
     for explore_scale in explore_scales:
         for repeat_scale in repeat_scales:
             set_repeat_scales(model, explore_scale, repeat_scale)
-            measured = model.evaluate(prefixes, labels, batch_size=batch_size, verbose=0,
-                                      return_dict=True)
+            measured = model.evaluate(examples, verbose=0, return_dict=True)
             if best is None or measured["loss"] < best["loss"]:
                 best = {"explore_scale": explore_scale, "repeat_scale": repeat_scale,
                         **{key: float(value) for key, value in measured.items()}}
