@@ -258,9 +258,6 @@ def serve_isolated(jobs, tmp_path, timeout=240):
     return results
 
 
-serve_in_fresh_process = serve_isolated  # the name test_repeat still imports
-
-
 def long_rows(vocabulary):
     """A session of LONG distinct known items (and unknown ids), and a short one."""
     v = [int(x) for x in vocabulary]

@@ -261,15 +261,15 @@ _KERAS_REFERENCES = {}  # (rows, phases, row_blocks, layout) -> a case and Keras
 
 
 def _keras_reference(rows, phases, row_blocks, layout):
-    """(mask, inputs, NarmGRU weights, Keras' GRU outputs on them without XLA): one case,
-    made and run once for both jit_compile cases (one Keras trace less each)."""
+    """(mask, inputs, the NarmGRU, Keras' GRU outputs with its weights without XLA): one
+    case, made and run once for both jit_compile cases (one Keras trace less each)."""
     key = (rows, phases, row_blocks, layout)
     if key not in _KERAS_REFERENCES:
         rng = np.random.default_rng(rows + 10 * phases + row_blocks)
         mask = tf.constant(_padding_mask(rng, rows, 5, layout))
         inputs = rng.normal(size=(rows, 5, 3)).astype("float32")
         keras_gru, narm_gru = _paired_grus(rng, phases=phases, row_blocks=row_blocks)
-        _KERAS_REFERENCES[key] = (mask, inputs, narm_gru.get_weights(),
+        _KERAS_REFERENCES[key] = (mask, inputs, narm_gru,
                                   _gru_outputs(keras_gru, inputs, mask, False))
     return _KERAS_REFERENCES[key]
 
@@ -280,11 +280,7 @@ def _keras_reference(rows, phases, row_blocks, layout):
     (9, 8, 1, "left"), (9, 4, 2, "holes"), (9, 4, 1, "empty rows")])
 def test_narm_gru_equals_keras_gru(rows, phases, row_blocks, layout, jit_compile):
     # The reference: Keras' own GRU, no XLA, on the same weights and inputs in both cases.
-    mask, inputs, weights, expected = _keras_reference(rows, phases, row_blocks, layout)
-    narm_gru = NarmGRU(4, return_sequences=True, return_state=True, phases=phases,
-                       row_blocks=row_blocks)
-    narm_gru(np.zeros((1, 5, 3), "float32"))
-    narm_gru.set_weights(weights)
+    mask, inputs, narm_gru, expected = _keras_reference(rows, phases, row_blocks, layout)
     found = _gru_outputs(narm_gru, inputs, mask, jit_compile)
     _assert_same_gru_outputs(found, expected)
     if layout == "right":

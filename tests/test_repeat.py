@@ -1,6 +1,6 @@
 """The repeat-aware option (`build_narm(repeat=True)`, `narm_tf.model.layers.RepeatExplore`,
 `--repeat`): its scores against NumPy and by hand, its gate, training through `narm_tf.train`,
-and its export served through the Keras graph, reloaded by the TF1 loader in a fresh process."""
+and its export served through the Keras graph, reloaded by the TF1 loader in an isolated process."""
 
 import json
 
@@ -269,10 +269,10 @@ def test_train_with_repeat_flag(tmp_path, synthetic_data_dir):
 
 
 def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
-    """Exported and run in a fresh process by the TF1 loader (as TF Serving): the top-k equals
+    """Exported and run in an isolated process by the TF1 loader (as TF Serving): the top-k equals
     the Keras model's, for known, unknown, empty, padded and over-long sessions; both explore
-    modes, served by one fresh process."""
-    from test_export import MAX_LEN, encode, reference, serve_in_fresh_process, session_rows
+    modes, served by one isolated process."""
+    from test_export import MAX_LEN, encode, reference, serve_isolated, session_rows
 
     from narm_tf.serving import contract, export_lib
     from narm_tf.serving.signatures import ServingModule
@@ -305,7 +305,7 @@ def test_export_is_served_through_keras_graph_and_reloads_equal(tmp_path):
         rows = session_rows(vocabulary)
         exported[mode] = (model, vocabulary, popularity, rows)
         jobs[path] = {mode: (contract.SIGNATURE_INT64, {"item_ids": encode(rows, "int64")})}
-    results = serve_in_fresh_process(jobs, tmp_path)
+    results = serve_isolated(jobs, tmp_path)
     for mode, (model, vocabulary, popularity, rows) in exported.items():
         ids, scores, _, _, _ = reference((model, vocabulary, popularity), rows,
                                          np.zeros(len(rows), bool))
